@@ -1,0 +1,33 @@
+# The README's two commands: `make quickstart` (set-up + main job) and `make test` (set-up + tests).
+# Both create or reuse .venv in the repo and install what they need, apt packages included (as root).
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml scripts/setup.sh | cksum | cut -d' ' -f1)
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export GRADIO_ANALYTICS_ENABLED := False
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: setup quickstart test test-slow bench clean
+
+$(STAMP): pyproject.toml scripts/setup.sh
+	bash scripts/setup.sh $(PY) $(VENV)
+	@rm -f $(VENV)/.installed-* && touch $(STAMP)
+
+setup: $(STAMP)
+
+quickstart: $(STAMP)
+	$(BIN)/python -m vlkit.quickstart
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -q -m slow
+
+bench: $(STAMP)
+	for f in bench/*.py; do $(BIN)/python $$f --quick || exit 1; done
+
+clean:
+	rm -rf $(VENV) .cache results/*.json results/*.png

@@ -1,0 +1,1 @@
+"""ProAPO: evolutionary prompt optimisation (builds on vlkit)."""

@@ -1,0 +1,1 @@
+"""MiniOneRec and SASRec: generative recommendation (builds on vlkit)."""
