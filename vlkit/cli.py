@@ -34,7 +34,7 @@ def main(args: list[str] | None = None) -> None:
         subclass_mode_model=True,
         subclass_mode_data=True,
         save_config_kwargs={"overwrite": True},
-        args=argv,
+        args=argv if args is not None else None,
         auto_configure_optimizers=False,
     )
 

@@ -1,1 +1,1 @@
-
+"""ProAPO's LightningModule (``LitProAPO``)."""

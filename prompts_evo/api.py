@@ -1,0 +1,136 @@
+"""The notebook-facing ProAPO API: build a ready-to-run search for a backbone, dataset, shots and seed.
+
+    from prompts_evo import prepare_search
+    run = prepare_search("offline-lite0-minilm", "fashion-mnist", shots=1, seed=0)
+    result = run.search.run()                 # fitness on the labelled shots only
+    run.accuracy(run.search.class_embeddings())   # test accuracy of the found prompts
+    run.write_prompt_file("prompts.json")     # CuPL JSON for zero-shot / TFUP (class_prompts_file)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from prompts_evo.descriptions import make_description_source, write_class_prompts
+from prompts_evo.search import BASELINE_TEMPLATE, ProAPOSearch, expand_templates
+from prompts_evo.text_cache import PromptEmbeddingCache
+
+__all__ = ["ProAPORun", "prepare_search", "template_library", "TEMPLATE_LIBRARIES"]
+
+TEMPLATE_LIBRARIES = ("imagenet80", "simple")
+
+
+def template_library(name: str) -> list[str]:
+    """Base templates: "imagenet80" (CLIP's 80 ImageNet templates) or "simple" (the baseline only)."""
+    if name == "imagenet80":
+        from vlkit.data.prompts import imagenet_templates
+
+        return imagenet_templates()
+    if name == "simple":
+        return [BASELINE_TEMPLATE]
+    raise ValueError(f"template_library must be one of {TEMPLATE_LIBRARIES}, got {name!r}")
+
+
+@dataclass
+class ProAPORun:
+    search: ProAPOSearch
+    task: object  # prompts_evo.data.features.TaskFeatures
+    backbone: torch.nn.Module
+    text_cache: PromptEmbeddingCache
+    settings: dict
+
+    def accuracy(self, class_embeddings: Tensor, split: str = "test") -> float:
+        """Top-1 accuracy (percent) of (C, D) class embeddings on the "test" or "heldout" features."""
+        features = self.task.test_features if split == "test" else self.task.heldout_features
+        labels = self.task.test_labels if split == "test" else self.task.heldout_labels
+        if features is None or features.shape[0] == 0:
+            return float("nan")
+        preds = (features.to(class_embeddings.device) @ class_embeddings.T).argmax(-1)  # (N,)
+        return 100.0 * (preds.cpu() == labels.cpu()).float().mean().item()
+
+    def single_template_embeddings(self, template: str = BASELINE_TEMPLATE) -> Tensor:
+        """(C, D) class embeddings of one template (the "a photo of a {}." baseline by default)."""
+        emb = self.text_cache.embed([template.format(c) for c in self.task.classnames])
+        return F.normalize(emb, dim=-1).to(self.search.features.device)
+
+    def write_prompt_file(self, path: str | os.PathLike, extra: dict | None = None) -> Path:
+        """Best prompts as CuPL JSON + ``<path>.provenance.json`` (backbone, shots, seed, settings, history)."""
+        provenance = {
+            "method": "ProAPO (prompts_evo)",
+            "backbone_fingerprint": self.backbone.fingerprint,
+            "shot_indices": self.task.shot_indices.tolist(),
+            "selection_data": "labelled shots only (no test or held-out labels)",
+            "templates": self.search.best_templates(),
+            "best_fitness": float(self.search.elite_fitness[0]),
+            "stage": self.search.stage,
+            "settings": self.settings,
+            "history": self.search.history,
+            **(extra or {}),
+        }
+        provenance = json.loads(json.dumps(provenance, default=str))
+        return write_class_prompts(path, self.search.best_class_prompts(), provenance)
+
+
+def prepare_search(
+    backbone="offline-lite0-minilm",
+    dataset: str = "fashion-mnist",
+    shots: int = 1,
+    seed: int = 0,
+    template_library_name: str = "imagenet80",
+    type_words: list[str] | None = None,
+    description_source: str = "llm",
+    description_file: str | None = None,
+    description_samples: int = 3,
+    description_seed: int = 0,
+    heldout_size: int = 200,
+    test_size: int = 0,
+    cache_dir: str = ".cache/vlkit",
+    device=None,
+    batch_size: int = 64,
+    **search_settings,
+) -> ProAPORun:
+    """Backbone + cached shot/held-out/test features + description pool -> a :class:`ProAPORun`.
+
+    ``backbone`` is a ``create_backbone`` name or an already built dual encoder; ``search_settings`` go
+    to :class:`ProAPOSearch` (top_k, template_generations, fitness weights, ...)."""
+    from prompts_evo.data.features import DATASET_TYPE_WORDS, load_task_features
+
+    if template_library_name not in TEMPLATE_LIBRARIES:
+        raise ValueError(f"template_library must be one of {TEMPLATE_LIBRARIES}, got {template_library_name!r}")
+    if isinstance(backbone, str):
+        from vlkit.models.backbones import create_backbone
+
+        backbone = create_backbone(backbone)
+    device = torch.device(device) if device is not None else (torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu"))
+    backbone = backbone.to(device)
+    task = load_task_features(backbone, dataset, shots, seed, heldout_size, test_size, cache_dir=cache_dir, device=device, batch_size=batch_size)
+    words = DATASET_TYPE_WORDS.get(dataset, []) if type_words is None else list(type_words)
+    base = template_library(template_library_name)
+    library = expand_templates(base, words)
+    source = make_description_source(
+        description_source, description_file, base[:8], seed=description_seed, samples_per_question=description_samples
+    )
+    descriptions = source.describe(task.classnames) if source is not None else None
+
+    @torch.no_grad()
+    def encode(texts: list[str]) -> Tensor:
+        return backbone.encode_text(texts)
+
+    text_cache = PromptEmbeddingCache(encode, backbone.fingerprint, cache_dir=Path(cache_dir) / "text")
+    search = ProAPOSearch(
+        task.classnames, task.shot_features.to(device), task.shot_labels.to(device), text_cache, library, descriptions,
+        logit_scale=backbone.logit_scale, seed=seed, **search_settings,
+    )
+    settings = dict(
+        dataset=dataset, shots=shots, seed=seed, template_library=template_library_name, type_words=words,
+        description_source=description_source, description_file=description_file, description_seed=description_seed,
+        **search_settings,
+    )
+    return ProAPORun(search, task, backbone, text_cache, settings)

@@ -1,0 +1,66 @@
+"""Items of a sequential-recommendation data set as a DataModule for ID learning (RQ-VAE).
+
+Batches: ``embedding`` (B, D) float text embeddings, ``index`` (B,) long item indices (catalogue
+order). The embeddings are computed by the model side (an encoder is a model) and handed over through
+:meth:`ItemDataModule.connect`.
+"""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from recsys.data.sequences import SeqRecData, load_seqrec
+
+__all__ = ["ItemDataModule"]
+
+
+class ItemDataModule(L.LightningDataModule):
+    """Args: dataset (see ``load_seqrec``), batch_size, root (Amazon data root), seed."""
+
+    def __init__(self, dataset: str = "synthetic", batch_size: int = 1024, root: str | None = None, seed: int = 0) -> None:
+        super().__init__()
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.save_hyperparameters()
+        self.data: SeqRecData | None = None
+        self.embeddings: torch.Tensor | None = None
+
+    def load(self) -> SeqRecData:
+        if self.data is None:
+            self.data = load_seqrec(self.hparams.dataset, root=self.hparams.root)
+        return self.data
+
+    def item_texts(self) -> list[str]:
+        data = self.load()
+        return [data.text(item) for item in data.item_ids]
+
+    def setup(self, stage: str | None = None) -> None:
+        self.load()
+
+    def connect(self, embeddings: torch.Tensor) -> None:
+        n = len(self.load().item_ids)
+        if embeddings.dim() != 2 or embeddings.shape[0] != n:
+            raise ValueError(f"embeddings must be (N={n}, D), got {tuple(embeddings.shape)}")
+        self.embeddings = embeddings.float()
+
+    def _dataset(self) -> TensorDataset:
+        if self.embeddings is None:
+            raise RuntimeError("ItemDataModule has no embeddings: the model must call connect(embeddings) in setup")
+        return TensorDataset(self.embeddings, torch.arange(self.embeddings.shape[0]))
+
+    def _collate(self, rows):
+        emb, idx = zip(*rows)
+        return {"embedding": torch.stack(emb), "index": torch.stack(idx)}
+
+    def train_dataloader(self) -> DataLoader:
+        g = torch.Generator().manual_seed(self.hparams.seed)
+        return DataLoader(self._dataset(), batch_size=self.hparams.batch_size, shuffle=True, generator=g,
+                          collate_fn=self._collate)
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(self._dataset(), batch_size=len(self._dataset()), collate_fn=self._collate)
+
+    def test_dataloader(self) -> DataLoader:
+        return self.val_dataloader()

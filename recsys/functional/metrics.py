@@ -1,0 +1,84 @@
+"""Top-K ranking metrics from the rank of the target, with confidence intervals.
+
+One target per row (MiniOneRec's ``calc.py``): with r the 0-based rank of the target among the
+recommendations (``r = -1`` or ``r >= K`` when it is not in the top K),
+
+    HR@K   = mean_u 1[0 <= r_u < K]
+    NDCG@K = mean_u 1[0 <= r_u < K] / log2(r_u + 2)
+
+(with a single relevant item the ideal DCG is 1). Confidence intervals: normal approximation of the
+mean over users, mean +- z * std / sqrt(n) (z = 1.96 for 95 %).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+__all__ = ["target_rank_from_scores", "first_hit_rank", "hit_at_k", "ndcg_at_k", "mean_with_ci", "ranking_metrics"]
+
+
+def target_rank_from_scores(scores: Tensor, target: Tensor) -> Tensor:
+    """0-based rank of the target in a full ranking (ties counted pessimistically: ahead of the target).
+
+    Args:
+        scores: (B, N) score of every item; higher is better. ``-inf`` marks items excluded.
+        target: (B,) long index of the target item in [0, N).
+
+    Returns:
+        (B,) long rank = number of items scoring >= the target's score, minus one.
+    """
+    if scores.dim() != 2 or target.dim() != 1 or scores.shape[0] != target.shape[0]:
+        raise ValueError(f"scores must be (B, N) and target (B,), got {tuple(scores.shape)} and {tuple(target.shape)}")
+    target_score = scores.gather(1, target.unsqueeze(1))  # (B, 1)
+    return (scores >= target_score).sum(dim=1) - 1  # (B,)
+
+
+def first_hit_rank(recommended: Tensor, target: Tensor) -> Tensor:
+    """Rank of the first recommendation equal to the target (the authors' "first matching beam").
+
+    Args:
+        recommended: (B, K) item indices in rank order; -1 pads missing entries.
+        target: (B,) item indices.
+
+    Returns:
+        (B,) long 0-based rank, -1 when the target is not among the K.
+    """
+    hits = recommended == target.unsqueeze(1)  # (B, K)
+    found = hits.any(dim=1)
+    rank = hits.float().argmax(dim=1)  # first True
+    return torch.where(found, rank, torch.full_like(rank, -1))
+
+
+def hit_at_k(rank: Tensor, k: int) -> Tensor:
+    """(B,) float 1[0 <= rank < k]."""
+    return ((rank >= 0) & (rank < k)).float()
+
+
+def ndcg_at_k(rank: Tensor, k: int) -> Tensor:
+    """(B,) float 1[0 <= rank < k] / log2(rank + 2)."""
+    hit = hit_at_k(rank, k)
+    return hit / torch.log2(rank.clamp(min=0).float() + 2.0)
+
+
+def mean_with_ci(values: Tensor, z: float = 1.96) -> tuple[float, float]:
+    """Mean and the half-width of its normal-approximation confidence interval (population std / sqrt(n))."""
+    n = values.numel()
+    if n == 0:
+        return float("nan"), float("nan")
+    mean = values.float().mean().item()
+    if n == 1:
+        return mean, float("nan")
+    std = values.float().std(unbiased=True).item()
+    return mean, z * std / math.sqrt(n)
+
+
+def ranking_metrics(rank: Tensor, ks: tuple[int, ...] = (1, 3, 5, 10, 20)) -> dict[str, tuple[float, float]]:
+    """``{"hr@K": (mean, ci95), "ndcg@K": (mean, ci95)}`` for every K."""
+    out = {}
+    for k in ks:
+        out[f"hr@{k}"] = mean_with_ci(hit_at_k(rank, k))
+        out[f"ndcg@{k}"] = mean_with_ci(ndcg_at_k(rank, k))
+    return out

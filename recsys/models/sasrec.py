@@ -1,0 +1,47 @@
+"""SASRec (Kang & McAuley 2018, arXiv 1808.09781): a causal self-attention encoder over the item history;
+the last position's state scores every item by a dot product with the (shared) item embeddings."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["SASRec"]
+
+
+class SASRec(nn.Module):
+    """Args: num_items N (indices 1..N, 0 = padding), hidden D, layers, heads, dropout, max_length T."""
+
+    def __init__(
+        self, num_items: int, hidden_size: int = 64, num_layers: int = 2, num_heads: int = 2,
+        dropout: float = 0.2, max_length: int = 50,
+    ) -> None:
+        super().__init__()
+        if num_items < 1:
+            raise ValueError(f"num_items must be >= 1, got {num_items}")
+        self.item_embedding = nn.Embedding(num_items + 1, hidden_size, padding_idx=0)
+        self.position_embedding = nn.Embedding(max_length, hidden_size)
+        layer = nn.TransformerEncoderLayer(
+            hidden_size, num_heads, 4 * hidden_size, dropout, batch_first=True, norm_first=True, activation="gelu"
+        )
+        self.encoder = nn.TransformerEncoder(layer, num_layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(hidden_size)
+        self.dropout = nn.Dropout(dropout)
+        self.max_length = max_length
+
+    def forward(self, history: Tensor) -> Tensor:
+        """history (B, T) left-padded 1-based item indices -> (B, N) scores over items 1..N."""
+        history = history[:, -self.max_length :]  # (B, T)
+        B, T = history.shape
+        positions = torch.arange(T, device=history.device).unsqueeze(0).expand(B, T)  # (B, T)
+        h = self.dropout(self.item_embedding(history) + self.position_embedding(positions))  # (B, T, D)
+        causal = torch.triu(torch.ones(T, T, dtype=torch.bool, device=history.device), diagonal=1)  # (T, T)
+        pad_key = (history == 0).unsqueeze(1)  # (B, 1, T)
+        eye = torch.eye(T, dtype=torch.bool, device=history.device)  # (T, T)
+        # padding keys are hidden, except each position from itself, so no query row is fully masked (no NaN)
+        blocked = causal.unsqueeze(0) | (pad_key & ~eye.unsqueeze(0))  # (B, T, T)
+        heads = self.encoder.layers[0].self_attn.num_heads
+        blocked = blocked.repeat_interleave(heads, dim=0)  # (B * heads, T, T)
+        h = self.encoder(h, mask=blocked)
+        last = self.norm(h[:, -1])  # (B, D) state after the most recent item
+        return last @ self.item_embedding.weight[1:].T  # (B, N)

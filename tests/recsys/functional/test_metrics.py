@@ -1,0 +1,61 @@
+import math
+
+import pytest
+import torch
+
+from recsys.functional.metrics import (
+    first_hit_rank,
+    hit_at_k,
+    mean_with_ci,
+    ndcg_at_k,
+    ranking_metrics,
+    target_rank_from_scores,
+)
+
+
+def test_hand_computed_rankings():
+    # three users; the target sits at beam 0, beam 2 and nowhere
+    recommended = torch.tensor([[7, 1, 2], [4, 5, 9], [1, 2, 3]])
+    target = torch.tensor([7, 9, 8])
+    rank = first_hit_rank(recommended, target)
+    assert rank.tolist() == [0, 2, -1]
+    # HR@1 = 1/3, HR@3 = 2/3
+    assert hit_at_k(rank, 1).mean().item() == pytest.approx(1 / 3)
+    assert hit_at_k(rank, 3).mean().item() == pytest.approx(2 / 3)
+    # NDCG@3 = (1/log2(2) + 1/log2(4) + 0) / 3 = (1 + 0.5) / 3 = 0.5
+    assert ndcg_at_k(rank, 3).mean().item() == pytest.approx(0.5)
+    # NDCG@2: only the first user counts -> 1/3
+    assert ndcg_at_k(rank, 2).mean().item() == pytest.approx(1 / 3)
+
+
+def test_rank_from_scores_ties_are_pessimistic():
+    scores = torch.tensor([[0.1, 0.9, 0.5, 0.5], [3.0, 2.0, 1.0, 0.0]])
+    # user 0 target item 2 (0.5): item 1 beats it and item 3 ties -> rank 2; user 1 target item 0 -> rank 0
+    assert target_rank_from_scores(scores, torch.tensor([2, 0])).tolist() == [2, 0]
+
+
+def test_against_torchmetrics_retrieval():
+    # independent reference: torchmetrics' retrieval HR and NDCG on full score rows (no ties)
+    from torchmetrics.retrieval import RetrievalHitRate, RetrievalNormalizedDCG
+
+    g = torch.Generator().manual_seed(0)
+    scores = torch.randn(20, 30, generator=g)
+    target = torch.randint(0, 30, (20,), generator=g)
+    rank = target_rank_from_scores(scores, target)
+    relevance = torch.zeros_like(scores, dtype=torch.bool)
+    relevance[torch.arange(20), target] = True
+    indexes = torch.arange(20).unsqueeze(1).expand_as(scores)
+    for k in (1, 5, 10):
+        hr = RetrievalHitRate(top_k=k)(scores.flatten(), relevance.flatten(), indexes.flatten())
+        ndcg = RetrievalNormalizedDCG(top_k=k)(scores.flatten(), relevance.flatten(), indexes.flatten())
+        assert hit_at_k(rank, k).mean().item() == pytest.approx(hr.item(), abs=1e-6)
+        assert ndcg_at_k(rank, k).mean().item() == pytest.approx(ndcg.item(), abs=1e-6)
+
+
+def test_confidence_interval():
+    # values 0,1,0,1: mean 0.5, sample std sqrt(1/3), half-width 1.96 * sqrt(1/3) / 2
+    mean, ci = mean_with_ci(torch.tensor([0.0, 1.0, 0.0, 1.0]))
+    assert mean == pytest.approx(0.5)
+    assert ci == pytest.approx(1.96 * math.sqrt(1 / 3) / 2)
+    out = ranking_metrics(torch.tensor([0, -1]), ks=(1,))
+    assert out["hr@1"][0] == pytest.approx(0.5) and out["ndcg@1"][0] == pytest.approx(0.5)

@@ -1,0 +1,87 @@
+import pytest
+import torch
+
+from recsys.functional.quantize import append_dedup_level
+from recsys.models.constrained import (
+    DictTrieLogitsProcessor,
+    SIDTrie,
+    TrieLogitsProcessor,
+    beam_generation_config,
+    recommend_with_beams,
+    score_all_items,
+)
+from recsys.models.generative import SemanticIDs, WordTokenizer, build_scratch_decoder, sid_token
+
+
+def _setup(n_items=120, k=6, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    codes = append_dedup_level(torch.randint(0, k, (n_items, 3), generator=g))  # random IDs, deduplicated
+    sizes = [int(codes[:, l].max()) + 1 for l in range(codes.shape[1])]
+    sids = SemanticIDs([str(i) for i in range(n_items)], codes, sizes)
+    tok = WordTokenizer(["predict the next item"], sids.all_tokens(), min_freq=1)
+    torch.manual_seed(seed)
+    model = build_scratch_decoder(len(tok), hidden_size=16, num_layers=1, num_heads=2).eval()
+    level_ids = [torch.tensor(tok.convert_tokens_to_ids([sid_token(l, c) for c in range(s)])) for l, s in enumerate(sizes)]
+    trie = SIDTrie(codes, level_ids, len(tok), tok.eos_token_id)
+    prompts = [tok.encode("predict the next item"), tok.encode("next item")]
+    return codes, tok, model, trie, prompts
+
+
+def test_processor_masks_exactly_the_trie():
+    codes, tok, model, trie, _ = _setup()
+    # after the first code of item 0, exactly the second-level tokens of items sharing that code stay open
+    first = trie.item_token_ids[0, :1].unsqueeze(0)  # (1, 1)
+    scores = torch.zeros(1, len(tok))
+    out = TrieLogitsProcessor(trie, prompt_length=0)(first, scores)
+    open_tokens = set(torch.isfinite(out[0]).nonzero().flatten().tolist())
+    expected = {int(trie.item_token_ids[n, 1]) for n in range(codes.shape[0]) if codes[n, 0] == codes[0, 0]}
+    assert open_tokens == expected
+    # after a full ID only EOS; after an impossible prefix (EOS first) nothing at all: fail closed
+    full = trie.item_token_ids[:1]  # (1, L)
+    assert torch.isfinite(TrieLogitsProcessor(trie, 0)(full, scores)[0]).nonzero().flatten().tolist() == [tok.eos_token_id]
+    bad = torch.tensor([[tok.eos_token_id]])
+    assert not torch.isfinite(TrieLogitsProcessor(trie, 0)(bad, scores)).any()
+
+
+def test_every_generated_id_is_valid_and_matches_the_dict_trie():
+    codes, tok, model, trie, prompts = _setup()
+    items, scores = recommend_with_beams(model, prompts, trie, 20, tok.pad_token_id)
+    assert (items >= 0).all(), "an invalid item was produced"
+    assert all(len(set(row.tolist())) == 20 for row in items)  # distinct items per user
+    assert (scores[:, :-1] >= scores[:, 1:] - 1e-6).all()  # beams in score order
+    items_dict, _ = recommend_with_beams(model, prompts, trie, 20, tok.pad_token_id, DictTrieLogitsProcessor)
+    assert torch.equal(items, items_dict)
+    # more beams than items: the surplus comes back as -1, never as an invalid ID
+    few_codes, few_tok, few_model, few_trie, few_prompts = _setup(n_items=5, k=3)
+    got, _ = recommend_with_beams(few_model, few_prompts, few_trie, 8, few_tok.pad_token_id)
+    for row in got:
+        valid = row[row >= 0]
+        assert sorted(valid.tolist()) == list(range(5)) and (row[5:] == -1).all()
+
+
+def test_exact_scores_equal_teacher_forced_log_likelihood_and_agree_with_beams():
+    codes, tok, model, trie, prompts = _setup()
+    exact = score_all_items(model, prompts, trie, tok.pad_token_id)  # (B, N)
+    for b, p in enumerate(prompts):
+        seqs = torch.tensor([p + trie.item_token_ids[n].tolist() for n in range(codes.shape[0])])
+        logp = torch.log_softmax(model(seqs).logits, -1)
+        ref = sum(logp[:, len(p) - 1 + t].gather(1, seqs[:, len(p) + t : len(p) + t + 1]).squeeze(1) for t in range(codes.shape[1]))
+        assert torch.allclose(exact[b], ref, atol=1e-4)
+    # the top beam is the exact arg-max up to the EOS term; with a random model they agree on the best item
+    items, _ = recommend_with_beams(model, prompts, trie, 10, tok.pad_token_id)
+    assert set(items[:, 0].tolist()) <= set(exact.topk(3).indices.flatten().tolist())
+
+
+def test_generation_config_is_explicit():
+    cfg = beam_generation_config(50, 3, pad_token_id=0, eos_token_id=2)
+    assert cfg.do_sample is False and cfg.top_k is None and cfg.top_p is None and cfg.temperature is None
+    assert cfg.num_beams == cfg.num_return_sequences == 50 and cfg.max_new_tokens == 4
+
+
+def test_vocabulary_mismatch_is_an_error():
+    codes, tok, model, trie, _ = _setup()
+    level_ids = list(trie.level_token_ids)
+    with pytest.raises(ValueError, match="does not match the model"):
+        SIDTrie(codes, level_ids, vocab_size=10, eos_token_id=2)
+    with pytest.raises(ValueError, match="unique"):
+        SIDTrie(codes[:, :1].repeat(1, 1), level_ids[:1], len(tok), 2)

@@ -1,0 +1,176 @@
+"""LitARES / LitColdStartSFT: CLI smoke runs on tiny configs (text and multimodal), the LoRA reference
+policy, log-prob consistency between generate() and the training forward, checkpointed controller state,
+bad input, and the configs-parse check."""
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from vlkit.cli import main
+from vlkit.methods.ares import LitARES, LitColdStartSFT, _sequence_logprobs, completion_mask_after_eos
+from vlkit.models.language import char_tokenizer, create_language_model, ensure_pad_token, trigger_token_ids
+
+ROOT = Path(__file__).resolve().parents[3]
+CONFIGS = sorted((ROOT / "configs" / "vlkit" / "ares").glob("*.yaml"))
+
+
+def _metrics(save_dir: Path) -> dict[str, float]:
+    files = sorted(save_dir.rglob("metrics.csv"))
+    assert files, f"no metrics.csv under {save_dir}"
+    out = {}
+    with open(files[-1]) as fh:
+        for row in csv.DictReader(fh):
+            out.update({k: float(v) for k, v in row.items() if v not in ("", None) and k not in ("epoch", "step")})
+    return out
+
+
+def _fit(config: str, tmp_path: Path, *extra: str) -> tuple[dict, dict]:
+    main([
+        "fit", "--config", str(ROOT / config), "--trainer.default_root_dir", str(tmp_path),
+        "--trainer.logger=lightning.pytorch.loggers.CSVLogger", f"--trainer.logger.save_dir={tmp_path}", *extra,
+    ])  # fmt: skip
+    ckpts = sorted(tmp_path.rglob("*.ckpt"))
+    assert ckpts, "no checkpoint written"
+    return _metrics(tmp_path), torch.load(ckpts[-1], map_location="cpu", weights_only=False)
+
+
+def _lora_b_moved(state_dict: dict) -> bool:
+    # peft initialises every lora_B to zero: any non-zero entry means the adapters trained
+    lora_b = [v for k, v in state_dict.items() if "lora_B" in k]
+    assert lora_b, "no LoRA weights in the checkpoint"
+    return any(bool(v.abs().sum() > 0) for v in lora_b)
+
+
+def test_cli_fit_smoke_text_model(tmp_path):
+    metrics, ckpt = _fit("configs/vlkit/ares/arithmetic_tiny.yaml", tmp_path)
+    for key in ("train/reward", "train/entropy", "train/hwe_threshold", "train/kl_coef_easy", "train/length",
+                "val/acc", "val/length", "val/hwe_count"):
+        assert math.isfinite(metrics[key]), key
+    # a random model over ~100 characters: entropy close to ln(|V|) = ln(105), and below it
+    assert 3.0 < metrics["train/entropy"] <= math.log(105) + 1e-4
+    assert 0.0 <= metrics["val/acc"] <= 1.0
+    assert _lora_b_moved(ckpt["state_dict"])
+    # the controller state travels in the checkpoint (and equals the buffers)
+    ctrl = ckpt["ares_controller"]
+    assert ctrl["controller_steps"] == 3 and ctrl["hwe_threshold"] > 0
+    assert ctrl["kl_log_beta"] == pytest.approx(ckpt["state_dict"]["kl_log_beta"].tolist())
+    # plots and history at the end of fit
+    log_dir = next(tmp_path.rglob("ares_training.png")).parent
+    history = json.loads((log_dir / "ares_history.json").read_text())["history"]
+    assert len(history) == 3 and all(math.isfinite(h["train/reward"]) for h in history)
+
+
+def test_cli_fit_smoke_multimodal_qwen2_vl(tmp_path):
+    metrics, ckpt = _fit("configs/vlkit/ares/arithmetic_tiny_vl.yaml", tmp_path)
+    assert math.isfinite(metrics["train/reward"]) and math.isfinite(metrics["val/acc"])
+    assert _lora_b_moved(ckpt["state_dict"])
+
+
+def test_cli_fit_cold_start_sft(tmp_path):
+    metrics, ckpt = _fit("configs/vlkit/ares/arithmetic_coldstart_tiny.yaml", tmp_path)
+    assert math.isfinite(metrics["train/loss"]) and math.isfinite(metrics["val/loss"])
+    assert _lora_b_moved(ckpt["state_dict"])
+
+
+@pytest.fixture(scope="module")
+def tiny_module():
+    torch.manual_seed(0)
+    return LitARES(model_name="tiny-random-lm", group_size=2, max_new_tokens=6, lora_r=4)
+
+
+def test_reference_policy_is_the_disabled_adapter(tiny_module):
+    module = tiny_module
+    assert module.ref_model is None  # no second copy with LoRA
+    ids = torch.randint(5, 100, (2, 9), generator=torch.Generator().manual_seed(1))
+    mask = torch.ones_like(ids)
+    base = create_language_model("tiny-random-lm").model  # same seed -> same base weights
+    with torch.no_grad():
+        expected = base(input_ids=ids, attention_mask=mask).logits
+        for name, p in module.model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)
+        policy = module._forward_logits(ids, mask, {})
+        with module.model.disable_adapter():
+            reference = module._forward_logits(ids, mask, {})
+        for name, p in module.model.named_parameters():
+            if "lora_B" in name:
+                p.zero_()
+    assert torch.allclose(reference, expected, atol=1e-5)
+    assert not torch.allclose(policy, expected, atol=1e-3)
+
+
+def test_training_forward_matches_generation_logprobs(tiny_module):
+    # left-padded prompts of different lengths: the training forward must use the same positions as
+    # generate(), so the log-probs of the sampled tokens agree
+    module = tiny_module
+    torch.manual_seed(3)
+    roll = module.generate(["What is 1 + 1?", "What is 12 + 30 please?"], group_size=2, temperature=1.0)
+    P = roll["prompt_length"]
+    logits = module._forward_logits(roll["input_ids"], roll["attention_mask"], roll["extra"])[:, P - 1 : -1]
+    train_lp = _sequence_logprobs(logits, roll["completion_ids"])
+    gen_lp = _sequence_logprobs(roll["logits"], roll["completion_ids"])
+    m = roll["completion_mask"].bool()
+    assert torch.allclose(train_lp[m], gen_lp[m], atol=1e-4)
+
+
+def test_completion_mask_stops_after_first_eos():
+    comp = torch.tensor([[5, 2, 9, 2], [5, 6, 7, 8], [2, 0, 0, 0]])
+    assert completion_mask_after_eos(comp, 2).tolist() == [[1, 1, 0, 0], [1, 1, 1, 1], [1, 0, 0, 0]]
+
+
+def test_controller_state_survives_checkpoint_roundtrip():
+    a = LitARES(model_name="tiny-random-lm", group_size=2, max_new_tokens=4, lora_r=2)
+    a.hwe_threshold.fill_(1.25)
+    a.kl_log_beta.copy_(torch.tensor([0.1, -0.2, 0.3]))
+    a.entropy_alpha.copy_(torch.tensor([0.4, 0.5, 0.6]))
+    a.controller_steps.fill_(7)
+    ckpt = {}
+    a.on_save_checkpoint(ckpt)
+    b = LitARES(model_name="tiny-random-lm", group_size=2, max_new_tokens=4, lora_r=2)
+    b.on_load_checkpoint(ckpt)
+    assert b.controller_state() == a.controller_state()
+    assert b.kl_beta.tolist() == pytest.approx(torch.tensor([0.1, -0.2, 0.3]).exp().tolist())
+
+
+def test_bad_input_is_rejected_early():
+    with pytest.raises(ValueError, match="group_size"):
+        LitARES(group_size=1)
+    with pytest.raises(ValueError, match="algorithm"):
+        LitARES(algorithm="ppo")
+    with pytest.raises(ValueError, match="token_selection"):
+        LitARES(token_selection="random")
+    with pytest.raises(ValueError, match="kl_target"):
+        LitARES(kl_target=[0.01, 0.0, 0.01])
+    with pytest.raises(TypeError, match="name"):
+        create_language_model("")
+    # a tokenizer without a pad token gets its EOS token, padding on the left
+    tok = char_tokenizer()
+    tok.pad_token = None
+    ensure_pad_token(tok)
+    assert tok.pad_token == tok.eos_token and tok.padding_side == "left"
+    tok.eos_token = None
+    tok.pad_token = None
+    with pytest.raises(ValueError, match="pad token"):
+        ensure_pad_token(tok)
+
+
+def test_trigger_token_ids_are_first_tokens():
+    tok = char_tokenizer()
+    ids = trigger_token_ids(tok, ["wait", "so"])
+    # character tokenizer: first tokens of "wait", " wait", "Wait", " Wait", "so", ... = w, ' ', W, s, S
+    assert sorted(tok.convert_ids_to_tokens(ids.tolist())) == sorted([" ", "S", "W", "s", "w"])
+    with pytest.raises(TypeError, match="list"):
+        trigger_token_ids(tok, "wait")
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=[c.name for c in CONFIGS])
+def test_config_parses(config, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", str(config), "--print_config"])
+    assert exit_info.value.code in (0, None)
+    printed = capsys.readouterr().out
+    assert "class_path: vlkit.methods.ares." in printed

@@ -1,0 +1,130 @@
+"""LitRePRI and its base training through the real CLI on tiny configs, plus the configs-parse check."""
+
+import csv
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+
+from vlkit.cli import main
+from vlkit.data.episodes import EpisodicDataModule, make_episode
+from vlkit.methods.repri import LitRePRI, LitRePRIBaseTraining
+
+ROOT = Path(__file__).resolve().parents[3]
+CONFIGS = sorted((ROOT / "configs" / "vlkit" / "repri").glob("*.yaml"))
+
+
+def _metrics(save_dir: Path) -> dict[str, float]:
+    files = sorted(save_dir.rglob("metrics.csv"))
+    assert files, f"no metrics.csv under {save_dir}"
+    out = {}
+    with open(files[-1]) as fh:
+        for row in csv.DictReader(fh):
+            out.update({k: float(v) for k, v in row.items() if v not in ("", None) and k not in ("epoch", "step")})
+    return out
+
+
+def test_cli_test_smoke_logs_finite_metrics_for_every_variant(tmp_path, monkeypatch):
+    monkeypatch.setenv("VLKIT_CACHE", str(tmp_path / "cache"))
+    main([
+        "test", "--config", str(ROOT / "configs/vlkit/repri/fashion_scenes_tiny.yaml"),
+        "--trainer.default_root_dir", str(tmp_path),
+        "--trainer.logger=lightning.pytorch.loggers.CSVLogger", f"--trainer.logger.save_dir={tmp_path}",
+    ])  # fmt: skip
+    metrics = _metrics(tmp_path)
+    for v in ("prototype", "repri", "oracle"):
+        for name in (f"test/miou_{v}", f"test/fbiou_{v}", f"test/fold0/miou_{v}", f"test/fold1/fbiou_{v}"):
+            assert 0.0 <= metrics[name] <= 1.0 and math.isfinite(metrics[name]), name
+    assert 0.0 <= metrics["test/proportion_error_repri"] <= 1.0
+
+
+def test_feature_cache_gives_identical_metrics_and_is_written_atomically(tmp_path, monkeypatch):
+    monkeypatch.setenv("VLKIT_CACHE", str(tmp_path / "cache"))
+    dm_args = dict(folds=[1], shots=1, episodes_per_fold=3, max_shots=2, image_size=64, canvas_size=64, batch_size=3,
+                   test_scenes=40, val_scenes=40, min_foreground_pixels=32)  # fmt: skip
+    results = []
+    for cache in (False, True, True):  # no cache, cold cache, warm cache (loaded from disk)
+        model = LitRePRI(backbone="tiny-random", iterations=4, variants=["repri"], feature_cache=cache)
+        trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
+        results.append(trainer.test(model, EpisodicDataModule(**dm_args), verbose=False)[0])
+    assert results[0]["test/miou_repri"] == pytest.approx(results[1]["test/miou_repri"], abs=1e-3)
+    assert results[1] == results[2]
+    files = list((tmp_path / "cache" / "repri_features").iterdir())
+    assert len(files) == 1 and files[0].suffix == ".pt"  # no stray temporary file
+
+
+def test_predictions_are_at_the_original_resolution_and_padding_is_not_foreground():
+    model = LitRePRI(backbone="tiny-random", iterations=3, variants=["prototype", "repri"])
+    rng = np.random.default_rng(0)
+    support = rng.integers(0, 255, (30, 50, 3), dtype=np.uint8)
+    mask = np.zeros((30, 50), dtype=np.uint8)
+    mask[10:20, 10:30] = 1
+    batch = make_episode([support], [mask], rng.integers(0, 255, (40, 20, 3), dtype=np.uint8), image_size=64)
+    out = model.segment(batch)
+    assert out["logits_repri"].shape == (1, 1, 16, 16)  # tiny-random has stride 4
+    preds = model.predictions(out["logits_repri"], batch)
+    assert preds[0].shape == (40, 20) and preds[0].dtype == torch.bool
+    assert 0.0 <= float(out["proportion_repri"]) <= 1.0
+    with pytest.raises(ValueError, match="oracle"):
+        model.segment(batch, ["oracle"])
+
+
+def test_paper_protocol_uses_the_query_label_mask():
+    dm = EpisodicDataModule(folds=[2], shots=1, episodes_per_fold=2, max_shots=1, image_size=64, canvas_size=64, batch_size=2,
+                            test_scenes=40, min_foreground_pixels=32)  # fmt: skip
+    batch = next(iter(dm.test_dataloader()))
+    batch["query_mask"][:, :, :32] = 255  # void on the top half of the label only
+    strict = LitRePRI(backbone="tiny-random", iterations=6, variants=["repri"], protocol="strict").segment(batch)
+    paper = LitRePRI(backbone="tiny-random", iterations=6, variants=["repri"], protocol="paper").segment(batch)
+    assert not torch.allclose(strict["proportion_init"], paper["proportion_init"])
+
+
+def test_bad_hyperparameters_are_rejected():
+    with pytest.raises(ValueError, match="variants"):
+        LitRePRI(backbone="tiny-random", variants=["transductive"])
+    with pytest.raises(ValueError, match="protocol"):
+        LitRePRI(backbone="tiny-random", protocol="loose")
+    with pytest.raises(ValueError, match="unknown dense backbone"):
+        LitRePRI(backbone="resnet-fantasy")
+    with pytest.raises(FileNotFoundError, match="head_checkpoint"):
+        LitRePRI(backbone="tiny-random", head_checkpoint="/nonexistent.ckpt")
+
+
+def test_base_training_moves_the_head_and_feeds_repri(tmp_path, monkeypatch):
+    monkeypatch.setenv("VLKIT_CACHE", str(tmp_path / "cache"))
+    main([
+        "fit", "--config", str(ROOT / "configs/vlkit/repri/fashion_scenes_base_tiny.yaml"),
+        "--trainer.default_root_dir", str(tmp_path),
+    ])  # fmt: skip
+    ckpts = sorted(tmp_path.rglob("*.ckpt"))
+    assert ckpts, "fit wrote no checkpoint"
+    state = torch.load(ckpts[-1], map_location="cpu", weights_only=False)["state_dict"]
+    L.seed_everything(0)
+    fresh = LitRePRIBaseTraining(backbone="tiny-random", bottleneck=16).state_dict()
+    moved = [k for k in state if k.startswith("head.") and "weight" in k and not torch.equal(state[k], fresh[k])]
+    assert "head.classifier.weight" in moved and "head.bottleneck.0.weight" in moved
+    # the backbone is frozen: its weights are those of the seeded preset
+    assert all(torch.equal(state[k], fresh[k]) for k in state if k.startswith("backbone."))
+    main([
+        "test", "--config", str(ROOT / "configs/vlkit/repri/fashion_scenes_tiny.yaml"),
+        "--trainer.default_root_dir", str(tmp_path / "repri"), f"--model.head_checkpoint={ckpts[-1]}",
+        "--trainer.logger=lightning.pytorch.loggers.CSVLogger", f"--trainer.logger.save_dir={tmp_path / 'repri'}",
+    ])  # fmt: skip
+    assert math.isfinite(_metrics(tmp_path / "repri")["test/miou_repri"])
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=[c.name for c in CONFIGS])
+def test_configs_parse(config):
+    cmd = "fit" if "base" in config.name else "test"
+    out = subprocess.run(
+        [sys.executable, "-c", "from vlkit.cli import main; import sys; main(sys.argv[1:])", cmd, "--config", str(config),
+         "--print_config"],
+        capture_output=True, text=True, timeout=300, cwd=ROOT,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "class_path: vlkit." in out.stdout

@@ -1,0 +1,698 @@
+"""Episodic few-shot segmentation data: PASCAL-5i, COCO-20i and an offline Fashion-MNIST scene benchmark.
+
+An *episode* (task) is 1-way K-shot: K support images with binary masks of one class and one query
+image of the same class. The task list is fixed by ``(seed, fold)`` and drawn once for the largest shot
+count (``max_shots``, 10): episode e has the same class, the same query and the first K of the same
+supports for every K, so every method and every shot setting is scored on identical episodes.
+
+Label maps everywhere: 0 background, ``c + 1`` for class c (0-based class ids), 255 void. An episode's
+binary masks: 1 where the label is its class, 255 where void or padding, 0 elsewhere.
+
+Pools (anything with ``__len__``, ``image(i)`` -> uint8 (H, W, 3), ``label(i)`` -> uint8 (H, W),
+``num_classes``, ``classnames`` and ``fingerprint``):
+
+- :class:`SegmentationListPool`: PASCAL-5i / COCO-20i from the standard list files (PFENet's
+  ``lists/pascal/val.txt``: lines ``JPEGImages/x.jpg SegmentationClassAug/x.png`` relative to ``root``).
+- :class:`FashionScenePool`: the offline benchmark, rendered deterministically from Fashion-MNIST (see
+  :func:`render_fashion_scenes` for exactly how).
+
+Folds: PASCAL-5i fold i holds novel classes 5i..5i+4; COCO-20i uses PFENet's interleaved split
+(fold i = classes 4k + i); Fashion scenes use 5 folds of 2 novel classes (fold i = classes 2i, 2i+1; the
+other 8 are its base classes).
+
+Batch keys of the episode loaders (B episodes, K shots, S input size, H0 W0 the largest original size):
+
+=========================  ==================  ====================================================
+``support_images``         (B, K, 3, S, S)     float, normalised with the connected mean/std
+``support_masks``          (B, K, S, S)        long {0, 1, 255} (255 = void or padding)
+``query_image``            (B, 1, 3, S, S)     float
+``query_valid``            (B, 1, S, S)        bool, the image area (not padding): from geometry only
+``query_mask``             (B, 1, S, S)        long, resized query label (the authors' scoring label)
+``query_mask_original``    (B, H0, W0)         long, original-resolution label, padded with 255
+``query_size``             (B, 2)              original (H, W)
+``query_resized_size``     (B, 2)              (h, w) of the image inside the padded input
+``class_id`` ``fold``      (B,)                long
+``episode``                (B,)                long, index in the fold's task list
+``query_index``            (B,)                long, pool index (a key for feature caches)
+``support_index``          (B, K)              long
+=========================  ==================  ====================================================
+
+Base-training loaders (``base_training=True``) yield ``image`` (B, 3, S, S) and ``label`` (B, S, S) with
+the fold's base classes remapped to 1..n_base, background 0 and novel classes / void / padding 255
+(the authors ignore novel pixels).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+
+from vlkit.data.fashion_mnist import FASHION_MNIST_CLASSNAMES, load_fashion_mnist_arrays
+
+__all__ = [
+    "IGNORE_INDEX",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "PASCAL_CLASSNAMES",
+    "Episode",
+    "FashionScenePool",
+    "SegmentationListPool",
+    "render_fashion_scenes",
+    "fold_classes",
+    "build_episodes",
+    "preprocess_image",
+    "preprocess_label",
+    "binary_mask",
+    "make_episode",
+    "EpisodeDataset",
+    "BaseSegmentationDataset",
+    "collate_episodes",
+    "EpisodicDataModule",
+]
+
+IGNORE_INDEX = 255
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+PASCAL_CLASSNAMES = [
+    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
+]  # fmt: skip
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Folds and task lists
+
+
+def fold_classes(dataset: str, fold: int) -> list[int]:
+    """0-based novel classes of ``fold`` for ``dataset`` in {"fashion_scenes", "pascal", "coco"}."""
+    folds = {"fashion_scenes": 5, "pascal": 4, "coco": 4}
+    if dataset not in folds:
+        raise ValueError(f"dataset must be one of {sorted(folds)}, got {dataset!r}")
+    if not 0 <= fold < folds[dataset]:
+        raise ValueError(f"fold must be in 0..{folds[dataset] - 1} for {dataset}, got {fold}")
+    if dataset == "fashion_scenes":
+        return [2 * fold, 2 * fold + 1]
+    if dataset == "pascal":
+        return list(range(5 * fold, 5 * fold + 5))
+    return [4 * k + fold for k in range(20)]  # PFENet's use_split_coco
+
+
+@dataclass(frozen=True)
+class Episode:
+    """One 1-way task: its class, fold, query and ``max_shots`` supports (a K-shot run uses the first K)."""
+
+    class_id: int
+    fold: int
+    query: int
+    supports: tuple[int, ...]
+
+
+def build_episodes(
+    class_to_indices: dict[int, list[int]],
+    classes: list[int],
+    num_episodes: int,
+    max_shots: int = 10,
+    seed: int = 0,
+    fold: int = 0,
+) -> list[Episode]:
+    """A fixed task list: for each episode a uniform class, then a query and ``max_shots`` distinct supports
+    drawn without replacement from the images holding that class. Depends only on the arguments."""
+    usable = [c for c in classes if len(class_to_indices.get(c, [])) >= max_shots + 1]
+    if not usable:
+        counts = {c: len(class_to_indices.get(c, [])) for c in classes}
+        raise ValueError(f"no class has the {max_shots + 1} images an episode needs; images per class: {counts}")
+    rng = np.random.default_rng([seed, fold, 4])
+    episodes = []
+    for _ in range(num_episodes):
+        c = usable[int(rng.integers(len(usable)))]
+        pool = class_to_indices[c]
+        picks = rng.choice(len(pool), size=max_shots + 1, replace=False)
+        episodes.append(Episode(c, fold, int(pool[picks[0]]), tuple(int(pool[p]) for p in picks[1:])))
+    return episodes
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The offline benchmark
+
+
+def _item_layers(gray: np.ndarray, size: int, flip: bool) -> tuple[np.ndarray, np.ndarray]:
+    """A 28x28 uint8 garment resized to ``size`` (bilinear): its intensity g in [0, 1] and alpha."""
+    item = Image.fromarray(gray, mode="L").resize((size, size), Image.BILINEAR)
+    g = np.asarray(item, dtype=np.float32) / 255.0
+    if flip:
+        g = g[:, ::-1]
+    alpha = np.clip((g - 0.1) / 0.3, 0.0, 1.0)  # soft edge; alpha >= 0.5 exactly where g >= 0.25
+    return g, alpha
+
+
+def _background(rng: np.random.Generator, size: int) -> np.ndarray:
+    kind = int(rng.integers(3))
+    if kind == 0:  # solid colour
+        bg = np.broadcast_to(rng.uniform(0, 1, 3).astype(np.float32), (size, size, 3)).copy()
+    elif kind == 1:  # linear gradient between two colours at a random angle
+        c1, c2 = rng.uniform(0, 1, 3), rng.uniform(0, 1, 3)
+        theta = rng.uniform(0, 2 * np.pi)
+        yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / max(size - 1, 1)
+        t = xx * np.cos(theta) + yy * np.sin(theta)
+        t = (t - t.min()) / max(t.max() - t.min(), 1e-6)
+        bg = (c1[None, None] * (1 - t[..., None]) + c2[None, None] * t[..., None]).astype(np.float32)
+    else:  # smooth colour texture: a coarse random grid upsampled bilinearly
+        cells = int(rng.integers(2, 7))
+        grid = (rng.uniform(0, 1, (cells, cells, 3)) * 255).astype(np.uint8)
+        bg = np.asarray(Image.fromarray(grid).resize((size, size), Image.BILINEAR), dtype=np.float32) / 255.0
+    return bg
+
+
+def render_fashion_scenes(
+    images: np.ndarray,
+    labels: np.ndarray,
+    num_scenes: int,
+    canvas_size: int = 128,
+    seed: int = 0,
+    items_per_scene: tuple[int, int] = (2, 4),
+    item_scale: tuple[float, float] = (0.25, 0.5),
+) -> tuple[np.ndarray, np.ndarray]:
+    """Compose Fashion-MNIST garments into scenes with segmentation labels, deterministically.
+
+    Scene s uses its own generator ``numpy.random.default_rng([seed, s])`` (so scene s never depends on
+    how many scenes are rendered) and:
+
+    1. a background, one of three kinds with equal probability: a solid random colour, a linear gradient
+       between two random colours at a random angle, or a smooth texture (a 2x2 to 6x6 grid of random
+       colours upsampled bilinearly); then Gaussian pixel noise (sigma 0.02);
+    2. ``n`` garments, n uniform in ``items_per_scene`` (2 to 4); each: a uniform class, a uniform image of
+       that class, a side of ``uniform(item_scale) * canvas_size`` pixels (bilinear from 28x28), a
+       horizontal flip with probability 1/2, a uniform position fully inside the canvas, and a random
+       colour tint (redrawn up to 10 times until it differs from the mean background under it by at
+       least 0.3 in mean absolute RGB). The garment is shaded ``tint * (0.35 + 0.65 g)`` (g its intensity
+       in [0, 1]) and alpha-blended with ``alpha = clip((g - 0.1) / 0.3, 0, 1)``;
+    3. labels: pixels with ``g >= 0.25`` (alpha >= 0.5) take the garment's class + 1; later garments
+       occlude earlier ones in both image and label.
+
+    Args:
+        images: (N, 28, 28) uint8 Fashion-MNIST images (0 = background, as in the IDX files).
+        labels: (N,) int64 classes 0..9.
+
+    Returns:
+        ``(scenes, label_maps)``: (num_scenes, S, S, 3) uint8 and (num_scenes, S, S) uint8.
+    """
+    if images.ndim != 3 or images.shape[0] != labels.shape[0]:
+        raise ValueError(f"images must be (N, 28, 28) with N = len(labels), got {images.shape} and {labels.shape}")
+    lo, hi = items_per_scene
+    if not 1 <= lo <= hi:
+        raise ValueError(f"items_per_scene must be (low, high) with 1 <= low <= high, got {items_per_scene}")
+    by_class = [np.flatnonzero(labels == c) for c in range(10)]
+    size = canvas_size
+    scenes = np.empty((num_scenes, size, size, 3), dtype=np.uint8)
+    label_maps = np.zeros((num_scenes, size, size), dtype=np.uint8)
+    for s in range(num_scenes):
+        rng = np.random.default_rng([seed, s])
+        canvas = _background(rng, size)
+        label_map = label_maps[s]
+        for _ in range(int(rng.integers(lo, hi + 1))):
+            c = int(rng.integers(10))
+            index = int(by_class[c][int(rng.integers(len(by_class[c])))])
+            side = max(8, int(round(rng.uniform(*item_scale) * size)))
+            side = min(side, size)
+            g, alpha = _item_layers(images[index], side, bool(rng.random() < 0.5))
+            y0, x0 = int(rng.integers(0, size - side + 1)), int(rng.integers(0, size - side + 1))
+            region = canvas[y0 : y0 + side, x0 : x0 + side]  # (side, side, 3) view
+            under = region.reshape(-1, 3).mean(0)
+            tint = rng.uniform(0, 1, 3)
+            for _ in range(10):
+                if np.abs(tint - under).mean() >= 0.3:
+                    break
+                tint = rng.uniform(0, 1, 3)
+            colour = tint[None, None] * (0.35 + 0.65 * g[..., None])  # (side, side, 3)
+            region[:] = region * (1 - alpha[..., None]) + colour * alpha[..., None]
+            label_map[y0 : y0 + side, x0 : x0 + side][g >= 0.25] = c + 1
+        canvas += rng.normal(0, 0.02, canvas.shape).astype(np.float32)
+        scenes[s] = np.clip(canvas * 255 + 0.5, 0, 255).astype(np.uint8)
+    return scenes, label_maps
+
+
+class FashionScenePool:
+    """A rendered pool of Fashion-MNIST scenes (see :func:`render_fashion_scenes`).
+
+    ``split``: ``"test"`` renders from the Fashion-MNIST test images (the benchmark's episodes);
+    ``"val"`` from train images 50000..59999 (episodes for design choices and base-training validation);
+    ``"train"`` from train images 0..49999 (base training). Each split has its own seed offset.
+    """
+
+    num_classes = 10
+    classnames = FASHION_MNIST_CLASSNAMES
+    _SPLITS = {"train": ("train", slice(0, 50000), 1), "val": ("train", slice(50000, 60000), 2), "test": ("test", slice(None), 0)}
+
+    def __init__(
+        self,
+        split: str = "test",
+        num_scenes: int = 1000,
+        canvas_size: int = 128,
+        seed: int = 0,
+        root: str | None = None,
+    ) -> None:
+        if split not in self._SPLITS:
+            raise ValueError(f"split must be one of {sorted(self._SPLITS)}, got {split!r}")
+        if num_scenes < 1 or canvas_size < 32:
+            raise ValueError(f"need num_scenes >= 1 and canvas_size >= 32, got {num_scenes} and {canvas_size}")
+        source, rows, offset = self._SPLITS[split]
+        images, labels = load_fashion_mnist_arrays(source, root)
+        self.scenes, self.labels = render_fashion_scenes(
+            images[rows], labels[rows], num_scenes, canvas_size, seed=1000 * seed + offset
+        )
+        self.split = split
+        self.fingerprint = f"fashion_scenes/{split}/n={num_scenes}/size={canvas_size}/seed={seed}/v1"
+
+    def __len__(self) -> int:
+        return len(self.scenes)
+
+    def image(self, index: int) -> np.ndarray:
+        return self.scenes[index]
+
+    def label(self, index: int) -> np.ndarray:
+        return self.labels[index]
+
+    def class_to_indices(self, min_pixels: int = 128) -> dict[int, list[int]]:
+        """Scenes in which class c covers at least ``min_pixels`` visible pixels."""
+        counts = np.stack([(self.labels == c + 1).sum(axis=(1, 2)) for c in range(self.num_classes)], 1)  # (N, C)
+        return {c: np.flatnonzero(counts[:, c] >= min_pixels).tolist() for c in range(self.num_classes)}
+
+
+def _cache_dir() -> Path:
+    root = Path(os.environ.get("VLKIT_CACHE", Path.home() / ".cache" / "vlkit")) / "episodes"
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+class SegmentationListPool:
+    """Images and label PNGs named by a PFENet-style list file (``image_path label_path`` per line).
+
+    PASCAL-5i: ``root`` = the VOC2012 directory with ``SegmentationClassAug``, list ``lists/pascal/val.txt``.
+    COCO-20i: label PNGs with values 1..80 (PFENet's / RePRI's ``create_masks.py``), list ``lists/coco/val.txt``.
+    Which classes each image holds is scanned once and cached (JSON, written atomically).
+    """
+
+    def __init__(self, root: str, list_file: str, dataset: str = "pascal") -> None:
+        if dataset not in ("pascal", "coco"):
+            raise ValueError(f"dataset must be 'pascal' or 'coco', got {dataset!r}")
+        self.root = Path(root)
+        list_path = Path(list_file)
+        if not list_path.exists():
+            raise FileNotFoundError(f"list file {list_file} not found (PFENet's lists/{dataset}/val.txt)")
+        self.pairs = []
+        for line in list_path.read_text().splitlines():
+            parts = line.split()
+            if len(parts) != 2:
+                continue
+            self.pairs.append((self.root / parts[0], self.root / parts[1]))
+        if not self.pairs:
+            raise ValueError(f"list file {list_file} has no 'image label' lines")
+        self.dataset = dataset
+        self.num_classes = 20 if dataset == "pascal" else 80
+        self.classnames = PASCAL_CLASSNAMES if dataset == "pascal" else [f"coco_{i}" for i in range(80)]
+        digest = hashlib.sha1(f"{self.root.resolve()}|{list_path.resolve()}".encode()).hexdigest()[:12]
+        self.fingerprint = f"{dataset}/{list_path.name}/{digest}"
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def image(self, index: int) -> np.ndarray:
+        with Image.open(self.pairs[index][0]) as img:
+            return np.asarray(img.convert("RGB"))
+
+    def label(self, index: int) -> np.ndarray:
+        with Image.open(self.pairs[index][1]) as img:
+            return np.asarray(img, dtype=np.uint8)
+
+    def class_to_indices(self, min_pixels: int = 2 * 32 * 32) -> dict[int, list[int]]:
+        """Images where class c has at least ``min_pixels`` pixels (PFENet's 2 x 32 x 32 filter)."""
+        cache = _cache_dir() / (self.fingerprint.replace("/", "_") + f"_min{min_pixels}.json")
+        if cache.exists():
+            return {int(k): v for k, v in json.loads(cache.read_text()).items()}
+        result: dict[int, list[int]] = {c: [] for c in range(self.num_classes)}
+        for i in range(len(self)):
+            values, counts = np.unique(self.label(i), return_counts=True)
+            for v, n in zip(values.tolist(), counts.tolist()):
+                if 1 <= v <= self.num_classes and n >= min_pixels:
+                    result[v - 1].append(i)
+        fd, tmp = tempfile.mkstemp(dir=cache.parent, suffix=".tmp")
+        with os.fdopen(fd, "w") as fh:
+            json.dump(result, fh)
+        os.replace(tmp, cache)
+        return result
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Preprocessing
+
+
+def _resized_shape(height: int, width: int, size: int) -> tuple[int, int]:
+    scale = size / max(height, width)
+    return max(1, int(round(height * scale))), max(1, int(round(width * scale)))
+
+
+def preprocess_image(
+    image: np.ndarray, size: int, mean=IMAGENET_MEAN, std=IMAGENET_STD
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Resize the long side to ``size`` (bilinear), normalise, pad bottom/right with zeros to (size, size).
+
+    image: (H, W, 3) uint8 -> ``(image (3, size, size) float, valid (size, size) bool)``; ``valid`` marks
+    the image area, known from geometry alone.
+    """
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"image must be (H, W, 3) RGB uint8, got shape {image.shape}")
+    h, w = _resized_shape(image.shape[0], image.shape[1], size)
+    if (h, w) != image.shape[:2]:
+        image = np.asarray(Image.fromarray(image).resize((w, h), Image.BILINEAR))
+    x = torch.from_numpy(np.array(image)).permute(2, 0, 1).float() / 255.0  # (3, h, w)
+    x = (x - torch.tensor(mean)[:, None, None]) / torch.tensor(std)[:, None, None]
+    out = torch.zeros(3, size, size)
+    out[:, :h, :w] = x
+    valid = torch.zeros(size, size, dtype=torch.bool)
+    valid[:h, :w] = True
+    return out, valid
+
+
+def preprocess_label(label: np.ndarray, size: int) -> torch.Tensor:
+    """Resize a label map's long side to ``size`` (nearest) and pad with 255: (H, W) -> (size, size) long."""
+    h, w = _resized_shape(label.shape[0], label.shape[1], size)
+    if (h, w) != label.shape:
+        label = np.asarray(Image.fromarray(label).resize((w, h), Image.NEAREST))
+    out = torch.full((size, size), IGNORE_INDEX, dtype=torch.long)
+    out[:h, :w] = torch.from_numpy(label.astype(np.int64))
+    return out
+
+
+def binary_mask(label: np.ndarray | torch.Tensor, class_id: int) -> torch.Tensor:
+    """Episode mask from a label map: 1 where ``label == class_id + 1``, 255 where void, else 0."""
+    label = torch.as_tensor(np.asarray(label)).long()
+    out = (label == class_id + 1).long()
+    out[label == IGNORE_INDEX] = IGNORE_INDEX
+    return out
+
+
+def _as_rgb_uint8(image, name: str) -> np.ndarray:
+    """Accept PIL images or arrays that are grayscale (H, W), (H, W, 1), RGB or RGBA; return (H, W, 3) uint8."""
+    if isinstance(image, Image.Image):
+        return np.asarray(image.convert("RGB"))
+    array = np.asarray(image)
+    if array.dtype != np.uint8:
+        if array.dtype.kind == "f" and array.size and array.max() <= 1.0:
+            array = array * 255.0
+        array = np.clip(array, 0, 255).astype(np.uint8)
+    if array.ndim == 2:
+        return np.repeat(array[..., None], 3, axis=2)
+    if array.ndim == 3 and array.shape[2] in (1, 3, 4):
+        if array.shape[2] == 1:
+            return np.repeat(array, 3, axis=2)
+        return np.ascontiguousarray(array[..., :3])  # RGBA: drop alpha
+    raise ValueError(f"{name} must be an image (H, W), (H, W, 1|3|4) or PIL, got shape {array.shape}")
+
+
+def make_episode(
+    support_images: list,
+    support_masks: list,
+    query_image,
+    image_size: int = 128,
+    mean=IMAGENET_MEAN,
+    std=IMAGENET_STD,
+) -> dict[str, torch.Tensor]:
+    """One episode batch (B = 1) from user images, with the same keys as the loaders (no query labels).
+
+    Masks: (H, W) arrays, nonzero = foreground (255 kept as ignore); each must match its image's size and
+    hold some foreground. Grayscale and RGBA images are converted to RGB.
+    """
+    if not isinstance(support_images, (list, tuple)) or not isinstance(support_masks, (list, tuple)):
+        raise TypeError("support_images and support_masks must be lists (one entry per shot)")
+    if len(support_images) != len(support_masks) or not support_images:
+        raise ValueError(
+            f"need as many support masks as support images (at least one): got {len(support_images)} images "
+            f"and {len(support_masks)} masks"
+        )
+    s_imgs, s_masks = [], []
+    for k, (img, mask) in enumerate(zip(support_images, support_masks)):
+        rgb = _as_rgb_uint8(img, f"support_images[{k}]")
+        mask = np.asarray(mask)
+        if mask.ndim == 3:
+            mask = mask.max(axis=2)
+        if mask.shape != rgb.shape[:2]:
+            raise ValueError(f"support_masks[{k}] has size {mask.shape}, its image {rgb.shape[:2]}; they must match")
+        binary = np.where(mask == IGNORE_INDEX, IGNORE_INDEX, (mask > 0).astype(np.uint8)).astype(np.uint8)
+        if not (binary == 1).any():
+            raise ValueError(f"support_masks[{k}] has no foreground pixel; paint the object in the support image")
+        x, _ = preprocess_image(rgb, image_size, mean, std)
+        s_imgs.append(x)
+        s_masks.append(preprocess_label(binary, image_size))
+    q = _as_rgb_uint8(query_image, "query_image")
+    qx, qvalid = preprocess_image(q, image_size, mean, std)
+    rh, rw = _resized_shape(q.shape[0], q.shape[1], image_size)
+    return {
+        "support_images": torch.stack(s_imgs)[None],  # (1, K, 3, S, S)
+        "support_masks": torch.stack(s_masks)[None],  # (1, K, S, S)
+        "query_image": qx[None, None],  # (1, 1, 3, S, S)
+        "query_valid": qvalid[None, None],  # (1, 1, S, S)
+        "query_size": torch.tensor([[q.shape[0], q.shape[1]]]),
+        "query_resized_size": torch.tensor([[rh, rw]]),
+    }
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Datasets and the DataModule
+
+
+class EpisodeDataset(Dataset):
+    """K-shot episodes over a pool; items are dicts with the keys listed in the module docstring (no B)."""
+
+    def __init__(self, pool, episodes: list[Episode], shots: int, image_size: int, mean=IMAGENET_MEAN, std=IMAGENET_STD):
+        if episodes and shots > len(episodes[0].supports):
+            raise ValueError(f"shots={shots} exceeds the {len(episodes[0].supports)} supports the task list holds")
+        self.pool, self.episodes, self.shots = pool, episodes, shots
+        self.image_size, self.mean, self.std = image_size, mean, std
+
+    def __len__(self) -> int:
+        return len(self.episodes)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        ep = self.episodes[index]
+        size = self.image_size
+        s_imgs, s_masks = [], []
+        for i in ep.supports[: self.shots]:
+            x, _ = preprocess_image(self.pool.image(i), size, self.mean, self.std)
+            s_imgs.append(x)
+            s_masks.append(preprocess_label(binary_mask(self.pool.label(i), ep.class_id).numpy().astype(np.uint8), size))
+        q_img = self.pool.image(ep.query)
+        qx, qvalid = preprocess_image(q_img, size, self.mean, self.std)
+        q_label = binary_mask(self.pool.label(ep.query), ep.class_id)  # (H0, W0)
+        rh, rw = _resized_shape(q_img.shape[0], q_img.shape[1], size)
+        return {
+            "support_images": torch.stack(s_imgs),  # (K, 3, S, S)
+            "support_masks": torch.stack(s_masks),  # (K, S, S)
+            "query_image": qx[None],  # (1, 3, S, S)
+            "query_valid": qvalid[None],  # (1, S, S)
+            "query_mask": preprocess_label(q_label.numpy().astype(np.uint8), size)[None],  # (1, S, S)
+            "query_mask_original": q_label,  # (H0, W0)
+            "query_size": torch.tensor(q_label.shape),
+            "query_resized_size": torch.tensor([rh, rw]),
+            "class_id": torch.tensor(ep.class_id),
+            "fold": torch.tensor(ep.fold),
+            "episode": torch.tensor(index),
+            "query_index": torch.tensor(ep.query),
+            "support_index": torch.tensor(ep.supports[: self.shots]),
+        }
+
+
+def collate_episodes(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Stack episode dicts; ``query_mask_original`` is padded with 255 to the batch's largest size."""
+    out = {}
+    for key in items[0]:
+        if key == "query_mask_original":
+            h = max(it[key].shape[0] for it in items)
+            w = max(it[key].shape[1] for it in items)
+            padded = torch.full((len(items), h, w), IGNORE_INDEX, dtype=torch.long)  # (B, H0, W0)
+            for b, it in enumerate(items):
+                padded[b, : it[key].shape[0], : it[key].shape[1]] = it[key]
+            out[key] = padded
+        else:
+            out[key] = torch.stack([it[key] for it in items])
+    return out
+
+
+class BaseSegmentationDataset(Dataset):
+    """Dense base-class labels for base training: base classes -> 1..n_base, background 0, rest 255."""
+
+    def __init__(self, pool, base_classes: list[int], image_size: int, mean=IMAGENET_MEAN, std=IMAGENET_STD, flip: bool = False):
+        self.pool, self.image_size, self.mean, self.std, self.flip = pool, image_size, mean, std, flip
+        lut = np.full(256, IGNORE_INDEX, dtype=np.uint8)
+        lut[0] = 0
+        for new, c in enumerate(base_classes, start=1):
+            lut[c + 1] = new
+        self.lut = lut
+
+    def __len__(self) -> int:
+        return len(self.pool)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        x, _ = preprocess_image(self.pool.image(index), self.image_size, self.mean, self.std)
+        y = preprocess_label(self.lut[self.pool.label(index)], self.image_size)
+        if self.flip and (index * 2654435761) % 2:  # deterministic flip of half the images
+            x, y = x.flip(-1), y.flip(-1)
+        return {"image": x, "label": y}
+
+
+class EpisodicDataModule(L.LightningDataModule):
+    """Fixed, seeded 1-way K-shot episodes (test: novel classes; val: the same classes on held-out scenes)
+    and, with ``base_training=True``, dense base-class batches for base training.
+
+    Args:
+        dataset: "fashion_scenes" (offline), "pascal" or "coco".
+        folds: folds evaluated together (metrics per fold and their mean); base training needs exactly one.
+        shots: K.
+        episodes_per_fold: tasks per fold (the authors use 1000 x 5 runs on PASCAL).
+        max_shots: the task list holds this many supports; K-shot uses the first K (same queries for all K).
+        seed: task-list seed.
+        image_size: S, the input side: images are resized (long side) to S and padded to S x S.
+        canvas_size: side of the rendered Fashion scenes (their original resolution, where they are scored).
+        batch_size: episodes per batch, optimised together.
+        num_workers: DataLoader workers.
+        root: Fashion-MNIST IDX directory (None: Debian's) or the PASCAL/COCO image root.
+        val_list, test_list, train_list: PFENet list files for pascal/coco.
+        test_scenes, val_scenes, train_scenes: rendered pool sizes for fashion_scenes.
+        min_foreground_pixels: an image joins a class's pool only if the class covers this many pixels
+            (None: 128 for fashion scenes, PFENet's 2 x 32 x 32 for pascal/coco).
+        base_training: train/val loaders yield dense base-class batches instead of episodes.
+        base_batch_size: images per base-training batch.
+    """
+
+    def __init__(
+        self,
+        dataset: str = "fashion_scenes",
+        folds: list[int] | None = None,
+        shots: int = 1,
+        episodes_per_fold: int = 200,
+        max_shots: int = 10,
+        seed: int = 0,
+        image_size: int = 128,
+        canvas_size: int = 128,
+        batch_size: int = 50,
+        num_workers: int = 0,
+        root: str | None = None,
+        val_list: str | None = None,
+        test_list: str | None = None,
+        train_list: str | None = None,
+        test_scenes: int = 1000,
+        val_scenes: int = 500,
+        train_scenes: int = 4000,
+        min_foreground_pixels: int | None = None,
+        base_training: bool = False,
+        base_batch_size: int = 32,
+    ) -> None:
+        super().__init__()
+        n_folds = {"fashion_scenes": 5, "pascal": 4, "coco": 4}
+        if dataset not in n_folds:
+            raise ValueError(f"dataset must be one of {sorted(n_folds)}, got {dataset!r}")
+        folds = list(range(n_folds[dataset])) if folds is None else list(folds)
+        for f in folds:
+            fold_classes(dataset, f)  # validates
+        if not 1 <= shots <= max_shots:
+            raise ValueError(f"shots must be in 1..max_shots={max_shots}, got {shots}")
+        if episodes_per_fold < 1 or batch_size < 1:
+            raise ValueError(f"episodes_per_fold and batch_size must be >= 1, got {episodes_per_fold}, {batch_size}")
+        if base_training and len(folds) != 1:
+            raise ValueError(f"base training is per fold: pass exactly one fold, got folds={folds}")
+        if dataset != "fashion_scenes" and root is None:
+            raise ValueError(f"dataset={dataset!r} needs root= the image directory and the list files")
+        self.save_hyperparameters()
+        self.dataset, self.folds, self.shots = dataset, folds, shots
+        self.mean, self.std = IMAGENET_MEAN, IMAGENET_STD
+        self.image_size = image_size
+        self._pools: dict[str, object] = {}
+
+    def connect(self, mean=None, std=None, image_size: int | None = None) -> None:
+        """Late-bound preprocessing from the model: normalisation mean/std and the input side."""
+        if mean is not None:
+            self.mean = tuple(float(m) for m in mean)
+        if std is not None:
+            self.std = tuple(float(s) for s in std)
+        if image_size is not None:
+            self.image_size = int(image_size)
+
+    @property
+    def min_pixels(self) -> int:
+        if self.hparams.min_foreground_pixels is not None:
+            return self.hparams.min_foreground_pixels
+        return 128 if self.dataset == "fashion_scenes" else 2 * 32 * 32
+
+    def pool(self, split: str):
+        """The image pool of ``split`` in {"train", "val", "test"} (rendered or listed once, then kept)."""
+        if split not in self._pools:
+            hp = self.hparams
+            if self.dataset == "fashion_scenes":
+                n = {"train": hp.train_scenes, "val": hp.val_scenes, "test": hp.test_scenes}[split]
+                self._pools[split] = FashionScenePool(split, n, hp.canvas_size, hp.seed, hp.root)
+            else:
+                list_file = {"train": hp.train_list, "val": hp.val_list, "test": hp.test_list}[split]
+                if list_file is None:
+                    raise ValueError(f"{split}_list is needed for dataset={self.dataset!r}")
+                self._pools[split] = SegmentationListPool(hp.root, list_file, self.dataset)
+        return self._pools[split]
+
+    def episodes(self, split: str = "test") -> list[Episode]:
+        """The fixed task list of ``split``, folds concatenated in order."""
+        pool = self.pool(split)
+        by_class = pool.class_to_indices(self.min_pixels)
+        out = []
+        for f in self.folds:
+            out += build_episodes(
+                by_class, fold_classes(self.dataset, f), self.hparams.episodes_per_fold, self.hparams.max_shots,
+                self.hparams.seed + (0 if split == "test" else 7919), f,
+            )  # fmt: skip
+        return out
+
+    def _episode_loader(self, split: str) -> DataLoader:
+        data = EpisodeDataset(self.pool(split), self.episodes(split), self.shots, self.image_size, self.mean, self.std)
+        return DataLoader(
+            data, batch_size=self.hparams.batch_size, shuffle=False, num_workers=self.hparams.num_workers,
+            collate_fn=collate_episodes,
+        )  # fmt: skip
+
+    def _base_loader(self, split: str, shuffle: bool) -> DataLoader:
+        novel = set(fold_classes(self.dataset, self.folds[0]))
+        base = [c for c in range(self.pool(split).num_classes) if c not in novel]
+        data = BaseSegmentationDataset(self.pool(split), base, self.image_size, self.mean, self.std, flip=shuffle)
+        return DataLoader(data, batch_size=self.hparams.base_batch_size, shuffle=shuffle, num_workers=self.hparams.num_workers)
+
+    @property
+    def fingerprint(self) -> str:
+        """Identifies the test pool's images (with preprocessing): a key for feature caches."""
+        return f"{self.pool('test').fingerprint}|S={self.image_size}|mean={self.mean}|std={self.std}"
+
+    def pool_fingerprint(self, split: str) -> str:
+        return f"{self.pool(split).fingerprint}|S={self.image_size}|mean={self.mean}|std={self.std}"
+
+    def base_classes(self) -> list[int]:
+        novel = set(fold_classes(self.dataset, self.folds[0]))
+        return [c for c in range(self.pool("val" if self.dataset == "fashion_scenes" else "test").num_classes) if c not in novel]
+
+    def train_dataloader(self) -> DataLoader:
+        if not self.hparams.base_training:
+            raise ValueError("train_dataloader needs base_training=True (RePRI itself trains nothing: use `vlkit test`)")
+        return self._base_loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        if self.hparams.base_training:
+            return self._base_loader("val", shuffle=False)
+        return self._episode_loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._episode_loader("test")

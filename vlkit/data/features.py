@@ -1,0 +1,130 @@
+"""Encoded-feature cache: each (backbone, weights, preprocessing, dataset, split) is encoded once.
+
+Files live under ``<cache_dir>/features/<sha1 of the key>.pt`` and hold the key, the features and the
+labels; they are written to a temporary file and renamed (atomic), and a file that fails to load or whose
+key, shapes or values do not check out is treated as corrupt and rebuilt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, Subset
+
+__all__ = ["encode_dataset", "feature_cache_path", "atomic_torch_save"]
+
+
+def atomic_torch_save(obj, path: str | os.PathLike) -> None:
+    """``torch.save`` to a temporary file in the same directory, then ``os.replace`` (atomic on POSIX)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _dataset_fingerprint(dataset: Dataset) -> str:
+    if isinstance(dataset, Subset):
+        digest = hashlib.sha1(str(list(map(int, dataset.indices))).encode()).hexdigest()[:12]
+        return f"{_dataset_fingerprint(dataset.dataset)}/subset-{len(dataset.indices)}-{digest}"
+    fingerprint = getattr(dataset, "fingerprint", None)
+    if not fingerprint:
+        raise ValueError(
+            f"dataset {type(dataset).__name__} has no .fingerprint, so its features cannot be cached; "
+            "set dataset.fingerprint to a string naming the data and split, or pass cache_dir=None"
+        )
+    return str(fingerprint)
+
+
+def feature_cache_path(backbone, dataset: Dataset, cache_dir: str | os.PathLike, transform_id: str = "eval") -> tuple[Path, str]:
+    key = f"{backbone.fingerprint}|{_dataset_fingerprint(dataset)}|{transform_id}"
+    return Path(cache_dir) / "features" / f"{hashlib.sha1(key.encode()).hexdigest()}.pt", key
+
+
+def _load_cached(path: Path, key: str, n: int):
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+        feats, labels = blob["features"], blob["labels"]
+        if blob["key"] != key or feats.shape[0] != n or labels.shape[0] != n or not torch.isfinite(feats).all():
+            return None
+        return feats, labels
+    except Exception:
+        return None
+
+
+class _PreprocessedView(Dataset):
+    """Applies the backbone's preprocessing to a dataset of (PIL image, label) items."""
+
+    def __init__(self, dataset: Dataset, transform) -> None:
+        self.dataset, self.transform = dataset, transform
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        image, label = self.dataset[index]
+        return self.transform(image), label
+
+
+@torch.no_grad()
+def encode_dataset(
+    backbone,
+    dataset: Dataset,
+    *,
+    batch_size: int = 64,
+    cache_dir: str | os.PathLike | None = None,
+    device: str | torch.device | None = None,
+    num_workers: int = 0,
+    progress: bool = True,
+    transform=None,
+    transform_id: str = "eval",
+) -> tuple[Tensor, Tensor]:
+    """Encode every image of ``dataset`` (items ``(PIL image, label)``) with ``backbone``.
+
+    Returns ``(features (N, D) float32, L2-normalised, on CPU; labels (N,) int64)``. With ``cache_dir``
+    the result is cached on disk and a second call loads it without touching the image encoder.
+    ``device`` defaults to CUDA when available. ``transform`` replaces ``backbone.preprocess`` (e.g. the
+    random training augmentation); ``transform_id`` must then name it (and its seed) for the cache key.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    n = len(dataset)
+    if n == 0:
+        raise ValueError("dataset is empty: nothing to encode")
+    path = key = None
+    if cache_dir is not None:
+        path, key = feature_cache_path(backbone, dataset, cache_dir, transform_id)
+        if path.exists():
+            cached = _load_cached(path, key, n)
+            if cached is not None:
+                return cached
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    backbone = backbone.to(device).eval()
+    loader = DataLoader(_PreprocessedView(dataset, transform or backbone.preprocess), batch_size=batch_size, num_workers=num_workers)
+    iterator = loader
+    if progress:
+        from tqdm.auto import tqdm
+
+        iterator = tqdm(loader, desc=f"encoding {_dataset_fingerprint(dataset)}", leave=False)
+    feats, labels = [], []
+    for images, targets in iterator:
+        out = backbone.encode_image(images.to(device)).float()  # (B, D)
+        if not torch.isfinite(out).all():
+            raise ValueError(f"backbone {backbone.fingerprint} produced non-finite image features")
+        feats.append(F.normalize(out, dim=-1).cpu())
+        labels.append(torch.as_tensor(targets, dtype=torch.long))
+    features, labels_t = torch.cat(feats), torch.cat(labels)  # (N, D), (N,)
+    if path is not None:
+        atomic_torch_save({"key": key, "features": features, "labels": labels_t}, path)
+    return features, labels_t

@@ -1,0 +1,576 @@
+"""Reasoning problems with verifiable answers, answer checkers, and the ARES adaptive cold-start builder.
+
+- ``generate_arithmetic_problems``: a generated arithmetic task with difficulty levels 1-5 (from a
+  one-digit sum to a three-operation expression with two- and three-digit numbers) and exact integer
+  answers; optionally as multiple choice, and optionally rendered into an image (for VLMs).
+- Checkers (model output is parsed, never executed or passed to ``eval``): ``extract_boxed`` (the last
+  ``\\boxed{...}`` with balanced braces), ``extract_final_number``, ``parse_number`` (integers,
+  decimals, fractions, thousands separators via ``fractions.Fraction``), ``extract_choice_letter``,
+  ``check_answer`` -> 1.0 / 0.0.
+- ``build_adaptive_cold_start``: ARES' adaptive cold start (AdaCS): problems with measured pass rates p
+  become SFT examples whose reasoning length tracks L_target(p) = (1 - p) L(0) + p L(1), L(0) and L(1)
+  the median candidate lengths at pass rates 0 and 1 (the authors did not ship this code).
+- ``ReasoningDataModule`` (RL prompts) and ``ColdStartSFTDataModule`` (SFT pairs).
+
+Batches of ``ReasoningDataModule`` are dicts (B = prompts per batch):
+    ``prompt``: list[str] (B), ``answer``: list[str] (B), ``answer_type``: list[str] (B) in
+    {"number", "choice"}, ``prompt_id``: LongTensor (B,) stable hash of the prompt, ``level``:
+    LongTensor (B,) difficulty level (0 when unknown), and ``image``: list[PIL.Image] (B) when images
+    are on. Tokenisation happens in the method (chat template, left padding for generation).
+Batches of ``ColdStartSFTDataModule``: ``prompt``, ``response``: list[str] (B), ``pass_rate``: (B,).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+import re
+import statistics
+from dataclasses import asdict, dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Callable
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+__all__ = [
+    "ANSWER_TYPES",
+    "ReasoningProblem",
+    "ColdStartExample",
+    "generate_arithmetic_problems",
+    "load_problems_jsonl",
+    "render_problem_image",
+    "extract_boxed",
+    "extract_final_number",
+    "parse_number",
+    "extract_choice_letter",
+    "check_answer",
+    "solution_candidates",
+    "target_length",
+    "build_adaptive_cold_start",
+    "ReasoningDataset",
+    "ReasoningDataModule",
+    "ColdStartSFTDataset",
+    "ColdStartSFTDataModule",
+]
+
+ANSWER_TYPES = ("number", "choice")
+ANSWER_INSTRUCTION = "Put the final answer in \\boxed{}."
+CHOICE_INSTRUCTION = "Answer with the letter of the correct option in \\boxed{}."
+LEVELS = (1, 2, 3, 4, 5)
+
+
+@dataclass
+class ReasoningProblem:
+    """One problem: ``question`` (without the answer instruction), ``answer`` (a number or a letter)."""
+
+    question: str
+    answer: str
+    answer_type: str = "number"
+    level: int = 0
+    steps: list[str] = field(default_factory=list)  # worked steps, e.g. "12 + 7 = 19"
+    choices: list[str] = field(default_factory=list)
+
+    def __post_init__(self):
+        if not isinstance(self.question, str) or not self.question.strip():
+            raise ValueError(f"question must be a non-empty string, got {self.question!r}")
+        if self.answer is None or not str(self.answer).strip():
+            raise ValueError(f"problem {self.question[:60]!r} has no answer; every prompt needs a verifiable answer")
+        if self.answer_type not in ANSWER_TYPES:
+            raise ValueError(f"answer_type must be one of {ANSWER_TYPES}, got {self.answer_type!r}")
+        self.answer = str(self.answer).strip()
+        if self.answer_type == "number" and parse_number(self.answer) is None:
+            raise ValueError(f"answer {self.answer!r} of {self.question[:60]!r} is not a number")
+
+    @property
+    def prompt(self) -> str:
+        """The text sent to the model: question, options (if any) and the answer instruction."""
+        if self.answer_type == "choice":
+            options = "\n".join(f"{chr(65 + i)}. {c}" for i, c in enumerate(self.choices))
+            return f"{self.question}\n{options}\n{CHOICE_INSTRUCTION}"
+        return f"{self.question} {ANSWER_INSTRUCTION}"
+
+    @property
+    def prompt_id(self) -> int:
+        """A stable 63-bit id from the prompt text (ARES needs a ``global_id``; here it is a hash)."""
+        digest = hashlib.blake2b(self.prompt.encode("utf-8"), digest_size=8).digest()
+        return int.from_bytes(digest, "big") & ((1 << 63) - 1)
+
+
+# ------------------------------------------------------------------------------------------ generation
+def _level_expression(level: int, rng: random.Random) -> tuple[str, int, list[str]]:
+    """An expression of the given level, its value and its worked steps."""
+    if level == 1:  # one-digit sum
+        a, b = rng.randint(1, 9), rng.randint(1, 9)
+        return f"{a} + {b}", a + b, [f"{a} + {b} = {a + b}"]
+    if level == 2:  # two-digit sum or difference
+        a, b = rng.randint(10, 99), rng.randint(10, 99)
+        if rng.random() < 0.5:
+            return f"{a} + {b}", a + b, [f"{a} + {b} = {a + b}"]
+        a, b = max(a, b), min(a, b)
+        return f"{a} - {b}", a - b, [f"{a} - {b} = {a - b}"]
+    if level == 3:  # product plus a number
+        a, b, c = rng.randint(2, 12), rng.randint(2, 12), rng.randint(1, 20)
+        return f"{a} * {b} + {c}", a * b + c, [f"{a} * {b} = {a * b}", f"{a * b} + {c} = {a * b + c}"]
+    if level == 4:  # (a + b) * c - d
+        a, b, c, d = rng.randint(10, 49), rng.randint(10, 49), rng.randint(2, 9), rng.randint(1, 50)
+        s = a + b
+        return (
+            f"({a} + {b}) * {c} - {d}",
+            s * c - d,
+            [f"{a} + {b} = {s}", f"{s} * {c} = {s * c}", f"{s * c} - {d} = {s * c - d}"],
+        )
+    if level == 5:  # a * b - c * d with two- and three-digit numbers
+        a, b, c, d = rng.randint(11, 99), rng.randint(11, 99), rng.randint(100, 999), rng.randint(2, 9)
+        p, q = a * b, c * d
+        return (
+            f"{a} * {b} - {c} * {d}",
+            p - q,
+            [f"{a} * {b} = {p}", f"{c} * {d} = {q}", f"{p} - {q} = {p - q}"],
+        )
+    raise ValueError(f"level must be one of {LEVELS}, got {level}")
+
+
+def generate_arithmetic_problems(
+    n: int, levels: tuple[int, ...] | list[int] = LEVELS, seed: int = 0, multiple_choice: bool = False
+) -> list[ReasoningProblem]:
+    """``n`` arithmetic problems, levels cycled in order (so each level gets n / len(levels)), seeded.
+
+    With ``multiple_choice`` each problem lists four options (the answer and three near misses).
+    """
+    if n < 0:
+        raise ValueError(f"n must be >= 0, got {n}")
+    levels = tuple(levels)
+    if not levels or any(lv not in LEVELS for lv in levels):
+        raise ValueError(f"levels must be a non-empty subset of {LEVELS}, got {levels}")
+    rng = random.Random(seed)
+    problems = []
+    for i in range(n):
+        level = levels[i % len(levels)]
+        expr, value, steps = _level_expression(level, rng)
+        question = f"What is {expr}?"
+        if multiple_choice:
+            options = {value}
+            while len(options) < 4:
+                options.add(value + rng.choice([-10, -2, -1, 1, 2, 10]) * rng.randint(1, 3))
+            choices = sorted(options)
+            rng.shuffle(choices)
+            letter = chr(65 + choices.index(value))
+            problems.append(
+                ReasoningProblem(question, letter, "choice", level, steps, [str(c) for c in choices])
+            )
+        else:
+            problems.append(ReasoningProblem(question, str(value), "number", level, steps))
+    return problems
+
+
+def load_problems_jsonl(path: str | Path) -> list[ReasoningProblem]:
+    """Problems from a JSON-lines file with keys ``question``, ``answer`` and optionally ``answer_type``,
+    ``level``, ``choices``. A line without an answer raises ``ValueError`` naming the line."""
+    problems = []
+    with open(path, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            row = json.loads(line)
+            if "question" not in row or row.get("answer") in (None, ""):
+                raise ValueError(f"{path}:{lineno}: each problem needs 'question' and a non-empty 'answer', got keys {sorted(row)}")
+            problems.append(
+                ReasoningProblem(
+                    row["question"], str(row["answer"]), row.get("answer_type", "number"), int(row.get("level", 0)),
+                    list(row.get("steps", [])), list(row.get("choices", [])),
+                )
+            )
+    return problems
+
+
+def render_problem_image(problem: ReasoningProblem, size: int = 56):
+    """The question drawn in black on a white square (the VLM variant: "solve the problem in the image")."""
+    from PIL import Image, ImageDraw
+
+    image = Image.new("RGB", (size, size), "white")
+    draw = ImageDraw.Draw(image)
+    text = problem.question.replace("What is ", "").rstrip("?")
+    draw.text((2, size // 2 - 6), text, fill="black")
+    return image
+
+
+# ------------------------------------------------------------------------------------------ checkers
+_NUMBER = re.compile(r"[-+]?\d[\d,]*(?:\.\d+)?(?:\s*/\s*\d+)?|[-+]?\.\d+")
+
+
+def extract_boxed(text: str) -> str | None:
+    """Content of the last ``\\boxed{...}`` (or ``\\fbox{...}``), with nested braces balanced; None if absent."""
+    if not isinstance(text, str):
+        raise TypeError(f"text must be a string, got {type(text).__name__}")
+    start = max(text.rfind("\\boxed{"), text.rfind("\\fbox{"))
+    if start < 0:
+        return None
+    i = text.index("{", start) + 1
+    depth, out = 1, []
+    while i < len(text):
+        ch = text[i]
+        depth += ch == "{"
+        depth -= ch == "}"
+        if depth == 0:
+            return "".join(out).strip()
+        out.append(ch)
+        i += 1
+    return None  # unbalanced: the answer was cut off
+
+
+def parse_number(text: str) -> Fraction | None:
+    """A number written as an integer, decimal, fraction ``a/b``, ``\\frac{a}{b}`` or with thousands
+    separators, as an exact ``Fraction``; None when ``text`` holds no single number. Never evaluates."""
+    if text is None:
+        return None
+    s = str(text).strip().strip("$").replace("\\!", "").replace("{,}", "")
+    s = re.sub(r"\\(?:d|t)?frac\{([^{}]+)\}\{([^{}]+)\}", r"\1/\2", s)
+    s = re.sub(r"\\text\{[^{}]*\}", "", s).strip().rstrip(".")
+    m = re.fullmatch(r"([-+]?)\s*(\d[\d,]*(?:\.\d+)?|\.\d+)(?:\s*/\s*(\d+))?", s)
+    if m is None:
+        return None
+    sign, body, denom = m.groups()
+    if "," in body and not re.fullmatch(r"\d{1,3}(,\d{3})+(\.\d+)?", body):
+        return None  # "1,2" is not a number in any notation we accept
+    try:
+        value = Fraction(body.replace(",", ""))
+        if denom is not None:
+            if int(denom) == 0:
+                return None
+            value /= int(denom)
+    except (ValueError, ZeroDivisionError):
+        return None
+    return -value if sign == "-" else value
+
+
+def extract_final_number(text: str) -> Fraction | None:
+    """The boxed answer if there is one, else the last number in the text."""
+    boxed = extract_boxed(text)
+    if boxed is not None:
+        return parse_number(boxed)
+    found = _NUMBER.findall(text)
+    for candidate in reversed(found):
+        value = parse_number(candidate.rstrip(","))
+        if value is not None:
+            return value
+    return None
+
+
+def extract_choice_letter(text: str, n_choices: int = 4) -> str | None:
+    """The chosen option letter: boxed content, else "answer is X" / "(X)", else the last standalone letter."""
+    if not isinstance(text, str):
+        raise TypeError(f"text must be a string, got {type(text).__name__}")
+    letters = "".join(chr(65 + i) for i in range(n_choices))
+    boxed = extract_boxed(text)
+    if boxed is not None:
+        m = re.search(rf"\b([{letters}])\b", boxed.replace("\\text{", " ").upper())
+        return m.group(1) if m else None
+    m = re.findall(rf"answer\s*(?:is|:)?\s*\(?([{letters}])\b", text, flags=re.IGNORECASE)
+    if m:
+        return m[-1].upper()
+    m = re.findall(rf"(?<![A-Za-z])\(?([{letters}])[).:]?(?![A-Za-z])", text)
+    return m[-1] if m else None
+
+
+def check_answer(response: str, answer: str, answer_type: str = "number") -> float:
+    """Verifiable accuracy reward: 1.0 if the response's final answer equals ``answer``, else 0.0."""
+    if answer_type == "number":
+        expected = parse_number(answer)
+        if expected is None:
+            raise ValueError(f"answer must be a number for answer_type='number', got {answer!r}")
+        got = extract_final_number(response)
+        return float(got is not None and got == expected)
+    if answer_type == "choice":
+        return float(extract_choice_letter(response) == str(answer).strip().upper())
+    raise ValueError(f"answer_type must be one of {ANSWER_TYPES}, got {answer_type!r}")
+
+
+# ------------------------------------------------------------------------------------------ cold start
+def solution_candidates(problem: ReasoningProblem) -> list[str]:
+    """Correct worked solutions of increasing length for a generated problem (detail 0-3)."""
+    if problem.answer_type == "choice":
+        final = f"\\boxed{{{problem.answer}}}"
+    else:
+        final = f"\\boxed{{{problem.answer}}}"
+    steps = problem.steps or [f"The result is {problem.answer}."]
+    expr = problem.question.replace("What is ", "").rstrip("?")
+    short = f"{final}"
+    medium = f"{steps[-1]}. The answer is {final}"
+    full = " ".join(f"Step {i + 1}: {s}." for i, s in enumerate(steps)) + f" The answer is {final}"
+    checked = (
+        f"We need {expr}. "
+        + " ".join(f"Step {i + 1}: {s}." for i, s in enumerate(steps))
+        + " Let me check each step again: "
+        + " ".join(f"{s} is right." for s in steps)
+        + f" So the answer is {final}"
+    )
+    return [short, medium, full, checked]
+
+
+def target_length(pass_rate: float, length_at_0: float, length_at_1: float) -> float:
+    """AdaCS target length L_target(p) = (1 - p) L(0) + p L(1)."""
+    if not 0.0 <= pass_rate <= 1.0:
+        raise ValueError(f"pass_rate must be in [0, 1], got {pass_rate}")
+    return (1.0 - pass_rate) * length_at_0 + pass_rate * length_at_1
+
+
+@dataclass
+class ColdStartExample:
+    prompt: str
+    response: str
+    pass_rate: float
+    target_length: float
+    level: int = 0
+
+
+def build_adaptive_cold_start(
+    problems: list[ReasoningProblem],
+    pass_rates: list[float],
+    candidates: list[list[str]] | None = None,
+    length_fn: Callable[[str], int] | None = None,
+    length_at_0: float | None = None,
+    length_at_1: float | None = None,
+) -> list[ColdStartExample]:
+    """Adaptive cold start: one SFT example per problem, the candidate closest to L_target(p).
+
+    Args:
+        problems: the problems; pass_rates: measured pass rate p in [0, 1] per problem (e.g. the model's
+            accuracy over k samples).
+        candidates: correct solutions per problem (teacher traces); default ``solution_candidates``.
+        length_fn: length of a response (e.g. token count); default whitespace word count.
+        length_at_0, length_at_1: L(0) and L(1); default the median candidate length over the problems
+            with p == 0 (resp. p == 1), as in the paper.
+
+    Returns:
+        one ``ColdStartExample`` per problem, in order.
+    """
+    if len(problems) != len(pass_rates):
+        raise ValueError(f"pass_rates must have one value per problem: {len(problems)} problems, {len(pass_rates)} rates")
+    for p in pass_rates:
+        if not 0.0 <= float(p) <= 1.0 or math.isnan(float(p)):
+            raise ValueError(f"pass rates must lie in [0, 1], got {p}")
+    if candidates is None:
+        candidates = [solution_candidates(p) for p in problems]
+    if len(candidates) != len(problems) or any(not c for c in candidates):
+        raise ValueError("candidates must hold a non-empty list of solutions per problem")
+    length_fn = length_fn or (lambda s: len(s.split()))
+    lengths = [[length_fn(c) for c in cands] for cands in candidates]
+
+    def median_at(rate: float) -> float | None:
+        pool = [ln for p, lns in zip(pass_rates, lengths) if float(p) == rate for ln in lns]
+        return float(statistics.median(pool)) if pool else None
+
+    l0 = length_at_0 if length_at_0 is not None else median_at(0.0)
+    l1 = length_at_1 if length_at_1 is not None else median_at(1.0)
+    if l0 is None or l1 is None:
+        raise ValueError(
+            "no problem has pass rate exactly 0 (or 1) to measure L(0) (or L(1)); pass length_at_0 and length_at_1"
+        )
+    examples = []
+    for prob, p, cands, lns in zip(problems, pass_rates, candidates, lengths):
+        goal = target_length(float(p), l0, l1)
+        best = min(range(len(cands)), key=lambda i: (abs(lns[i] - goal), lns[i]))  # ties: the shorter
+        examples.append(ColdStartExample(prob.prompt, cands[best], float(p), goal, prob.level))
+    return examples
+
+
+# ------------------------------------------------------------------------------------------ datasets
+class ReasoningDataset(Dataset):
+    """Problems as dicts for ``ReasoningDataModule`` (see the module docstring for the keys)."""
+
+    def __init__(self, problems: list[ReasoningProblem], with_images: bool = False, image_size: int = 56):
+        self.problems = list(problems)
+        self.with_images = with_images
+        self.image_size = image_size
+
+    def __len__(self) -> int:
+        return len(self.problems)
+
+    def __getitem__(self, index: int) -> dict:
+        p = self.problems[index]
+        item = {
+            "prompt": p.prompt if not self.with_images else p.prompt.replace(p.question, "Solve the problem in the image."),
+            "answer": p.answer,
+            "answer_type": p.answer_type,
+            "prompt_id": p.prompt_id,
+            "level": p.level,
+        }
+        if self.with_images:
+            item["image"] = render_problem_image(p, self.image_size)
+        return item
+
+
+def collate_reasoning(items: list[dict]) -> dict:
+    batch = {
+        "prompt": [it["prompt"] for it in items],
+        "answer": [it["answer"] for it in items],
+        "answer_type": [it["answer_type"] for it in items],
+        "prompt_id": torch.tensor([it["prompt_id"] for it in items], dtype=torch.long),  # (B,)
+        "level": torch.tensor([it["level"] for it in items], dtype=torch.long),  # (B,)
+    }
+    if "image" in items[0]:
+        batch["image"] = [it["image"] for it in items]
+    return batch
+
+
+class ReasoningDataModule(L.LightningDataModule):
+    """Prompts with verifiable answers for RL (ARES / GRPO): the generated arithmetic task or a JSONL file.
+
+    Args:
+        train_size, val_size, test_size: number of generated problems per split (disjoint seeds).
+        levels: difficulty levels of the generated task (1 = one-digit sum ... 5 = three operations).
+        prompts_per_batch: prompts per training batch (each is sampled G times by the method).
+        eval_batch_size: prompts per validation/test batch.
+        seed: generation seed (train uses seed, val seed + 1, test seed + 2).
+        multiple_choice: four-option questions answered with a letter.
+        with_images: render each question into an image (vision-language models); the text prompt then
+            says "Solve the problem in the image."
+        problems_path: a JSONL file of problems (``question``, ``answer``, ...) used instead of the
+            generated train split.
+        num_workers: DataLoader workers.
+    """
+
+    def __init__(
+        self,
+        train_size: int = 512,
+        val_size: int = 100,
+        test_size: int = 100,
+        levels: list[int] = [1, 2, 3, 4, 5],
+        prompts_per_batch: int = 4,
+        eval_batch_size: int = 16,
+        seed: int = 0,
+        multiple_choice: bool = False,
+        with_images: bool = False,
+        problems_path: str | None = None,
+        num_workers: int = 0,
+    ):
+        super().__init__()
+        if prompts_per_batch < 1:
+            raise ValueError(f"prompts_per_batch must be >= 1, got {prompts_per_batch}")
+        for name, value in (("train_size", train_size), ("val_size", val_size), ("test_size", test_size)):
+            if value < 0:
+                raise ValueError(f"{name} must be >= 0, got {value}")
+        if not levels or any(lv not in LEVELS for lv in levels):
+            raise ValueError(f"levels must be a non-empty subset of {list(LEVELS)}, got {levels}")
+        self.save_hyperparameters()
+        self.train_set = self.val_set = self.test_set = None
+
+    def _make(self, n: int, seed: int) -> ReasoningDataset:
+        hp = self.hparams
+        problems = generate_arithmetic_problems(n, hp.levels, seed, hp.multiple_choice)
+        return ReasoningDataset(problems, hp.with_images)
+
+    def setup(self, stage: str | None = None) -> None:
+        hp = self.hparams
+        if self.train_set is None:
+            if hp.problems_path:
+                self.train_set = ReasoningDataset(load_problems_jsonl(hp.problems_path), hp.with_images)
+            else:
+                self.train_set = self._make(hp.train_size, hp.seed)
+            self.val_set = self._make(hp.val_size, hp.seed + 1)
+            self.test_set = self._make(hp.test_size, hp.seed + 2)
+
+    def _loader(self, ds: Dataset, batch_size: int, shuffle: bool) -> DataLoader:
+        return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, collate_fn=collate_reasoning,
+                          num_workers=self.hparams.num_workers, drop_last=shuffle)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, self.hparams.prompts_per_batch, True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, self.hparams.eval_batch_size, False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_set, self.hparams.eval_batch_size, False)
+
+
+class ColdStartSFTDataset(Dataset):
+    def __init__(self, examples: list[ColdStartExample]):
+        self.examples = list(examples)
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def __getitem__(self, index: int) -> dict:
+        return asdict(self.examples[index])
+
+
+def collate_sft(items: list[dict]) -> dict:
+    return {
+        "prompt": [it["prompt"] for it in items],
+        "response": [it["response"] for it in items],
+        "pass_rate": torch.tensor([it["pass_rate"] for it in items], dtype=torch.float32),  # (B,)
+    }
+
+
+class ColdStartSFTDataModule(L.LightningDataModule):
+    """SFT pairs built by ``build_adaptive_cold_start`` from the arithmetic task.
+
+    Pass rates come from ``pass_rates_path`` (a JSON list, one per generated train problem, e.g. measured
+    with ``vlkit.methods.ares.estimate_pass_rates``) or, without it, from ``level_pass_rates`` (a prior
+    per level 1-5), so the module works without a model.
+
+    Args:
+        train_size, val_size: generated problems per split. levels: difficulty levels.
+        level_pass_rates: pass-rate prior for levels 1..5 when no measured rates are given.
+        pass_rates_path: JSON file with measured pass rates for the train problems.
+        batch_size: SFT pairs per batch. seed: generation seed.
+    """
+
+    def __init__(
+        self,
+        train_size: int = 256,
+        val_size: int = 32,
+        levels: list[int] = [1, 2, 3, 4, 5],
+        level_pass_rates: list[float] = [1.0, 0.75, 0.5, 0.25, 0.0],
+        pass_rates_path: str | None = None,
+        batch_size: int = 8,
+        seed: int = 0,
+        num_workers: int = 0,
+    ):
+        super().__init__()
+        if len(level_pass_rates) != 5 or any(not 0.0 <= p <= 1.0 for p in level_pass_rates):
+            raise ValueError(f"level_pass_rates must be 5 values in [0, 1] (levels 1-5), got {level_pass_rates}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.save_hyperparameters()
+        self.train_set = self.val_set = None
+
+    def _examples(self, n: int, seed: int, rates: list[float] | None) -> list[ColdStartExample]:
+        hp = self.hparams
+        problems = generate_arithmetic_problems(n, hp.levels, seed)
+        if rates is None:
+            rates = [hp.level_pass_rates[p.level - 1] for p in problems]
+        # The templated candidates span terse to verbose on purpose, so the median of all of them is a
+        # poor "natural length": L(0) = median longest candidate of the p = 0 problems, L(1) = median
+        # shortest candidate of the p = 1 problems (all problems when no rate is exactly 0 or 1).
+        lens = [[len(c.split()) for c in solution_candidates(p)] for p in problems]
+        hard = [max(x) for x, r in zip(lens, rates) if r == 0.0] or [max(x) for x in lens]
+        easy = [min(x) for x, r in zip(lens, rates) if r == 1.0] or [min(x) for x in lens]
+        l0, l1 = float(statistics.median(hard)), float(statistics.median(easy))
+        return build_adaptive_cold_start(problems, rates, length_at_0=l0, length_at_1=l1)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is not None:
+            return
+        hp = self.hparams
+        rates = None
+        if hp.pass_rates_path:
+            rates = [float(r) for r in json.loads(Path(hp.pass_rates_path).read_text())]
+            if len(rates) != hp.train_size:
+                raise ValueError(f"pass_rates_path holds {len(rates)} rates, expected train_size={hp.train_size}")
+        self.train_set = ColdStartSFTDataset(self._examples(hp.train_size, hp.seed, rates))
+        self.val_set = ColdStartSFTDataset(self._examples(hp.val_size, hp.seed + 1, None))
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(self.train_set, batch_size=self.hparams.batch_size, shuffle=True, collate_fn=collate_sft,
+                          num_workers=self.hparams.num_workers)
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(self.val_set, batch_size=self.hparams.batch_size, shuffle=False, collate_fn=collate_sft,
+                          num_workers=self.hparams.num_workers)

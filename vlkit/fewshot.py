@@ -1,0 +1,186 @@
+"""Few-shot / unsupervised evaluation API for notebooks: plain functions returning tables (lists of dicts).
+
+    from vlkit import fewshot
+    rows = fewshot.evaluate(method="tfup", backbone="offline-lite0-minilm", dataset="fashion-mnist")
+    print(fewshot.to_markdown(rows))
+
+The CLI configs and the demos run the same LightningModules and DataModule underneath.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+import torch
+
+__all__ = ["METHODS", "evaluate", "to_markdown", "per_class_accuracy", "summarize"]
+
+# method name -> (LightningModule class path, fixed init args)
+METHODS = {
+    "zeroshot": ("vlkit.methods.tfup.LitTFUP", {"mode": "zeroshot"}),
+    "tfup": ("vlkit.methods.tfup.LitTFUP", {"mode": "tfup"}),
+    "tip-adapter": ("vlkit.methods.tfup.LitTFUP", {"mode": "tip-adapter"}),
+    "tfup-t": ("vlkit.methods.tfup.LitTFUPT", {}),
+}
+
+
+def _module_class(path: str):
+    import importlib
+
+    module, _, name = path.rpartition(".")
+    return getattr(importlib.import_module(module), name)
+
+
+def evaluate(
+    method: str = "tfup",
+    backbone: str = "offline-lite0-minilm",
+    dataset: str = "fashion-mnist",
+    shots: int = 0,
+    seeds: Sequence[int] = (1,),
+    subset_size: int | None = 2000,
+    template_set: str | None = "simple",
+    class_prompts_file: str | None = None,
+    max_epochs: int = 30,
+    selection: str = "last",
+    augment_views: int = 1,
+    cache_dir: str | None = ".cache/vlkit",
+    root: str | None = None,
+    accelerator: str = "auto",
+    return_predictions: bool = False,
+    progress: bool = False,
+) -> list[dict]:
+    """Run one method per seed and return one row per seed.
+
+    Args:
+        method: ``"zeroshot"``, ``"tfup"``, ``"tip-adapter"`` (labelled ``shots``) or ``"tfup-t"``.
+        backbone: any ``create_backbone`` name.
+        dataset: ``"fashion-mnist"``, ``"imagefolder:<dir>"`` or ``"torchvision:<Name>"``.
+        shots: labelled shots per class (Tip-Adapter); the unsupervised methods ignore labels.
+        seeds: one run per seed (shot sampling and TFUP-T's training).
+        subset_size: evaluate on this seeded subset of the test split (None: all of it).
+        template_set / class_prompts_file: the text head (e.g. a ProAPO prompt file).
+        max_epochs, selection, augment_views: TFUP-T only; ``selection="paper-test-best"`` reproduces
+            the authors' test-set epoch selection and is labelled ``paper-compat`` in the rows.
+    Returns:
+        Rows with method, mode, dataset, backbone, shots, seed, accuracy, mean_per_class_recall, seconds.
+    """
+    import lightning as L
+
+    from vlkit.data.fewshot import FewShotDataModule
+
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {sorted(METHODS)}, got {method!r}")
+    if method == "tip-adapter" and shots < 1:
+        raise ValueError("method='tip-adapter' needs shots >= 1 (labelled images per class)")
+    if selection not in ("last", "paper-test-best"):
+        raise ValueError(f"selection must be 'last' or 'paper-test-best', got {selection!r}")
+    class_path, fixed = METHODS[method]
+    rows = []
+    for seed in seeds:
+        L.seed_everything(seed, verbose=False)
+        start = time.perf_counter()
+        datamodule = FewShotDataModule(
+            dataset=dataset,
+            root=root,
+            subset_size=subset_size,
+            shots=shots,
+            seed=seed,
+            augment_views=augment_views if method == "tfup-t" else 0,
+            cache_dir=cache_dir,
+        )
+        init = dict(backbone=backbone, template_set=template_set, class_prompts_file=class_prompts_file, **fixed)
+        if method == "tfup-t":
+            init["selection"] = selection
+        model = _module_class(class_path)(**init)
+        common = dict(
+            accelerator=accelerator,
+            devices=1,
+            logger=False,
+            enable_progress_bar=progress,
+            enable_model_summary=False,
+        )
+        ckpt_path = None
+        if method == "tfup-t":
+            callbacks = []
+            if selection == "paper-test-best":
+                from lightning.pytorch.callbacks import ModelCheckpoint
+
+                callbacks.append(ModelCheckpoint(monitor="val/acc", mode="max", dirpath=None))
+                ckpt_path = "best"
+            trainer = L.Trainer(
+                max_epochs=max_epochs,
+                enable_checkpointing=bool(callbacks),
+                callbacks=callbacks,
+                num_sanity_val_steps=0,
+                check_val_every_n_epoch=1 if callbacks else max_epochs + 1,
+                default_root_dir=f"{cache_dir or '.cache/vlkit'}/runs",
+                **common,
+            )
+            trainer.fit(model, datamodule=datamodule)
+        else:
+            trainer = L.Trainer(enable_checkpointing=False, **common)
+        metrics = trainer.test(model, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)[0]
+        row = {
+            "method": method,
+            "mode": "paper-compat (test-selected epoch)" if selection == "paper-test-best" and method == "tfup-t" else "strict",
+            "dataset": dataset,
+            "backbone": backbone,
+            "prompts": class_prompts_file or template_set,
+            "shots": shots,
+            "seed": seed,
+            "n_test": int(datamodule.eval_labels.numel()),
+            "accuracy": float(metrics["test/acc"]),
+            "mean_per_class_recall": float(metrics["test/mean_per_class_recall"]),
+            "seconds": round(time.perf_counter() - start, 1),
+        }
+        if method == "tfup":
+            row["cache_pseudo_label_accuracy"] = model.cache_label_accuracy
+        if return_predictions:
+            row["predictions"] = model.test_predictions
+        rows.append(row)
+    return rows
+
+
+def per_class_accuracy(predictions: torch.Tensor, num_classes: int) -> list[float]:
+    """Accuracy per class from an (N, 3) [index, prediction, label] tensor (``test_predictions``)."""
+    pred, label = predictions[:, 1], predictions[:, 2]
+    out = []
+    for c in range(num_classes):
+        member = label == c
+        out.append(float((pred[member] == c).float().mean()) if member.any() else float("nan"))
+    return out
+
+
+def summarize(rows: list[dict], keys: Sequence[str] = ("method", "mode", "prompts", "shots")) -> list[dict]:
+    """Mean and standard deviation of accuracy over seeds, grouped by ``keys``."""
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        groups.setdefault(tuple(row.get(k) for k in keys), []).append(row)
+    out = []
+    for key, members in groups.items():
+        acc = torch.tensor([m["accuracy"] for m in members])
+        out.append(
+            {
+                **dict(zip(keys, key)),
+                "seeds": len(members),
+                "accuracy_mean": float(acc.mean()),
+                "accuracy_std": float(acc.std(unbiased=True)) if len(members) > 1 else 0.0,
+                "seconds_mean": float(sum(m["seconds"] for m in members) / len(members)),
+            }
+        )
+    return out
+
+
+def to_markdown(rows: list[dict], columns: Sequence[str] | None = None) -> str:
+    """A markdown table of the rows (floats with 4 decimals)."""
+    if not rows:
+        return ""
+    columns = list(columns or [k for k in rows[0] if k != "predictions"])
+
+    def fmt(v):
+        return f"{v:.4f}" if isinstance(v, float) else str(v)
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(fmt(r.get(c, "")) for c in columns) + " |" for r in rows]
+    return "\n".join(lines)

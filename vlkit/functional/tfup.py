@@ -1,0 +1,161 @@
+"""TFUP: Training-Free Unsupervised Prompt (Long et al., arXiv 2404.16339), and the Tip-Adapter kernel
+it shares (Zhang et al., ECCV 2022, eq. 6).
+
+Notation: N test samples, M cache entries (K per class x C classes), C classes, D feature dim.
+All features are L2-normalised before use; W (C, D) are the text class weights.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = [
+    "tfup_cache_shots",
+    "select_confident_prototypes",
+    "semantic_kl",
+    "multi_level_similarity",
+    "cache_logits",
+    "tfup_logits",
+    "marginal_entropy",
+]
+
+
+def tfup_cache_shots(num_samples: int, num_classes: int, proportion: float = 0.3, low: int = 9, high: int | None = 16) -> int:
+    """Shots per class: K = min(high, max(low, floor(proportion * N / C))) (authors' main.py).
+
+    With ``high=None`` (TFUP-T's training subset, proportion 0.75) there is no upper bound.
+    """
+    if num_samples < 1 or num_classes < 1:
+        raise ValueError(f"num_samples and num_classes must be >= 1, got {num_samples}, {num_classes}")
+    shots = max(low, math.floor(proportion * num_samples / num_classes))
+    return shots if high is None else min(high, shots)
+
+
+def _neg_entropy(p: Tensor) -> Tensor:
+    return (p * torch.log(p.clamp_min(1e-12))).sum(-1)  # (..., ) sum_c p log p
+
+
+def select_confident_prototypes(probs: Tensor, shots: int, candidates_per_shot: int = 2) -> Tensor:
+    """Confidence + prototype sample selection (TFUP sec. 3.2, the authors' ``refine_few_shots_without_label``).
+
+    For each class c: take the ``candidates_per_shot * K`` samples with the highest p[:, c] (instance
+    confidence); score each candidate j by s_j = sum_{k in set} KL(p_j || p_k) (prototype score: low when
+    p_j sits at the centre of the set); keep the K lowest. Classes are selected independently, so one
+    sample may enter several classes (as in the authors' code).
+
+    Vectorised: sum_k KL(p_j||p_k) = S * sum_c p_jc log p_jc - p_j . sum_k log p_k, S = set size.
+
+    Args:
+        probs: (N, C) class probabilities (rows sum to 1).
+        shots: K.
+    Returns:
+        (C, K) long indices into the N samples; row c holds class c's selection, ordered by score.
+    """
+    n, c = probs.shape
+    if shots < 1:
+        raise ValueError(f"shots must be >= 1, got {shots}")
+    if n < shots:
+        raise ValueError(f"shots={shots} per class needs at least {shots} samples, got N={n}")
+    set_size = min(n, candidates_per_shot * shots)
+    cand = probs.topk(set_size, dim=0).indices.T  # (C, S) candidate indices per class
+    p = probs[cand]  # (C, S, C) candidate probability rows
+    log_sum = torch.log(p.clamp_min(1e-12)).sum(1, keepdim=True)  # (C, 1, C) sum_k log p_k
+    score = set_size * _neg_entropy(p) - (p * log_sum).sum(-1)  # (C, S)
+    keep = score.topk(shots, dim=1, largest=False).indices  # (C, K)
+    return torch.gather(cand, 1, keep)  # (C, K)
+
+
+def semantic_kl(test_probs: Tensor, cache_probs: Tensor) -> Tensor:
+    """D_ij = KL(p_i || q_j) = sum_c p_ic log p_ic - p_i . log q_j, one matmul. (N, C), (M, C) -> (N, M)."""
+    return _neg_entropy(test_probs).unsqueeze(1) - test_probs @ torch.log(cache_probs.clamp_min(1e-12)).T  # (N, M)
+
+
+def multi_level_similarity(
+    test_features: Tensor,
+    cache_keys: Tensor,
+    class_weights: Tensor,
+    temperature: float = 10.0,
+    eps: float = 1e-8,
+) -> Tensor:
+    """Multi-level similarity measure A (TFUP sec. 3.3): feature cosine times a semantic weight.
+
+    p_i = softmax(t f_i W^T), q_j = softmax(t k_j W^T), D_ij = KL(p_i || q_j). Per test row i the authors
+    z-score D_i. over j and then min-max it to [0, 1]; since a z-score is an increasing affine map (when
+    the row's std > 0), the min-max of the z-score equals the min-max of D itself, which is what we
+    compute. S_ij = 2 (1 - minmax_j(D_ij)) lies in [0, 2]; A_ij = cos(f_i, k_j) * S_ij.
+    A row whose D is constant carries no semantic information; there the authors' code divides by 0
+    (NaN), and we set S_ij = 1 (the row's cosine is kept as it is).
+
+    Args:
+        test_features: (N, D); cache_keys: (M, D); class_weights: (C, D); temperature: t (10 as the authors).
+    Returns:
+        (N, M) affinities.
+    """
+    f = F.normalize(test_features, dim=-1)
+    k = F.normalize(cache_keys, dim=-1)
+    w = F.normalize(class_weights, dim=-1)
+    p = torch.softmax(temperature * f @ w.T, dim=-1)  # (N, C)
+    q = torch.softmax(temperature * k @ w.T, dim=-1)  # (M, C)
+    d = semantic_kl(p, q)  # (N, M)
+    lo, hi = d.amin(1, keepdim=True), d.amax(1, keepdim=True)  # (N, 1)
+    span = hi - lo
+    scaled = torch.where(span > eps, (d - lo) / span.clamp_min(eps), torch.full_like(d, 0.5))  # (N, M)
+    semantic = 2.0 * (1.0 - scaled)
+    return (f @ k.T) * semantic  # (N, M)
+
+
+def cache_logits(affinity: Tensor, cache_values: Tensor, beta: float = 1.0) -> Tensor:
+    """Tip-Adapter's kernel: exp(-beta (1 - A)) L.  affinity (N, M), cache_values (M, C) one-hot -> (N, C)."""
+    return torch.exp(-beta * (1.0 - affinity)) @ cache_values.to(affinity.dtype)  # (N, C)
+
+
+def tfup_logits(
+    test_features: Tensor,
+    class_weights: Tensor,
+    cache_keys: Tensor,
+    cache_values: Tensor,
+    alpha: float = 0.3,
+    beta: float = 1.0,
+    logit_scale: float = 100.0,
+    temperature: float = 10.0,
+    similarity: str = "msm",
+    chunk_size: int = 4096,
+) -> Tensor:
+    """Residual TFUP prediction: s f W^T + alpha exp(-beta (1 - A)) L (TFUP eq. for the final logits).
+
+    ``similarity="msm"`` uses the multi-level similarity (TFUP); ``"cosine"`` uses A = f k^T, which is
+    Tip-Adapter's cache (with labelled shots as keys). Rows are processed in chunks of ``chunk_size`` so
+    the (N, M) affinity never exists whole.
+
+    Shapes: test_features (N, D), class_weights (C, D), cache_keys (M, D), cache_values (M, C) -> (N, C).
+    """
+    if similarity not in ("msm", "cosine"):
+        raise ValueError(f"similarity must be 'msm' or 'cosine', got {similarity!r}")
+    if cache_keys.shape[0] != cache_values.shape[0]:
+        raise ValueError(f"cache_keys has {cache_keys.shape[0]} rows but cache_values {cache_values.shape[0]}")
+    if cache_values.shape[1] != class_weights.shape[0]:
+        raise ValueError(f"cache_values has {cache_values.shape[1]} classes but class_weights {class_weights.shape[0]}")
+    w = F.normalize(class_weights, dim=-1)
+    k = F.normalize(cache_keys, dim=-1)
+    out = []
+    for start in range(0, test_features.shape[0], chunk_size):
+        f = F.normalize(test_features[start : start + chunk_size], dim=-1)  # (n, D)
+        if similarity == "msm":
+            affinity = multi_level_similarity(f, k, w, temperature)  # (n, M)
+        else:
+            affinity = f @ k.T  # (n, M)
+        out.append(logit_scale * f @ w.T + alpha * cache_logits(affinity, cache_values, beta))  # (n, C)
+    return torch.cat(out)  # (N, C)
+
+
+def marginal_entropy(logits: Tensor) -> Tensor:
+    """H(mean_i softmax(logits_i)): entropy of the batch's marginal prediction (POUF; TFUP-T's term).
+
+    TFUP-T minimises -H so the batch prediction stays spread over classes. logits (B, C) -> scalar.
+    """
+    marginal = torch.softmax(logits, dim=-1).mean(0)  # (C,)
+    return -(marginal * torch.log(marginal.clamp_min(1e-12))).sum()

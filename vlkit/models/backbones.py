@@ -1,0 +1,373 @@
+"""Dual encoders (CLIP-like image + text towers) behind one small interface, built by
+``create_backbone(name, **overrides)`` over a dict of presets.
+
+Presets and names accepted:
+- ``"tiny-random"``: a random open_clip CLIP of a few hundred thousand parameters (tests, no download).
+- ``"offline-lite0-minilm"``: EfficientNet-Lite0 (ImageNet) image tower + all-MiniLM-L6-v2 text tower,
+  both from PyPI packages, aligned without any image by a ridge map from MiniLM embeddings of the 1000
+  ImageNet class prompts to the rows of EfficientNet's ImageNet classifier (see ``OfflineLite0MiniLM``).
+- open_clip architectures with a pretrained tag, ``"ViT-B-32/openai"`` or ``"open_clip:ViT-B-16/laion2b_s34b_b88k"``
+  (downloads on first use: the path for users with internet).
+- a local open_clip checkpoint file: ``create_backbone("/path/ckpt.pt", arch="ViT-B-32")``.
+- a local Hugging Face CLIP directory (``config.json`` of a ``CLIPModel``) or a hub id
+  ``"hf:openai/clip-vit-base-patch32"``.
+
+Every backbone exposes ``encode_image(images (B,3,H,W)) -> (B,D)``, ``encode_text(list[str]) -> (T,D)``
+(both unnormalised), ``preprocess`` (PIL -> tensor), ``train_preprocess``, ``embed_dim``, ``logit_scale``
+and ``fingerprint`` (identity of weights + preprocessing, used to key feature caches).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from vlkit.functional.ridge import ridge_fit
+from vlkit.models.pretrained import cache_root, efficientnet_lite0_weights_path, load_efficientnet_lite0, minilm_dir
+
+__all__ = ["DualEncoder", "create_backbone", "list_backbones", "PRESETS"]
+
+
+class DualEncoder(nn.Module):
+    """Base class: an image tower and a text tower mapping into one D-dimensional space."""
+
+    embed_dim: int
+    logit_scale: float = 100.0
+    fingerprint: str
+    preprocess: Callable
+    train_preprocess: Callable
+
+    def encode_image(self, images: Tensor) -> Tensor:  # (B, 3, H, W) -> (B, D)
+        raise NotImplementedError
+
+    def encode_text(self, texts: Sequence[str]) -> Tensor:  # T strings -> (T, D)
+        raise NotImplementedError
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def _check_texts(self, texts) -> list[str]:
+        if isinstance(texts, str):
+            texts = [texts]
+        texts = list(texts)
+        if not texts or not all(isinstance(t, str) for t in texts):
+            raise TypeError(f"texts must be a non-empty sequence of str, got {type(texts).__name__} {texts[:3]!r}")
+        return texts
+
+
+def _clip_transforms(image_size: int, mean, std) -> tuple[Callable, Callable]:
+    from torchvision import transforms as T
+
+    norm = T.Normalize(mean, std)
+    to_rgb = T.Lambda(lambda im: im.convert("RGB"))
+    eval_tf = T.Compose(
+        [to_rgb, T.Resize(image_size, interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop(image_size), T.ToTensor(), norm]
+    )
+    # TFUP-T's strong view: random resized crop + flip (the authors' train transforms)
+    train_tf = T.Compose(
+        [
+            to_rgb,
+            T.RandomResizedCrop(image_size, scale=(0.5, 1.0), interpolation=T.InterpolationMode.BICUBIC),
+            T.RandomHorizontalFlip(),
+            T.ToTensor(),
+            norm,
+        ]
+    )
+    return eval_tf, train_tf
+
+
+class OpenClipEncoder(DualEncoder):
+    """Any open_clip model (pretrained tag, local checkpoint or random init)."""
+
+    def __init__(self, model: nn.Module, tokenizer, preprocess, train_preprocess, fingerprint: str) -> None:
+        super().__init__()
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.preprocess = preprocess
+        self.train_preprocess = train_preprocess
+        self.fingerprint = fingerprint
+        self.embed_dim = int(model.text_projection.shape[-1]) if hasattr(model, "text_projection") else int(
+            model.visual.output_dim
+        )
+        self.logit_scale = float(model.logit_scale.exp().clamp(max=100).item()) if hasattr(model, "logit_scale") else 100.0
+
+    def encode_image(self, images: Tensor) -> Tensor:
+        return self.model.encode_image(images)
+
+    def encode_text(self, texts: Sequence[str]) -> Tensor:
+        tokens = self.tokenizer(self._check_texts(texts)).to(self.device)
+        return self.model.encode_text(tokens)
+
+
+class HFClipEncoder(DualEncoder):
+    """A Hugging Face ``CLIPModel`` from a local directory or a hub id."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__()
+        from transformers import CLIPModel, CLIPTokenizerFast
+
+        self.model = CLIPModel.from_pretrained(path).eval()
+        self.tokenizer = CLIPTokenizerFast.from_pretrained(path)
+        size = self.model.config.vision_config.image_size
+        self.preprocess, self.train_preprocess = _clip_transforms(
+            size, (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
+        )
+        self.embed_dim = int(self.model.config.projection_dim)
+        self.logit_scale = float(self.model.logit_scale.exp().clamp(max=100).item())
+        self.fingerprint = f"hf-clip:{path}"
+
+    def encode_image(self, images: Tensor) -> Tensor:
+        return self.model.get_image_features(pixel_values=images)
+
+    def encode_text(self, texts: Sequence[str]) -> Tensor:
+        batch = self.tokenizer(self._check_texts(texts), padding=True, truncation=True, return_tensors="pt")
+        batch = {k: v.to(self.device) for k, v in batch.items()}
+        return self.model.get_text_features(**batch)
+
+
+def _mean_pool(hidden: Tensor, attention_mask: Tensor) -> Tensor:
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)  # (T, L, 1)
+    return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)  # (T, D)
+
+
+class MiniLMTextEncoder(nn.Module):
+    """all-MiniLM-L6-v2 as sentence-transformers runs it: mean pooling then L2 normalisation."""
+
+    def __init__(self, path: str | os.PathLike, max_length: int = 128) -> None:
+        super().__init__()
+        from transformers import AutoModel, AutoTokenizer
+
+        self.tokenizer = AutoTokenizer.from_pretrained(str(path))
+        self.model = AutoModel.from_pretrained(str(path)).eval()
+        self.max_length = max_length
+        self.dim = int(self.model.config.hidden_size)
+
+    @torch.no_grad()
+    def forward(self, texts: list[str], batch_size: int = 256) -> Tensor:
+        device = next(self.model.parameters()).device
+        out = []
+        for start in range(0, len(texts), batch_size):
+            batch = self.tokenizer(
+                texts[start : start + batch_size], padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+            ).to(device)
+            hidden = self.model(**batch).last_hidden_state  # (T, L, 384)
+            out.append(F.normalize(_mean_pool(hidden, batch["attention_mask"]), dim=-1))
+        return torch.cat(out)  # (T, 384)
+
+
+# Templates used to embed the ImageNet class names when fitting the offline text->image map. A short
+# ensemble of CLIP's templates; the measured effect of each option is in docs/papers.md.
+OFFLINE_ALIGN_TEMPLATES = (
+    "a photo of a {}.",
+    "a bad photo of a {}.",
+    "a photo of the large {}.",
+    "a photo of the small {}.",
+    "a close-up photo of a {}.",
+    "a bright photo of a {}.",
+    "a black and white photo of the {}.",
+)
+
+
+class OfflineLite0MiniLM(DualEncoder):
+    """A CLIP-like dual encoder from two packaged pretrained towers, aligned without images.
+
+    Image tower: EfficientNet-Lite0's pooled 1280-d features. Text tower: MiniLM sentence embedding t
+    (384-d, L2-normalised) mapped into the image space by ``M`` (384 x 1280), fitted in closed form by
+    ridge regression min ||T M - W||^2 + lam ||M||^2, where T stacks the MiniLM embeddings of the 1000
+    ImageNet class prompts (template-averaged) and W the rows of EfficientNet's ImageNet classifier,
+    each normalised to unit length. A class prompt then lands near the classifier row of the ImageNet
+    classes it resembles, so cos(image feature, text embedding) acts as a zero-shot logit.
+    ``center_images`` subtracts the mean of the classifier rows' image-space direction... see
+    ``image_center``: the ReLU6 features are all positive, so we subtract a fixed centre (the mean
+    classifier row scaled to the features' typical norm is not used; the centre is the bias-free
+    mean of W) before normalisation when enabled.
+    """
+
+    def __init__(
+        self,
+        ridge_lambda: float = 0.1,
+        templates: Sequence[str] = OFFLINE_ALIGN_TEMPLATES,
+        image_size: int = 224,
+        cache_dir: str | None = None,
+    ) -> None:
+        super().__init__()
+        if ridge_lambda <= 0:
+            raise ValueError(f"ridge_lambda must be > 0, got {ridge_lambda}")
+        self.image_tower = load_efficientnet_lite0(num_classes=0).eval()  # pooled (B, 1280)
+        self.text_tower = MiniLMTextEncoder(minilm_dir())
+        self.embed_dim = int(self.image_tower.num_features)
+        self.logit_scale = 100.0
+        self.preprocess, self.train_preprocess = _clip_transforms(image_size, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+        weights_file = efficientnet_lite0_weights_path()
+        key = json.dumps(
+            {
+                "weights": [weights_file.name, weights_file.stat().st_size],
+                "text": str(minilm_dir().name),
+                "lambda": ridge_lambda,
+                "templates": list(templates),
+                "version": 2,
+            },
+            sort_keys=True,
+        )
+        digest = hashlib.sha1(key.encode()).hexdigest()[:12]
+        self.fingerprint = f"offline-lite0-minilm-{digest}-img{image_size}"
+        cache = Path(cache_dir) if cache_dir else cache_root() / "backbones"
+        path = cache / f"offline-lite0-minilm-{digest}.pt"
+        projection = self._load_or_fit(path, ridge_lambda, list(templates))
+        self.register_buffer("text_projection", projection)  # (384, 1280)
+
+    def _load_or_fit(self, path: Path, ridge_lambda: float, templates: list[str]) -> Tensor:
+        if path.exists():
+            try:
+                blob = torch.load(path, map_location="cpu", weights_only=True)
+                projection = blob["text_projection"]
+                if projection.shape == (self.text_tower.dim, self.embed_dim) and torch.isfinite(projection).all():
+                    return projection
+            except Exception:  # corrupt cache: rebuild below
+                pass
+        from open_clip import IMAGENET_CLASSNAMES
+
+        classifier = load_efficientnet_lite0().classifier.weight.detach()  # (1000, 1280)
+        texts = [t.format(name) for name in IMAGENET_CLASSNAMES for t in templates]
+        emb = self.text_tower(texts).view(len(IMAGENET_CLASSNAMES), len(templates), -1)  # (1000, n_tpl, 384)
+        emb = F.normalize(emb.mean(1), dim=-1)  # (1000, 384)
+        target = F.normalize(classifier, dim=-1)  # (1000, 1280)
+        projection = ridge_fit(emb, target, ridge_lambda)  # (384, 1280)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+        os.close(fd)
+        torch.save({"text_projection": projection}, tmp)
+        os.replace(tmp, path)
+        return projection
+
+    def encode_image(self, images: Tensor) -> Tensor:
+        return self.image_tower(images)  # (B, 1280)
+
+    def encode_text(self, texts: Sequence[str]) -> Tensor:
+        emb = self.text_tower(self._check_texts(texts))  # (T, 384)
+        return emb @ self.text_projection  # (T, 1280)
+
+
+_TINY_CLIP_CFG = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 8, "head_width": 16},
+    "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+}
+
+
+def _tiny_random(seed: int = 0, **_unused) -> DualEncoder:
+    import open_clip
+
+    torch.manual_seed(seed)
+    model = open_clip.CLIP(**_TINY_CLIP_CFG)
+    tokenizer = open_clip.get_tokenizer("ViT-B-32", context_length=_TINY_CLIP_CFG["text_cfg"]["context_length"])
+    pre, train_pre = _clip_transforms(32, (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711))
+    return OpenClipEncoder(model, tokenizer, pre, train_pre, fingerprint=f"tiny-random-seed{seed}")
+
+
+def _offline(ridge_lambda: float = 0.1, image_size: int = 224, cache_dir: str | None = None) -> DualEncoder:
+    return OfflineLite0MiniLM(ridge_lambda=ridge_lambda, image_size=image_size, cache_dir=cache_dir)
+
+
+def _open_clip(arch: str, pretrained: str | None = None, **kwargs) -> DualEncoder:
+    import open_clip
+
+    if arch not in open_clip.list_models():
+        raise ValueError(f"arch: unknown open_clip architecture {arch!r}; see open_clip.list_models()")
+    if pretrained and os.path.isfile(pretrained):
+        model, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=None, **kwargs)
+        state = torch.load(pretrained, map_location="cpu", weights_only=True)
+        state = state.get("state_dict", state)
+        state = {k.removeprefix("module."): v for k, v in state.items()}
+        expected = model.state_dict()
+        bad = [k for k, v in state.items() if k in expected and expected[k].shape != v.shape]
+        missing = [k for k in expected if k not in state]
+        if bad or len(missing) > len(expected) // 2:
+            detail = bad[:3] or missing[:3]
+            raise ValueError(
+                f"checkpoint {pretrained!r} does not match architecture {arch!r} "
+                f"({len(bad)} shape mismatches, {len(missing)} missing tensors, e.g. {detail})"
+            )
+        model.load_state_dict(state, strict=False)
+        digest = hashlib.sha1(f"{pretrained}:{os.path.getsize(pretrained)}:{os.path.getmtime(pretrained)}".encode()).hexdigest()[:12]
+        fingerprint = f"open_clip:{arch}:file-{digest}"
+    else:
+        model, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=pretrained, **kwargs)
+        fingerprint = f"open_clip:{arch}:{pretrained}"
+    size = model.visual.image_size
+    size = size[0] if isinstance(size, (tuple, list)) else size
+    mean = getattr(model.visual, "image_mean", None) or (0.48145466, 0.4578275, 0.40821073)
+    std = getattr(model.visual, "image_std", None) or (0.26862954, 0.26130258, 0.27577711)
+    _, train_pre = _clip_transforms(size, mean, std)
+    return OpenClipEncoder(model, open_clip.get_tokenizer(arch), preprocess, train_pre, fingerprint)
+
+
+# Named presets: builder + fixed arguments. Users' real models go through open_clip tags below.
+PRESETS: dict[str, tuple[Callable[..., DualEncoder], dict]] = {
+    "tiny-random": (_tiny_random, {}),
+    "offline-lite0-minilm": (_offline, {}),
+    "ViT-B-32/openai": (_open_clip, {"arch": "ViT-B-32", "pretrained": "openai"}),
+    "ViT-B-16/openai": (_open_clip, {"arch": "ViT-B-16", "pretrained": "openai"}),
+    "ViT-L-14/openai": (_open_clip, {"arch": "ViT-L-14", "pretrained": "openai"}),
+    "RN50/openai": (_open_clip, {"arch": "RN50", "pretrained": "openai"}),
+    "ViT-B-16/laion2b": (_open_clip, {"arch": "ViT-B-16", "pretrained": "laion2b_s34b_b88k"}),
+}
+
+
+def list_backbones() -> list[str]:
+    return sorted(PRESETS)
+
+
+_INSTANCES: dict[str, DualEncoder] = {}
+
+
+def create_backbone(name: str, **overrides) -> DualEncoder:
+    """Build a frozen dual encoder by preset name, open_clip tag, checkpoint file or HF directory.
+
+    Examples: ``create_backbone("offline-lite0-minilm")``, ``create_backbone("tiny-random", seed=1)``,
+    ``create_backbone("open_clip:ViT-B-32/laion2b_s34b_b79k")``,
+    ``create_backbone("/ckpts/clip.pt", arch="ViT-B-32")``, ``create_backbone("/models/clip-vit-b32")``.
+    """
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"name must be a non-empty str, got {name!r}")
+    # frozen encoders are shared within a process: a notebook comparing methods builds each once
+    memo_key = f"{name}|{sorted(overrides.items())!r}"
+    if memo_key in _INSTANCES:
+        return _INSTANCES[memo_key]
+    if name in PRESETS:
+        builder, fixed = PRESETS[name]
+        backbone = builder(**{**fixed, **overrides})
+    elif name.startswith("open_clip:"):
+        arch, _, tag = name.removeprefix("open_clip:").partition("/")
+        backbone = _open_clip(arch, tag or None, **overrides)
+    elif name.startswith("hf:"):
+        backbone = HFClipEncoder(name.removeprefix("hf:"))
+    elif os.path.isfile(name):
+        if "arch" not in overrides:
+            raise ValueError(f"a checkpoint file needs its architecture: create_backbone({name!r}, arch='ViT-B-32')")
+        arch = overrides.pop("arch")
+        backbone = _open_clip(arch, name, **overrides)
+    elif os.path.isdir(name):
+        if not (Path(name) / "config.json").exists():
+            raise ValueError(f"directory {name!r} holds no config.json of a Hugging Face CLIPModel")
+        backbone = HFClipEncoder(name)
+    elif os.sep in name or name.endswith((".pt", ".pth", ".bin", ".safetensors")):
+        raise FileNotFoundError(f"backbone checkpoint or directory {name!r} does not exist")
+    else:
+        raise ValueError(
+            f"unknown backbone {name!r}; expected one of {list_backbones()}, 'open_clip:<arch>/<tag>', "
+            "'hf:<id>', a checkpoint file or a Hugging Face directory"
+        )
+    for p in backbone.parameters():
+        p.requires_grad_(False)
+    _INSTANCES[memo_key] = backbone.eval()
+    return backbone

@@ -1,0 +1,292 @@
+"""Hugging Face causal LMs and vision-language models for RL post-training (ARES), with LoRA through peft.
+
+``create_language_model(name, ...)`` returns a ``LanguageModelBundle`` (model, tokenizer, processor or
+None) over a dict of presets:
+
+- ``"tiny-random-lm"``: a 2-layer Llama with random weights over a character-level tokenizer (~100 ids);
+  builds in well under a second, for tests.
+- ``"tiny-random-qwen2-vl"``: a tiny Qwen2-VL built from a config (random weights) with a real
+  ``Qwen2VLProcessor`` (image processor + the character tokenizer extended with the vision tokens), to
+  exercise the multimodal path (pixel values, image grid, ``mm_token_type_ids`` for M-RoPE).
+- ``"smollm2-135m-instruct"``: SmolLM2-135M-Instruct converted from the packaged GGUF
+  (``vlkit.models.pretrained.smollm2_dir``), offline.
+- anything else: a Hugging Face id or local directory (AutoModelForImageTextToText when the config
+  has a vision part, else AutoModelForCausalLM).
+
+Also: ``apply_lora`` (peft), ``ensure_pad_token``, ``trigger_token_ids`` (reasoning trigger words to
+token ids, for HWE detection), ``DEFAULT_TRIGGER_WORDS``.
+"""
+
+from __future__ import annotations
+
+import string
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = [
+    "DEFAULT_TRIGGER_WORDS",
+    "LanguageModelBundle",
+    "LANGUAGE_MODEL_PRESETS",
+    "apply_lora",
+    "char_tokenizer",
+    "create_language_model",
+    "ensure_pad_token",
+    "trigger_token_ids",
+]
+
+# Words that often open a reasoning step or a change of course. Our own short list (the authors ship a
+# 174-word JSON file that is not reproduced here); pass your own list to override.
+DEFAULT_TRIGGER_WORDS = (
+    "wait", "but", "however", "alternatively", "perhaps", "maybe", "hmm", "actually", "check", "verify",
+    "therefore", "so", "thus", "hence", "first", "then", "next", "now", "let", "since", "because", "recall",
+    "reconsider", "realize", "clarify", "suppose", "assume", "instead", "again", "double",
+)
+
+_SPECIAL = ["<|pad|>", "<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+_VISION_SPECIAL = ["<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
+
+# ChatML, with list-of-parts contents (Qwen2-VL style: {"type": "image"} and {"type": "text"}).
+_CHAT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for part in message['content'] %}"
+    "{% if part['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}"
+    "{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+@dataclass
+class LanguageModelBundle:
+    """A model with what turns text (and images) into its inputs.
+
+    ``processor`` is set for vision-language models (call it with ``text=`` and ``images=``); the
+    tokenizer is always set (``processor.tokenizer`` for VLMs) and has a pad token.
+    """
+
+    model: nn.Module
+    tokenizer: Any
+    processor: Any | None = None
+
+    @property
+    def is_multimodal(self) -> bool:
+        return self.processor is not None
+
+
+def char_tokenizer(vision_tokens: bool = False):
+    """A character-level ``PreTrainedTokenizerFast`` (printable ASCII + ChatML specials), built offline.
+
+    Each character is one token, so tiny random models have a ~100-token vocabulary.
+    """
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = _SPECIAL + (_VISION_SPECIAL if vision_tokens else [])
+    chars = sorted(set(string.printable))
+    vocab = {tok: i for i, tok in enumerate(specials + ["<unk>"] + chars)}
+    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
+    backend.decoder = decoders.Fuse()
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        pad_token="<|pad|>",
+        eos_token="<|im_end|>",
+        bos_token=None,
+        unk_token="<unk>",
+        additional_special_tokens=specials[1:],
+    )
+    tok.chat_template = _CHAT_TEMPLATE
+    if vision_tokens:
+        tok.image_token = "<|image_pad|>"
+        tok.video_token = "<|video_pad|>"
+    return tok
+
+
+def ensure_pad_token(tokenizer) -> None:
+    """Give a tokenizer without a pad token one (its EOS token), and pad on the left for generation."""
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            raise ValueError("tokenizer has neither a pad token nor an EOS token to use as one")
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+
+
+def _tiny_random_lm(hidden_size: int = 64, num_layers: int = 2, seed: int = 0) -> LanguageModelBundle:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tok = char_tokenizer()
+    config = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=hidden_size,
+        intermediate_size=2 * hidden_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+        pad_token_id=tok.pad_token_id,
+        eos_token_id=tok.eos_token_id,
+        bos_token_id=None,
+        tie_word_embeddings=True,
+    )
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = LlamaForCausalLM(config)
+    model.generation_config.pad_token_id = tok.pad_token_id
+    model.generation_config.eos_token_id = tok.eos_token_id
+    return LanguageModelBundle(model, tok, None)
+
+
+def _tiny_random_qwen2_vl(hidden_size: int = 64, num_layers: int = 2, seed: int = 0) -> LanguageModelBundle:
+    from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration, Qwen2VLProcessor
+    from transformers.models.qwen2_vl.image_processing_qwen2_vl import Qwen2VLImageProcessor
+    from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
+
+    tok = char_tokenizer(vision_tokens=True)
+    ids = {t: tok.convert_tokens_to_ids(t) for t in _VISION_SPECIAL}
+    head_dim = hidden_size // 4
+    config = Qwen2VLConfig(
+        text_config=dict(
+            vocab_size=len(tok),
+            hidden_size=hidden_size,
+            intermediate_size=2 * hidden_size,
+            num_hidden_layers=num_layers,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=2048,
+            # M-RoPE splits head_dim / 2 frequencies into (temporal, height, width) sections
+            rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]}
+            if head_dim == 16
+            else None,
+            pad_token_id=tok.pad_token_id,
+            eos_token_id=tok.eos_token_id,
+            bos_token_id=None,
+        ),
+        vision_config=dict(depth=1, embed_dim=32, hidden_size=hidden_size, num_heads=2, mlp_ratio=2,
+                           patch_size=14, spatial_merge_size=2, temporal_patch_size=2),
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
+    )
+    if head_dim != 16:
+        raise ValueError(f"tiny-random-qwen2-vl needs hidden_size 64 (head_dim 16), got {hidden_size}")
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = Qwen2VLForConditionalGeneration(config)
+    model.generation_config.pad_token_id = tok.pad_token_id
+    model.generation_config.eos_token_id = tok.eos_token_id
+    # small images: 28 px patches x 2 merge -> a 56x56 image is 4 patches, one merged vision token
+    image_processor = Qwen2VLImageProcessor(size={"shortest_edge": 56 * 56, "longest_edge": 112 * 112})
+    processor = Qwen2VLProcessor(
+        image_processor=image_processor,
+        tokenizer=tok,
+        video_processor=Qwen2VLVideoProcessor(),
+        chat_template=_CHAT_TEMPLATE,
+    )
+    return LanguageModelBundle(model, tok, processor)
+
+
+def _smollm2(dtype: torch.dtype = torch.float32) -> LanguageModelBundle:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from vlkit.models.pretrained import smollm2_dir
+
+    path = smollm2_dir()
+    tok = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    return LanguageModelBundle(model, tok, None)
+
+
+LANGUAGE_MODEL_PRESETS = {
+    "tiny-random-lm": _tiny_random_lm,
+    "tiny-random-qwen2-vl": _tiny_random_qwen2_vl,
+    "smollm2-135m-instruct": _smollm2,
+}
+
+
+def _from_pretrained(name: str, dtype: torch.dtype) -> LanguageModelBundle:
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    config = AutoConfig.from_pretrained(name)
+    if getattr(config, "vision_config", None) is not None:
+        from transformers import AutoModelForImageTextToText, AutoProcessor
+
+        processor = AutoProcessor.from_pretrained(name)
+        model = AutoModelForImageTextToText.from_pretrained(name, dtype=dtype)
+        return LanguageModelBundle(model, processor.tokenizer, processor)
+    return LanguageModelBundle(
+        AutoModelForCausalLM.from_pretrained(name, dtype=dtype), AutoTokenizer.from_pretrained(name), None
+    )
+
+
+def create_language_model(name: str, dtype: str = "float32", seed: int = 0) -> LanguageModelBundle:
+    """Build a preset (``LANGUAGE_MODEL_PRESETS``) or load a Hugging Face id / local directory.
+
+    Args:
+        name: preset name, HF hub id or local directory.
+        dtype: ``"float32"``, ``"bfloat16"`` or ``"float16"`` (pretrained weights only).
+        seed: initialisation seed of the random tiny presets.
+
+    The tokenizer always ends with a pad token and left padding (for batched generation).
+    """
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"name must be a non-empty string (a preset {sorted(LANGUAGE_MODEL_PRESETS)} or a HF id), got {name!r}")
+    dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+    if dtype not in dtypes:
+        raise ValueError(f"dtype must be one of {sorted(dtypes)}, got {dtype!r}")
+    if name.startswith("tiny-random"):
+        bundle = LANGUAGE_MODEL_PRESETS[name](seed=seed) if name in LANGUAGE_MODEL_PRESETS else None
+        if bundle is None:
+            raise ValueError(f"unknown tiny preset {name!r}; presets: {sorted(LANGUAGE_MODEL_PRESETS)}")
+    elif name in LANGUAGE_MODEL_PRESETS:
+        bundle = LANGUAGE_MODEL_PRESETS[name](dtype=dtypes[dtype])
+    else:
+        bundle = _from_pretrained(name, dtypes[dtype])
+    ensure_pad_token(bundle.tokenizer)
+    if bundle.model.generation_config.pad_token_id is None:
+        bundle.model.generation_config.pad_token_id = bundle.tokenizer.pad_token_id
+    return bundle
+
+
+def apply_lora(
+    model: nn.Module,
+    r: int = 16,
+    alpha: int = 32,
+    dropout: float = 0.0,
+    target_modules: list[str] | str | None = "all-linear",
+) -> nn.Module:
+    """Wrap ``model`` with peft LoRA adapters; only the adapters train.
+
+    The reference policy is then the same model under ``model.disable_adapter()`` (no second copy).
+    ``target_modules="all-linear"`` adapts every linear layer but the output head (peft's rule); for a
+    VLM, pass e.g. ``["q_proj", "k_proj", "v_proj", "o_proj"]`` to adapt the language model only.
+    """
+    from peft import LoraConfig, get_peft_model
+
+    if r < 1:
+        raise ValueError(f"LoRA rank r must be >= 1, got {r}")
+    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules, bias="none")
+    return get_peft_model(model, config)
+
+
+def trigger_token_ids(tokenizer, words: list[str] | tuple[str, ...] = DEFAULT_TRIGGER_WORDS) -> torch.Tensor:
+    """Token ids that open a trigger word: the first token of ``word``, `` word`` and ``Word`` variants.
+
+    A word spread over several tokens is represented by its first token (the position whose following
+    window is inspected). Returns a sorted (K,) long tensor of unique ids.
+    """
+    if isinstance(words, str):
+        raise TypeError("words must be a list of strings, got a single string")
+    ids: set[int] = set()
+    for word in words:
+        for variant in (word, " " + word, word.capitalize(), " " + word.capitalize()):
+            pieces = tokenizer.encode(variant, add_special_tokens=False)
+            if pieces:
+                ids.add(int(pieces[0]))
+    if tokenizer.unk_token_id is not None:
+        ids.discard(int(tokenizer.unk_token_id))
+    return torch.tensor(sorted(ids), dtype=torch.long)
