@@ -51,11 +51,14 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--episodes", type=int, default=None)
     parser.add_argument("--shots", type=int, default=1)
+    parser.add_argument("--dim", type=int, default=None, help="feature channels D (default 256, quick 64)")
+    parser.add_argument("--grid", type=int, default=None, help="feature grid side (default 32, quick 16)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1: stable on a shared machine)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     b = args.episodes or (40 if args.quick else 200)
     d, side = (64, 16) if args.quick else (256, 32)
+    d, side = args.dim or d, args.grid or side
     s, m, q, valid = make_episodes(b, args.shots, d, side)
 
     repri_fit(s[:2], m[:2], q[:2], valid[:2], iterations=3)  # warm-up (allocator, kernels) outside the timings

@@ -60,6 +60,12 @@ class ProAPORun:
         emb = self.text_cache.embed([template.format(c) for c in self.task.classnames])
         return F.normalize(emb, dim=-1).to(self.search.features.device)
 
+    def embeddings_of(self, class_prompts: dict[str, list[str]]) -> Tensor:
+        """(C, D) class embeddings of a class -> prompts dict (normalised mean of normalised embeddings),
+        computed through the text cache: what ``build_text_classifier`` gives for the same prompts."""
+        rows = [F.normalize(self.text_cache.embed(class_prompts[c]), dim=-1).mean(0) for c in self.task.classnames]
+        return F.normalize(torch.stack(rows), dim=-1).to(self.search.features.device)  # (C, D)
+
     def write_prompt_file(self, path: str | os.PathLike, extra: dict | None = None) -> Path:
         """Best prompts as CuPL JSON + ``<path>.provenance.json`` (backbone, shots, seed, settings, history)."""
         provenance = {

@@ -108,6 +108,8 @@ class ProAPOSearch:
         max_retries: attempts per operator to find an unseen candidate (authors: 64).
         top1_weight, top5_weight, similarity_weight, entropy_weight: fitness weights
             (see :func:`prompts_evo.functional.fitness.fitness_scores`).
+        stage2_top1_weight, stage2_top5_weight: a1, a5 for the description stage (None: as stage 1); the
+            authors set them per stage and dataset (e.g. CUB ViT-B/32 stage 2: a1 = 0, a5 = 0.2).
     """
 
     def __init__(
@@ -137,6 +139,8 @@ class ProAPOSearch:
         top5_weight: float = 0.05,
         similarity_weight: float = 0.0,
         entropy_weight: float = 10.0,
+        stage2_top1_weight: float | None = None,
+        stage2_top5_weight: float | None = None,
     ) -> None:
         classnames = list(classnames)
         if not classnames or not all(isinstance(c, str) and c.strip() for c in classnames):
@@ -197,6 +201,11 @@ class ProAPOSearch:
         self.weights = dict(
             top1_weight=top1_weight, top5_weight=top5_weight, similarity_weight=similarity_weight, entropy_weight=entropy_weight
         )
+        self.stage2_weights = dict(
+            self.weights,
+            top1_weight=top1_weight if stage2_top1_weight is None else stage2_top1_weight,
+            top5_weight=top5_weight if stage2_top5_weight is None else stage2_top5_weight,
+        )
         self.generator = torch.Generator().manual_seed(self.seed)
         # search state (all of it goes into state_dict)
         self.stage = "templates"  # -> "descriptions" -> "done"
@@ -229,10 +238,11 @@ class ProAPOSearch:
     def _score(self, masks: Tensor) -> FitnessTerms:
         """(P, S, M) candidates of the current stage -> fitness terms (one batched product)."""
         pool = self._pool
+        weights = self.stage2_weights if self.stage == "descriptions" else self.weights
         chunks = []
         for start in range(0, masks.shape[0], 256):  # bounds the (P, N, C) logits for big populations
             emb = class_embeddings_from_masks(pool, masks[start : start + 256].to(pool.device))  # (p, C, D)
-            chunks.append(fitness_scores(self.features, self.labels, emb, self.logit_scale, **self.weights))
+            chunks.append(fitness_scores(self.features, self.labels, emb, self.logit_scale, **weights))
         self.num_fitness_evaluations += masks.shape[0]
         return FitnessTerms(*(torch.cat([getattr(c, name) for c in chunks]) for name in FitnessTerms._fields))
 

@@ -73,6 +73,7 @@ class LitProAPO(L.LightningModule):
             defaults: 4, 8, 8, 8, 4, 16, 4, 1-3, 1-4, 0/32/64/256; see ``ProAPOSearch``).
         top1_weight, top5_weight, similarity_weight, entropy_weight: fitness weights (see
             ``prompts_evo.functional.fitness``; the similarity term is a penalty here).
+        stage2_top1_weight, stage2_top5_weight: a1, a5 in the description stage (None: as in stage 1).
         prompt_file: where the best prompts go (CuPL JSON); None writes ``<log_dir>/proapo_prompts.json``.
         cache_dir: feature/text cache directory (shared with vlkit.fewshot: ``.cache/vlkit``).
         batch_size: image batch size when encoding features.
@@ -106,6 +107,8 @@ class LitProAPO(L.LightningModule):
         top5_weight: float = 0.05,
         similarity_weight: float = 0.0,
         entropy_weight: float = 10.0,
+        stage2_top1_weight: float | None = None,
+        stage2_top5_weight: float | None = None,
         prompt_file: str | None = None,
         cache_dir: str = ".cache/vlkit",
         batch_size: int = 64,
@@ -141,6 +144,7 @@ class LitProAPO(L.LightningModule):
             crossovers=hp.crossovers, inner_generations=hp.inner_generations, outer_loops=hp.outer_loops,
             max_groups=hp.max_groups, max_templates=hp.max_templates, top1_weight=hp.top1_weight,
             top5_weight=hp.top5_weight, similarity_weight=hp.similarity_weight, entropy_weight=hp.entropy_weight,
+            stage2_top1_weight=hp.stage2_top1_weight, stage2_top5_weight=hp.stage2_top5_weight,
         )
         self.search = self.run.search
         if self._pending_state is not None:

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import random
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -56,7 +57,10 @@ __all__ = [
     "AMAZON18_ROOT",
 ]
 
-AMAZON18_ROOT = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "amazon18"
+# ``$RECSYS_AMAZON18_ROOT`` overrides the default ``../shared/data/amazon18`` beside the repository
+AMAZON18_ROOT = Path(
+    os.environ.get("RECSYS_AMAZON18_ROOT", Path(__file__).resolve().parents[2].parent / "shared" / "data" / "amazon18")
+)
 AMAZON18_CATEGORIES = {"industrial": "Industrial_and_Scientific", "office": "Office_Products"}
 
 

@@ -221,8 +221,13 @@ def recommend_with_beams(
     scores = out.sequences_scores if out.sequences_scores is not None else torch.zeros(generated.shape[0], device=device)
     items = trie.to(device).items_from_tokens(generated[:, : trie.num_levels]) if generated.shape[1] >= trie.num_levels \
         else torch.full((generated.shape[0],), -1, device=device, dtype=torch.long)
-    items = torch.where(torch.isfinite(scores), items, torch.full_like(items, -1))  # (B * beams,)
-    return items.view(len(prompts), num_beams), scores.view(len(prompts), num_beams)
+    # HF starts all beams but the first at -1e9 (not -inf): when fewer valid IDs than beams exist, those
+    # beams finish as copies of real ones with scores near -1e9; they are not recommendations
+    real = torch.isfinite(scores) & (scores > -1e8)
+    items = torch.where(real, items, torch.full_like(items, -1)).view(len(prompts), num_beams)  # (B, beams)
+    duplicate = (items.unsqueeze(2) == items.unsqueeze(1)).tril(diagonal=-1).any(dim=2)  # (B, beams) seen before
+    items = torch.where(duplicate, torch.full_like(items, -1), items)
+    return items, scores.view(len(prompts), num_beams)
 
 
 @functools.lru_cache(maxsize=1)

@@ -150,7 +150,7 @@ class WordTokenizer:
         return [self.index.get(t, self.unk_token_id) for t in tokens]
 
     def convert_tokens_to_ids(self, tokens: list[str]) -> list[int]:
-        return [self.index[t] for t in tokens]
+        return [self.index.get(t, self.unk_token_id) for t in tokens]
 
     def decode(self, ids: list[int]) -> str:
         return " ".join(self.vocab[i] for i in ids if i >= len(self.SPECIALS))

@@ -43,10 +43,9 @@ def test_elite_fitness_never_decreases_and_search_is_seeded(toy_task, hash_encod
     stage1 = [h for h in history if h["stage"] == "templates"]
     stage2 = [h for h in history if h["stage"] == "descriptions"]
     assert len(stage1) == 3 and len(stage2) == 2
-    # elitism: within a stage the best fitness is non-decreasing (stage 2 starts from a new point whose
-    # start is the best of sampled subsets, so it is checked within the stage)
-    assert all(b >= a for a, b in zip(best[:3], best[1:3]))
-    assert all(b >= a for a, b in zip(best[3:], best[4:]))
+    # elitism: the best fitness never decreases, also across the stage boundary: stage 2's sampled
+    # starting points include "names only", which is exactly the stage-1 winner
+    assert all(b >= a - 1e-4 for a, b in zip(best, best[1:]))
     again = make_search(toy_task, hash_encoder)
     again.run()
     assert again.best_class_prompts() == search.best_class_prompts()
@@ -126,3 +125,17 @@ def test_embedding_of_template_candidate_matches_prompt_ensemble(toy_task, hash_
     emb = class_embeddings_from_masks(pool, mask)[0]
     expected = F.normalize(pool[:, 0] + pool[:, 2], dim=-1)
     assert torch.allclose(emb, expected, atol=1e-6)
+
+
+@pytest.mark.gpu
+def test_search_on_cuda_matches_cpu(toy_task, hash_encoder):
+    classes, features, labels = toy_task
+    cpu = make_search(toy_task, hash_encoder)
+    cpu.run()
+    gpu = make_search((classes, features.cuda(), labels.cuda()), hash_encoder)
+    gpu.run()
+    assert gpu.features.is_cuda
+    assert gpu.class_embeddings().is_cuda
+    # same seeded choices; fitness equal up to float rounding of the batched products
+    assert [h["best_fitness"] for h in gpu.history] == pytest.approx([h["best_fitness"] for h in cpu.history], rel=1e-4, abs=1e-3)
+    assert gpu.best_class_prompts() == cpu.best_class_prompts()

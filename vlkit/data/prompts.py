@@ -15,7 +15,6 @@ __all__ = [
     "load_class_prompts",
     "save_class_prompts",
     "check_classnames",
-    "expand_templates",
 ]
 
 SIMPLE_TEMPLATE = "a photo of a {}."
@@ -38,15 +37,6 @@ def check_classnames(classnames: Sequence[str], argument: str = "classnames") ->
     if dupes:
         raise ValueError(f"{argument} holds duplicate class names: {sorted(set(dupes))!r}")
     return names
-
-
-def expand_templates(classnames: Sequence[str], templates: Sequence[str]) -> dict[str, list[str]]:
-    """Per-class prompts from templates with one ``{}`` slot each."""
-    templates = list(templates)
-    bad = [t for t in templates if not isinstance(t, str) or t.count("{}") != 1]
-    if not templates or bad:
-        raise ValueError(f"templates must be strings with exactly one '{{}}' slot, got {bad[:3] or templates!r}")
-    return {c: [t.format(c) for t in templates] for c in classnames}
 
 
 def load_class_prompts(path: str | os.PathLike, classnames: Sequence[str]) -> dict[str, list[str]]:

@@ -130,13 +130,8 @@ def response_entropy_threshold(window_ent: Tensor, mask: Tensor, quantile: float
     """
     if not 0.0 <= quantile <= 1.0:
         raise ValueError(f"quantile must be in [0, 1], got {quantile}")
-    out = torch.full((window_ent.shape[0],), float("nan"), device=window_ent.device)
-    valid = mask.bool()
-    for i in range(window_ent.shape[0]):  # per response: lengths differ (B is small: a rollout batch)
-        values = window_ent[i][valid[i]].float()  # (T_i,)
-        if values.numel():
-            out[i] = torch.quantile(values, quantile)
-    return out
+    values = window_ent.float().masked_fill(~mask.bool(), float("nan"))  # (B, T) padding -> NaN
+    return torch.nanquantile(values, quantile, dim=1)  # (B,) NaN where a response is empty
 
 
 def update_hwe_threshold(tau: Tensor, response_thresholds: Tensor, decay: float = 0.99) -> Tensor:
@@ -338,9 +333,9 @@ def update_kl_controller(
     """
     present = bucket_counts > 0  # (3,)
     mean_kl = bucket_kl_sums / bucket_counts.clamp(min=1.0)  # (3,)
+    if not isinstance(target, Tensor) and target <= 0:  # tensors are checked by their owner (no device sync)
+        raise ValueError(f"KL target must be > 0, got {target}")
     target_t = torch.as_tensor(target, dtype=kl_ema.dtype, device=kl_ema.device).expand_as(kl_ema)
-    if bool((target_t <= 0).any()):
-        raise ValueError(f"KL target must be > 0, got {target_t.tolist()}")
     new_kl = torch.where(present, (1.0 - kl_momentum) * kl_ema + kl_momentum * mean_kl, kl_ema)
     error = new_kl / target_t - 1.0  # (3,)
     active = present & (error.abs() >= deadband)

@@ -56,6 +56,8 @@ def select_confident_prototypes(probs: Tensor, shots: int, candidates_per_shot: 
         (C, K) long indices into the N samples; row c holds class c's selection, ordered by score.
     """
     n, c = probs.shape
+    if not torch.isfinite(probs).all():
+        raise ValueError("probs contains NaN or inf (non-finite features?)")
     if shots < 1:
         raise ValueError(f"shots must be >= 1, got {shots}")
     if n < shots:
@@ -135,6 +137,9 @@ def tfup_logits(
     """
     if similarity not in ("msm", "cosine"):
         raise ValueError(f"similarity must be 'msm' or 'cosine', got {similarity!r}")
+    for name, tensor in (("test_features", test_features), ("cache_keys", cache_keys), ("class_weights", class_weights)):
+        if not torch.isfinite(tensor).all():
+            raise ValueError(f"{name} contains NaN or inf values")
     if cache_keys.shape[0] != cache_values.shape[0]:
         raise ValueError(f"cache_keys has {cache_keys.shape[0]} rows but cache_values {cache_values.shape[0]}")
     if cache_values.shape[1] != class_weights.shape[0]:

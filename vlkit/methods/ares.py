@@ -297,12 +297,12 @@ class LitARES(_PolicyMixin, L.LightningModule):
         return self.kl_log_beta.exp()
 
     def _world_sum(self, t: Tensor) -> Tensor:
-        if self.trainer is not None and self.trainer.world_size > 1:
+        if self._trainer is not None and self._trainer.world_size > 1:
             return self.trainer.strategy.reduce(t.clone(), reduce_op="sum")
         return t
 
     def _world_cat(self, t: Tensor) -> Tensor:
-        if self.trainer is not None and self.trainer.world_size > 1:
+        if self._trainer is not None and self._trainer.world_size > 1:
             return self.all_gather(t).reshape(-1)  # (world * B,)
         return t
 
@@ -392,17 +392,22 @@ class LitARES(_PolicyMixin, L.LightningModule):
 
     # ------------------------------------------------------------------ training
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
-        hp = self.hparams
-        G = hp.group_size
+        G = self.hparams.group_size
         if not batch["prompt"]:
             raise ValueError("empty batch: no prompts")
         roll = self.generate(batch["prompt"], batch.get("image"), group_size=G)
-        mask = roll["completion_mask"]  # (B, T), B = prompts * G
-        texts = self._decode(roll["completion_ids"], mask)
+        texts = self._decode(roll["completion_ids"], roll["completion_mask"])
         answers = [a for a in batch["answer"] for _ in range(G)]
         kinds = [k for k in batch["answer_type"] for _ in range(G)]
-        correct = self._score(texts, answers, kinds).to(self.device)  # (B,)
+        correct = self._score(texts, answers, kinds).to(self.device)  # (B,), B = prompts * G
+        return self.rollout_loss(roll, correct)
 
+    def rollout_loss(self, roll: dict, correct: Tensor) -> Tensor:
+        """The policy loss of one scored rollout batch (``generate`` output and (B,) accuracy rewards);
+        updates the controller state and logs. Split from ``training_step`` so it can be timed alone."""
+        hp = self.hparams
+        G = hp.group_size
+        mask = roll["completion_mask"]  # (B, T)
         P = roll["prompt_length"]
         logits = self._forward_logits(roll["input_ids"], roll["attention_mask"], roll["extra"])[:, P - 1 : -1]  # (B, T, V)
         logprobs = _sequence_logprobs(logits, roll["completion_ids"])  # (B, T) with grad
@@ -469,34 +474,34 @@ class LitARES(_PolicyMixin, L.LightningModule):
     def _log_train(self, correct, rewards, entropy, mask, hwe_counts, buckets, lengths, keep, stats) -> None:
         hp = self.hparams
         n_tok = mask.sum().clamp(min=1)
-        row = {
-            "train/reward": rewards.mean(),
-            "train/accuracy": correct.float().mean(),
-            "train/entropy": (entropy * mask).sum() / n_tok,
-            "train/hwe_threshold": self.hwe_threshold,
-            "train/hwe_count": hwe_counts.mean(),
-            "train/length": lengths.mean(),
-            "train/kept_groups": keep.float().mean(),
-            "train/loss_pg": stats["pg_loss"],
-            "train/kl": stats["kl"],
-            "train/clip_frac": stats["clip_frac"],
-            "train/selected_frac": stats["selected_frac"],
-        }
         beta = self.kl_beta if hp.dynamic_kl else torch.ones(3, device=self.device)
-        for d, name in enumerate(BUCKET_NAMES):
-            row[f"train/kl_coef_{name}"] = hp.kl_coef * beta[d]
-            row[f"train/alpha_{name}"] = self.entropy_alpha[d]
-            row[f"train/hwe_target_{name}"] = self.hwe_targets[d]
-            sel = buckets == d
-            row[f"train/frac_{name}"] = sel.float().mean()
-            if sel.any():
-                row[f"train/hwe_count_{name}"] = hwe_counts[sel].mean()
-                row[f"train/length_{name}"] = lengths[sel].mean()
+        hwe_sums, counts = bucket_mean(hwe_counts, buckets)  # (3,) each
+        len_sums, _ = bucket_mean(lengths, buckets)
+        present = counts > 0
+        nan = torch.full_like(counts, float("nan"))
+        names = ["train/reward", "train/accuracy", "train/entropy", "train/hwe_threshold", "train/hwe_count",
+                 "train/length", "train/kept_groups", "train/loss_pg", "train/kl", "train/clip_frac",
+                 "train/selected_frac"]
+        scalars = [rewards.mean(), correct.float().mean(), (entropy * mask).sum() / n_tok, self.hwe_threshold,
+                   hwe_counts.mean(), lengths.mean(), keep.float().mean(), stats["pg_loss"], stats["kl"],
+                   stats["clip_frac"], stats["selected_frac"]]
+        per_bucket = {
+            "kl_coef": hp.kl_coef * beta, "alpha": self.entropy_alpha, "hwe_target": self.hwe_targets,
+            "frac": counts / counts.sum().clamp(min=1.0),
+            "hwe_count": torch.where(present, hwe_sums / counts.clamp(min=1.0), nan),
+            "length": torch.where(present, len_sums / counts.clamp(min=1.0), nan),
+        }
+        for key, values in per_bucket.items():
+            names += [f"train/{key}_{b}" for b in BUCKET_NAMES]
+            scalars += list(values.float())
+        # one device-to-host transfer for the whole row (no sync per metric)
+        values = torch.stack([torch.as_tensor(v, device=self.device).float().reshape(()) for v in scalars]).tolist()
+        row = {k: v for k, v in zip(names, values) if v == v}  # drop NaN: buckets absent from this batch
         for key, value in row.items():
-            self.log(key, value.float() if isinstance(value, Tensor) else float(value), on_step=True, on_epoch=False,
-                     prog_bar=key in ("train/reward", "train/accuracy"), batch_size=len(buckets))
-        if self.trainer is None or self.trainer.is_global_zero:
-            self.history.append({"step": int(self.global_step), **{k: float(v) for k, v in row.items()}})
+            self.log(key, value, on_step=True, on_epoch=False, prog_bar=key in ("train/reward", "train/accuracy"),
+                     batch_size=len(buckets))
+        if self._trainer is None or self._trainer.is_global_zero:
+            self.history.append({"step": int(self.global_step), **row})
 
     # ------------------------------------------------------------------ evaluation
     def _eval_step(self, batch: dict, stage: str) -> None:
@@ -562,8 +567,8 @@ class LitARES(_PolicyMixin, L.LightningModule):
 
     def on_fit_end(self) -> None:
         # trainer.log_dir broadcasts from rank 0: every rank must ask for it
-        log_dir = self.trainer.log_dir if self.trainer is not None else None
-        if self.trainer is not None and not self.trainer.is_global_zero:
+        log_dir = self._trainer.log_dir if self._trainer is not None else None
+        if self._trainer is not None and not self._trainer.is_global_zero:
             return
         if not self.history:
             return

@@ -153,3 +153,39 @@ def test_datamodule_argument_errors():
         EpisodicDataModule(folds=[0, 1], base_training=True)
     with pytest.raises(ValueError, match="root"):
         EpisodicDataModule(dataset="pascal")
+
+
+def test_scenes_are_scored_at_canvas_size_when_the_input_is_upsampled():
+    dm = EpisodicDataModule(folds=[1], shots=1, episodes_per_fold=2, max_shots=1, image_size=96, canvas_size=64,
+                            batch_size=2, test_scenes=40, min_foreground_pixels=32)  # fmt: skip
+    batch = next(iter(dm.test_dataloader()))
+    assert batch["query_image"].shape == (2, 1, 3, 96, 96) and batch["query_mask_original"].shape == (2, 64, 64)
+    assert batch["query_size"].tolist() == [[64, 64]] * 2 and batch["query_resized_size"].tolist() == [[96, 96]] * 2
+
+
+def test_pascal_list_pool_reads_images_labels_and_filters_small_masks(tmp_path, monkeypatch):
+    monkeypatch.setenv("VLKIT_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "JPEGImages").mkdir()
+    (tmp_path / "SegmentationClassAug").mkdir()
+    lines = []
+    for i in range(7):
+        label = np.zeros((40, 50), dtype=np.uint8)
+        label[0:20, 0:20] = 6  # class id 5 (label value 6), 400 pixels
+        label[30:32, 0:5] = 7  # class id 6, only 10 pixels: below the threshold
+        label[39] = 255  # void row
+        Image.fromarray(label).save(tmp_path / "SegmentationClassAug" / f"{i}.png")
+        Image.fromarray(np.full((40, 50, 3), 10 * i, dtype=np.uint8)).save(tmp_path / "JPEGImages" / f"{i}.jpg")
+        lines.append(f"JPEGImages/{i}.jpg SegmentationClassAug/{i}.png")
+    (tmp_path / "val.txt").write_text("\n".join(lines))
+    dm = EpisodicDataModule(dataset="pascal", root=str(tmp_path), test_list=str(tmp_path / "val.txt"), folds=[1],
+                            shots=2, max_shots=2, episodes_per_fold=3, image_size=32, batch_size=3,
+                            min_foreground_pixels=100)  # fmt: skip
+    by_class = dm.pool("test").class_to_indices(100)
+    assert by_class[5] == list(range(7)) and by_class[6] == []
+    batch = next(iter(dm.test_dataloader()))
+    assert (batch["class_id"] == 5).all()  # the only class of fold 1 (classes 5..9) with enough images
+    assert batch["query_mask_original"].shape == (3, 40, 50) and batch["query_size"][0].tolist() == [40, 50]
+    # long side 50 -> 32: 26 x 32 image area (40 * 32 / 50 = 25.6 -> 26), padding below is not valid
+    assert batch["query_resized_size"][0].tolist() == [26, 32]
+    assert batch["query_valid"][0, 0, :26].all() and not batch["query_valid"][0, 0, 26:].any()
+    assert (batch["query_mask_original"][0, 39] == 255).all() and batch["query_mask_original"][0, :20, :20].eq(1).all()

@@ -31,11 +31,11 @@ class Dump(L.Callback):
 if __name__ == "__main__":
     L.seed_everything(0)
     model = LitARES(model_name="tiny-random-lm", group_size=2, max_new_tokens=8, lora_r=2, learning_rate=0.01,
-                    filter_groups=False, kl_coef=0.5)
+                    filter_groups=False, kl_coef=0.5, plot_dir=out_dir)
     dm = ReasoningDataModule(train_size=8, val_size=2, test_size=2, levels=[1, 2], prompts_per_batch=2)
     trainer = L.Trainer(accelerator="cpu", devices=2, strategy="ddp", max_steps=2, logger=False,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                        limit_val_batches=0, callbacks=[Dump()])
+                        limit_val_batches=0, callbacks=[Dump()], default_root_dir=out_dir)
     trainer.fit(model, dm)
 '''
 
@@ -56,5 +56,7 @@ def test_kl_controller_state_agrees_across_two_ddp_ranks(tmp_path):
     for key in ("hwe_threshold", "hwe_targets", "entropy_alpha", "kl_ema", "kl_error_ema", "kl_log_beta", "controller_steps"):
         assert r0[key] == r1[key], key
     assert r0["controller_steps"] == 2
-    # the KL average moved away from its initial value (the target) once the adapters changed the policy
-    assert r0["kl_ema"] != [0.01, 0.01, 0.01] or r0["hwe_threshold"] > 0
+    # the controller did run on data: the KL average left its initial value (the target, 0.01)
+    assert r0["kl_ema"] != [0.01, 0.01, 0.01]
+    # and the plots were written once, by rank 0, where asked
+    assert (tmp_path / "ares_training.png").exists()

@@ -212,3 +212,13 @@ def test_repri_fit_shape_errors_name_the_argument():
         repri_fit(s, m, q[:, :, :3], valid)
     with pytest.raises(ValueError, match="query_valid"):
         repri_fit(s, m, q, valid[:, :, :2])
+
+
+@pytest.mark.gpu
+def test_repri_fit_on_cuda_matches_cpu():
+    s, m, q, valid = _episodes(b=6, k=3, d=16, h=8, w=8)
+    cpu = repri_fit(s, m, q, valid, iterations=20)
+    gpu = repri_fit(s.cuda(), m.cuda(), q.cuda(), valid.cuda(), iterations=20)
+    assert gpu.query_logits.is_cuda
+    assert torch.allclose(gpu.query_logits.cpu() - gpu.bias.cpu()[:, None, None, None],
+                          cpu.query_logits - cpu.bias[:, None, None, None], atol=1e-3)  # fmt: skip

