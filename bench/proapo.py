@@ -8,7 +8,9 @@ is measured on the first ``--baseline-candidates`` of them.
 
     python bench/proapo.py [--quick] [--backbone offline-lite0-minilm]
 
-Ends with ``RATIO proapo_fitness_evals_per_s <ours / baseline>`` (= baseline time / our time per evaluation).
+Ends with ``RATIO proapo_fitness_evals_per_s <ours / baseline>`` (= baseline time / our time per evaluation;
+ours pays the one-off encoding of the whole template library) and
+``RATIO proapo_fitness_evals_per_s_warm_cache`` (a second seed, cache already filled).
 """
 
 from __future__ import annotations
@@ -83,6 +85,13 @@ def main(argv: list[str] | None = None) -> None:
     ours_time = time.perf_counter() - start
     ours_evals = search.num_fitness_evaluations
     ours_rate = ours_evals / ours_time
+    # a second seed on the now-warm cache (what later seeds, the demo and resumed runs see)
+    warm = RecordingSearch(classes, features, labels, cache, library, None, logit_scale=backbone.logit_scale,
+                           seed=1, template_generations=generations, prune_templates=False, max_templates=0)
+    warm.recorded = []
+    start = time.perf_counter()
+    warm.run()
+    warm_rate = warm.num_fitness_evaluations / (time.perf_counter() - start)
 
     # baseline: per candidate, encode its prompts and score it alone (excluding the initial library scan)
     candidates = search.recorded[-baseline_n:]
@@ -98,7 +107,9 @@ def main(argv: list[str] | None = None) -> None:
     print(f"device={device} backbone={backbone.fingerprint} generations={generations} library={len(library)}")
     print(f"ours: {ours_evals} fitness evaluations in {ours_time:.2f} s ({ours_rate:.1f}/s; {cache.num_encoded} strings encoded once)")
     print(f"baseline (re-encode per candidate): {len(candidates)} evaluations in {base_time:.2f} s ({base_rate:.2f}/s)")
+    print(f"ours, warm text cache (second seed): {warm.num_fitness_evaluations} evaluations ({warm_rate:.1f}/s)")
     print(f"RATIO proapo_fitness_evals_per_s {ours_rate / base_rate:.2f}")
+    print(f"RATIO proapo_fitness_evals_per_s_warm_cache {warm_rate / base_rate:.2f}")
 
 
 if __name__ == "__main__":

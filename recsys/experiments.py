@@ -25,6 +25,11 @@ __all__ = ["run_stage", "read_metrics", "best_checkpoint", "main"]
 
 def _overlay(tmp: Path, command: str, monitor: str | None, patience: int | None) -> Path:
     callbacks = ["    - class_path: recsys.methods.evaluation.ParameterDrift\n"]
+    if not monitor:
+        callbacks.append(
+            "    - class_path: lightning.pytorch.callbacks.ModelCheckpoint\n"
+            "      init_args: {save_last: true, save_on_train_epoch_end: true, filename: last-epoch}\n"
+        )
     if monitor:
         callbacks.append(
             "    - class_path: lightning.pytorch.callbacks.ModelCheckpoint\n"
@@ -33,7 +38,7 @@ def _overlay(tmp: Path, command: str, monitor: str | None, patience: int | None)
         if patience:
             callbacks.append(
                 "    - class_path: lightning.pytorch.callbacks.EarlyStopping\n"
-                f"      init_args: {{monitor: '{monitor}', mode: max, patience: {patience}}}\n"
+                f"      init_args: {{monitor: '{monitor}', mode: max, patience: {patience}, strict: false}}\n"
             )
     path = tmp / f"overlay_{command}.yaml"
     path.write_text(

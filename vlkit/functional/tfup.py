@@ -73,7 +73,8 @@ def select_confident_prototypes(probs: Tensor, shots: int, candidates_per_shot: 
 
 def semantic_kl(test_probs: Tensor, cache_probs: Tensor) -> Tensor:
     """D_ij = KL(p_i || q_j) = sum_c p_ic log p_ic - p_i . log q_j, one matmul. (N, C), (M, C) -> (N, M)."""
-    return _neg_entropy(test_probs).unsqueeze(1) - test_probs @ torch.log(cache_probs.clamp_min(1e-12)).T  # (N, M)
+    log_q = torch.log(cache_probs.clamp_min(1e-12))  # (M, C)
+    return torch.addmm(_neg_entropy(test_probs).unsqueeze(1), test_probs, log_q.T, alpha=-1.0)  # (N, M)
 
 
 def multi_level_similarity(
@@ -102,12 +103,15 @@ def multi_level_similarity(
     w = F.normalize(class_weights, dim=-1)
     p = torch.softmax(temperature * f @ w.T, dim=-1)  # (N, C)
     q = torch.softmax(temperature * k @ w.T, dim=-1)  # (M, C)
-    d = semantic_kl(p, q)  # (N, M)
-    lo, hi = d.amin(1, keepdim=True), d.amax(1, keepdim=True)  # (N, 1)
+    d = semantic_kl(p, q)  # (N, M), a fresh tensor: transformed in place below
+    lo, hi = d.aminmax(dim=1, keepdim=True)  # (N, 1) each
     span = hi - lo
-    scaled = torch.where(span > eps, (d - lo) / span.clamp_min(eps), torch.full_like(d, 0.5))  # (N, M)
-    semantic = 2.0 * (1.0 - scaled)
-    return (f @ k.T) * semantic  # (N, M)
+    informative = span > eps
+    # S = 2 - 2 (d - lo) / span on informative rows, S = 1 on constant rows; three in-place passes
+    neg_scale = torch.where(informative, -2.0 / span.clamp_min(eps), torch.zeros_like(span))  # (N, 1)
+    offset = torch.where(informative, torch.full_like(span, 2.0), torch.ones_like(span))  # (N, 1)
+    semantic = d.sub_(lo).mul_(neg_scale).add_(offset)  # (N, M)
+    return semantic.mul_(f @ k.T)  # (N, M) A = cos * S
 
 
 def cache_logits(affinity: Tensor, cache_values: Tensor, beta: float = 1.0) -> Tensor:
@@ -153,7 +157,8 @@ def tfup_logits(
             affinity = multi_level_similarity(f, k, w, temperature)  # (n, M)
         else:
             affinity = f @ k.T  # (n, M)
-        out.append(logit_scale * f @ w.T + alpha * cache_logits(affinity, cache_values, beta))  # (n, C)
+        kernel = affinity.mul_(beta).sub_(beta).exp_()  # exp(-beta (1 - A)) in place, (n, M)
+        out.append(torch.addmm(logit_scale * f @ w.T, kernel, cache_values.to(kernel.dtype), alpha=alpha))  # (n, C)
     return torch.cat(out)  # (N, C)
 
 

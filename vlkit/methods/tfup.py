@@ -52,9 +52,17 @@ def resolve_templates(template_set: str | None, templates: list[str] | None) -> 
 class _FeatureClassifier(L.LightningModule):
     """Shared set-up: backbone, data connection, text class weights, accuracy metrics."""
 
+    def prepare(self, datamodule) -> "_FeatureClassifier":
+        """Set up outside a Trainer (demos, notebooks): connect ``datamodule`` and build the head/cache."""
+        self._attached_datamodule = datamodule
+        self.setup("test")
+        return self
+
     def _build_head(self) -> None:
         h = self.hparams
-        dm = self.trainer.datamodule if self._trainer is not None else None
+        dm = getattr(self, "_attached_datamodule", None)
+        if dm is None and self._trainer is not None:
+            dm = self.trainer.datamodule
         if dm is None or not hasattr(dm, "connect"):
             raise ValueError(f"{type(self).__name__} needs a FewShotDataModule-like datamodule with connect(backbone)")
         if getattr(self, "_head_ready", False):

@@ -174,3 +174,16 @@ def test_config_parses(config, capsys):
     assert exit_info.value.code in (0, None)
     printed = capsys.readouterr().out
     assert "class_path: vlkit.methods.ares." in printed
+
+
+def test_estimate_pass_rates_feeds_the_cold_start_builder(tiny_module):
+    from vlkit.data.reasoning import build_adaptive_cold_start, generate_arithmetic_problems
+    from vlkit.methods.ares import estimate_pass_rates
+
+    problems = generate_arithmetic_problems(3, levels=[1], seed=0)
+    rates = estimate_pass_rates(tiny_module, problems, samples=2, batch_prompts=2)
+    # a random character model never writes the right number: every rate is exactly 0
+    assert rates == [0.0, 0.0, 0.0]
+    examples = build_adaptive_cold_start(problems, rates, length_at_1=1)
+    # p = 0 everywhere: L_target = L(0) = median candidate length at p = 0 for every problem
+    assert len({e.target_length for e in examples}) == 1
