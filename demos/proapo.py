@@ -12,7 +12,7 @@ SOURCES = ["templates", "llm", "none"]
 
 
 def run_search(dataset: str, backbone: str, seed: int, template_generations: int, description_generations: int,
-               description_source: str, library: str = "imagenet80"):
+               description_source: str, library: str = "imagenet80", test_size: int = 1000, heldout_size: int = 200):
     """Generator for the UI: yields (status markdown, fitness figure, best-prompts rows) after each generation."""
     import matplotlib
 
@@ -25,7 +25,7 @@ def run_search(dataset: str, backbone: str, seed: int, template_generations: int
         raise ValueError(f"dataset must be one of {DATASETS}, got {dataset!r}")
     run = prepare_search(
         backbone, dataset, shots=1, seed=int(seed), template_library_name=library, description_source=description_source,
-        heldout_size=200, test_size=1000, template_generations=int(template_generations),
+        heldout_size=int(heldout_size), test_size=int(test_size), template_generations=int(template_generations),
         inner_generations=int(description_generations),
     )
     search = run.search

@@ -28,6 +28,10 @@ class SASRec(nn.Module):
         self.norm = nn.LayerNorm(hidden_size)
         self.dropout = nn.Dropout(dropout)
         self.max_length = max_length
+        for emb in (self.item_embedding, self.position_embedding):
+            nn.init.normal_(emb.weight, std=0.02)  # N(0,1) embeddings make the initial item logits ~N(0, D)
+        with torch.no_grad():
+            self.item_embedding.weight[0].zero_()
 
     def forward(self, history: Tensor) -> Tensor:
         """history (B, T) left-padded 1-based item indices -> (B, N) scores over items 1..N."""

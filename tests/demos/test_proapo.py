@@ -15,7 +15,7 @@ def test_run_search_streams_fitness_and_prompts(tmp_path, monkeypatch):
     from demos.proapo import run_search
 
     monkeypatch.chdir(tmp_path)  # the feature/text caches (.cache/vlkit) land in tmp_path
-    updates = list(run_search("fashion-mnist", "tiny-random", 0, 2, 0, "none", library="simple"))
+    updates = list(run_search("fashion-mnist", "tiny-random", 0, 2, 0, "none", library="simple", test_size=50, heldout_size=20))
     assert len(updates) == 2  # one update per generation
     status, fig, rows = updates[-1]
     assert "generation 2/2" in status and "final test acc" in status

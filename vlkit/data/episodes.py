@@ -667,9 +667,7 @@ class EpisodicDataModule(L.LightningDataModule):
         )  # fmt: skip
 
     def _base_loader(self, split: str, shuffle: bool) -> DataLoader:
-        novel = set(fold_classes(self.dataset, self.folds[0]))
-        base = [c for c in range(self.pool(split).num_classes) if c not in novel]
-        data = BaseSegmentationDataset(self.pool(split), base, self.image_size, self.mean, self.std, flip=shuffle)
+        data = BaseSegmentationDataset(self.pool(split), self.base_classes(), self.image_size, self.mean, self.std, flip=shuffle)
         return DataLoader(data, batch_size=self.hparams.base_batch_size, shuffle=shuffle, num_workers=self.hparams.num_workers)
 
     @property
@@ -681,8 +679,10 @@ class EpisodicDataModule(L.LightningDataModule):
         return f"{self.pool(split).fingerprint}|S={self.image_size}|mean={self.mean}|std={self.std}"
 
     def base_classes(self) -> list[int]:
+        """The first fold's base classes: every class of the dataset that is not one of its novel classes."""
         novel = set(fold_classes(self.dataset, self.folds[0]))
-        return [c for c in range(self.pool("val" if self.dataset == "fashion_scenes" else "test").num_classes) if c not in novel]
+        num_classes = {"fashion_scenes": 10, "pascal": 20, "coco": 80}[self.dataset]
+        return [c for c in range(num_classes) if c not in novel]
 
     def train_dataloader(self) -> DataLoader:
         if not self.hparams.base_training:
@@ -695,4 +695,7 @@ class EpisodicDataModule(L.LightningDataModule):
         return self._episode_loader("val")
 
     def test_dataloader(self) -> DataLoader:
+        return self._episode_loader("test")
+
+    def predict_dataloader(self) -> DataLoader:
         return self._episode_loader("test")

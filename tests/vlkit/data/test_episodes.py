@@ -189,3 +189,19 @@ def test_pascal_list_pool_reads_images_labels_and_filters_small_masks(tmp_path, 
     assert batch["query_resized_size"][0].tolist() == [26, 32]
     assert batch["query_valid"][0, 0, :26].all() and not batch["query_valid"][0, 0, 26:].any()
     assert (batch["query_mask_original"][0, 39] == 255).all() and batch["query_mask_original"][0, :20, :20].eq(1).all()
+
+
+def test_base_training_labels_ignore_novel_classes():
+    from vlkit.data.episodes import BaseSegmentationDataset
+
+    dm = EpisodicDataModule(folds=[0], image_size=64, canvas_size=64, base_training=True, train_scenes=20)
+    assert dm.base_classes() == [2, 3, 4, 5, 6, 7, 8, 9]  # fold 0's novel classes are 0 and 1
+    pool = dm.pool("train")
+    data = BaseSegmentationDataset(pool, dm.base_classes(), 64)
+    for i in range(5):
+        raw = torch.from_numpy(pool.label(i).astype(np.int64))
+        label = data[i]["label"]
+        assert torch.equal(label == 255, (raw == 1) | (raw == 2))  # novel pixels ignored
+        assert torch.equal(label == 0, raw == 0)
+        assert torch.equal(label[raw == 3], torch.ones_like(label[raw == 3]))  # class 2 -> base index 1
+        assert torch.equal(label[raw == 10], torch.full_like(label[raw == 10], 8))  # class 9 -> base index 8

@@ -1,0 +1,129 @@
+"""One Gradio app with a tab per method, each tab the method's own ``demos/<stem>.py`` ``build_demo()``.
+
+    vlkit demo                      # http://127.0.0.1:7860
+    python -m demos --port 7861     # the same app
+    vlkit demo --host 0.0.0.0       # reachable from other machines (think twice: no authentication)
+
+Safety defaults: binds 127.0.0.1; every request goes through Gradio's queue with a small concurrency
+limit (CPU-heavy callbacks do not pile up); uploads are limited in size (``max_file_size``) and the
+only upload components are image components, whose files are decoded by PIL (anything else is
+rejected by the component); long callbacks show progress (TFUP's ``gr.Progress``, ProAPO's
+generation-by-generation streaming).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+__all__ = ["TABS", "build_app", "launch", "IMAGE_FILE_TYPES", "DEFAULT_MAX_FILE_SIZE"]
+
+# tab key -> (tab title, module under demos/)
+TABS: dict[str, tuple[str, str]] = {
+    "tfup": ("TFUP", "demos.tfup"),
+    "proapo": ("ProAPO", "demos.proapo"),
+    "repri": ("RePRI", "demos.repri"),
+    "minionerec": ("MiniOneRec", "demos.minionerec"),
+    "ares": ("ARES", "demos.ares"),
+}
+IMAGE_FILE_TYPES = [".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif"]
+DEFAULT_MAX_FILE_SIZE = "10mb"
+
+
+def _restrict_uploads(app) -> None:
+    """Every component that takes a file must take images: set ``file_types`` where the component has it,
+    and fail loudly (at build time) on an upload component of another kind, so a new demo cannot widen
+    what the app accepts without someone deciding it."""
+    import gradio as gr
+
+    for block in app.blocks.values():
+        if isinstance(block, (gr.File, gr.UploadButton, gr.Gallery, gr.MultimodalTextbox)):
+            if isinstance(block, gr.Gallery) and not block.interactive:
+                continue
+            block.file_types = list(IMAGE_FILE_TYPES)
+        elif isinstance(block, (gr.Audio, gr.Video, gr.Model3D)) and block.interactive is not False:
+            raise TypeError(f"app: upload component {type(block).__name__} ({block.label!r}) is not an image component")
+
+
+def build_app(
+    tabs: Sequence[str] | None = None,
+    tfup_backbone: str = "offline-lite0-minilm",
+    tfup_subset_size: int = 1000,
+    cache_dir: str = ".cache/vlkit",
+    minionerec_checkpoint: str | None = None,
+    minionerec_dataset: str | None = None,
+    concurrency_limit: int = 2,
+    max_queue_size: int = 64,
+):
+    """The whole app (not launched): a ``gr.Blocks`` with one ``gr.Tab`` per method.
+
+    Args:
+        tabs: the tab keys to include (default: all of ``TABS``, in that order).
+        tfup_backbone / tfup_subset_size / cache_dir: passed to ``demos.tfup.build_demo`` (its model is
+            built on the first click, not here).
+        minionerec_checkpoint / minionerec_dataset: passed to ``demos.minionerec.build_demo`` (None: an
+            untrained tiny model on synthetic data).
+        concurrency_limit: events of one kind that run at once; the rest wait in the queue.
+        max_queue_size: requests waiting beyond this are refused with "queue full".
+    """
+    import importlib
+
+    import gradio as gr
+
+    keys = list(TABS) if tabs is None else list(tabs)
+    unknown = [k for k in keys if k not in TABS]
+    if unknown or not keys:
+        raise ValueError(f"tabs must be a non-empty subset of {list(TABS)}, got {list(tabs) if tabs is not None else None}")
+    if concurrency_limit < 1:
+        raise ValueError(f"concurrency_limit must be >= 1, got {concurrency_limit}")
+    if max_queue_size < 1:
+        raise ValueError(f"max_queue_size must be >= 1, got {max_queue_size}")
+    arguments = {
+        "tfup": dict(backbone=tfup_backbone, subset_size=tfup_subset_size, cache_dir=cache_dir),
+        "minionerec": dict(checkpoint=minionerec_checkpoint, dataset=minionerec_dataset),
+    }
+    with gr.Blocks(title="vlkit demos") as app:
+        gr.Markdown(
+            "# vlkit\nOne tab per method: TFUP (training-free unsupervised prompts), ProAPO (prompt search), "
+            "RePRI (few-shot segmentation), MiniOneRec (generative recommendation), ARES (entropy-shaped "
+            "reasoning rewards). Each tab is the method's own demo (`demos/<method>.py`)."
+        )
+        for key in keys:
+            title, module_name = TABS[key]
+            with gr.Tab(title, id=key):
+                importlib.import_module(module_name).build_demo(**arguments.get(key, {})).render()
+    _restrict_uploads(app)
+    app.queue(default_concurrency_limit=concurrency_limit, max_size=max_queue_size)
+    return app
+
+
+def launch(
+    host: str = "127.0.0.1",
+    port: int = 7860,
+    max_file_size: str | int = DEFAULT_MAX_FILE_SIZE,
+    prevent_thread_lock: bool = False,
+    **app_options,
+):
+    """Build the app and serve it on ``host:port`` (127.0.0.1 by default: local only).
+
+    ``app_options`` go to :func:`build_app`. With ``prevent_thread_lock`` it returns the running app
+    (tests; call ``app.close()``), otherwise it blocks until interrupted."""
+    if not isinstance(host, str) or not host:
+        raise ValueError(f"host must be a non-empty string, got {host!r}")
+    if not isinstance(port, int) or not 0 <= port <= 65535:
+        raise ValueError(f"port must be an int in [0, 65535], got {port!r}")
+    app = build_app(**app_options)
+    app.launch(
+        server_name=host,
+        server_port=port,
+        max_file_size=max_file_size,
+        prevent_thread_lock=prevent_thread_lock,
+        show_error=True,
+        quiet=prevent_thread_lock,
+    )
+    return app
+
+
+if __name__ == "__main__":
+    from demos.__main__ import main
+
+    main()
