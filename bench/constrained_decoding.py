@@ -56,11 +56,10 @@ def main() -> None:
 
     # processor calls alone, replayed on the inputs beam search feeds them (batch * beams rows per step)
     rows = batch * beams
-    recorded = []
-    for t in range(4):
-        generated = trie.item_token_ids[torch.randint(0, n_items, (rows,), generator=g), :t] if t < 4 else None
-        ids = torch.cat([torch.zeros(rows, 5, dtype=torch.long), generated[:, :t] if t <= 3 else generated], dim=1)
-        recorded.append(ids.to(args.device))
+    recorded = []  # (rows, 5 prompt tokens + t generated ID tokens) for the steps t = 0..L
+    for t in range(trie.num_levels + 1):
+        generated = trie.item_token_ids[torch.randint(0, n_items, (rows,), generator=g), :t]  # (rows, t)
+        recorded.append(torch.cat([torch.zeros(rows, 5, dtype=torch.long), generated], dim=1).to(args.device))
     scores = torch.randn(rows, len(tok), device=args.device)
     ours_proc, dict_proc = TrieLogitsProcessor(trie, 5), DictTrieLogitsProcessor(trie, 5)
     timings = {}
@@ -81,7 +80,7 @@ def main() -> None:
     print(f"device={args.device} items={n_items} batch={batch} beams={beams}")
     print(f"ours: {batch * beams / ours_time:.0f} beams/s ({ours_time * 1e3:.1f} ms per batch)")
     print(f"dict: {batch * beams / dict_time:.0f} beams/s ({dict_time * 1e3:.1f} ms per batch)")
-    print(f"processor alone (4 steps, {rows} rows): ours {timings['ours'] * 1e3:.2f} ms, dict {timings['dict'] * 1e3:.2f} ms")
+    print(f"processor alone ({len(recorded)} steps, {rows} rows): ours {timings['ours'] * 1e3:.2f} ms, dict {timings['dict'] * 1e3:.2f} ms")
     print(f"RATIO constrained_beam_search {dict_time / ours_time:.3f}")
     print(f"RATIO trie_processor {timings['dict'] / timings['ours']:.3f}")
 

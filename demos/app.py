@@ -81,6 +81,9 @@ def build_app(
         "tfup": dict(backbone=tfup_backbone, subset_size=tfup_subset_size, cache_dir=cache_dir),
         "minionerec": dict(checkpoint=minionerec_checkpoint, dataset=minionerec_dataset),
     }
+    # Build every demo *outside* the app's context: a gr.Blocks created inside another one renders itself
+    # there at once, and the .render() below would then show it twice (seen in the browser tests).
+    demos = {key: importlib.import_module(TABS[key][1]).build_demo(**arguments.get(key, {})) for key in keys}
     with gr.Blocks(title="vlkit demos") as app:
         gr.Markdown(
             "# vlkit\nOne tab per method: TFUP (training-free unsupervised prompts), ProAPO (prompt search), "
@@ -88,9 +91,8 @@ def build_app(
             "reasoning rewards). Each tab is the method's own demo (`demos/<method>.py`)."
         )
         for key in keys:
-            title, module_name = TABS[key]
-            with gr.Tab(title, id=key):
-                importlib.import_module(module_name).build_demo(**arguments.get(key, {})).render()
+            with gr.Tab(TABS[key][0], id=key):
+                demos[key].render()
     _restrict_uploads(app)
     app.queue(default_concurrency_limit=concurrency_limit, max_size=max_queue_size)
     return app

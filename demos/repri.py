@@ -16,21 +16,23 @@ import numpy as np
 
 __all__ = ["build_demo", "predict", "example", "editor_mask", "overlay"]
 
-IMAGE_SIZE = 128
+IMAGE_SIZE = 256  # model input side; the benchmark's setting (128 px scenes upsampled, Lite0 stride-16 level)
+CANVAS_SIZE = 128
 
 
 @lru_cache(maxsize=2)
 def _model(backbone: str = "lite0-offline"):
     from vlkit.methods.repri import LitRePRI
 
-    return LitRePRI(backbone=backbone, variants=["prototype", "repri"], feature_cache=False).eval()
+    out_indices = [3] if backbone == "lite0-offline" else None
+    return LitRePRI(backbone=backbone, out_indices=out_indices, variants=["prototype", "repri"], feature_cache=False).eval()
 
 
 @lru_cache(maxsize=1)
 def _pool():
     from vlkit.data.episodes import FashionScenePool
 
-    return FashionScenePool("test", num_scenes=200, canvas_size=IMAGE_SIZE)
+    return FashionScenePool("test", num_scenes=200, canvas_size=CANVAS_SIZE)
 
 
 def example(class_name: str, index: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -110,6 +110,15 @@ def prepare_search(
 
     if template_library_name not in TEMPLATE_LIBRARIES:
         raise ValueError(f"template_library must be one of {TEMPLATE_LIBRARIES}, got {template_library_name!r}")
+    # cheap checks before any weights or images are loaded
+    if not isinstance(dataset, str) or not (dataset == "fashion-mnist" or dataset.startswith(("imagefolder:", "torchvision:"))):
+        raise ValueError(f"dataset must be 'fashion-mnist', 'imagefolder:<dir>' or 'torchvision:<Name>', got {dataset!r}")
+    if description_source not in ("llm", "json", "templates", "none"):
+        raise ValueError(f"description_source must be 'llm', 'json', 'templates' or 'none', got {description_source!r}")
+    if description_source == "json" and not description_file:
+        raise ValueError("description_source='json' needs description_file (a CuPL/DCLIP JSON path)")
+    if shots < 1:
+        raise ValueError(f"shots must be >= 1, got {shots}")
     if isinstance(backbone, str):
         from vlkit.models.backbones import create_backbone
 

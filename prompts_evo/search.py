@@ -331,7 +331,7 @@ class ProAPOSearch:
         unique = [i for i, k in enumerate(keys) if k not in keys[:i]]
         init = init[unique]
         terms = self._score(init)
-        order = select_top_k(terms.fitness, min(self.top_k, init.shape[0]))
+        order = select_top_k(terms.fitness, min(self.top_k, init.shape[0])).cpu()  # init lives on the CPU
         population = init[order]
         if population.shape[0] < self.top_k:  # pad with edits of the best (tiny description pools)
             extra = replace_entry(population[0], valid, torch.ones(valid.shape[0], dtype=torch.bool), self.top_k, self.generator)

@@ -14,17 +14,18 @@ import argparse
 import csv
 import json
 import math
+import shutil
 import time
 from pathlib import Path
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "recsys"
 CONFIG_STEM = {"amazon18-industrial": "amazon18-industrial", "amazon18-office": "amazon18-office", "movielens": "movielens"}
 
-__all__ = ["run_stage", "read_metrics", "best_checkpoint", "main"]
+__all__ = ["run_stage", "read_metrics", "best_checkpoint", "markdown_table", "main"]
 
 
 def _overlay(tmp: Path, command: str, monitor: str | None, patience: int | None) -> Path:
-    callbacks = ["    - class_path: recsys.methods.evaluation.ParameterDrift\n"]
+    callbacks = ["    - class_path: recsys.training.ParameterDrift\n"]
     if not monitor:
         callbacks.append(
             "    - class_path: lightning.pytorch.callbacks.ModelCheckpoint\n"
@@ -66,6 +67,8 @@ def run_stage(command: str, config: Path, tmp: Path, *extra: str, monitor: str |
     ``monitor`` is given) best-checkpointing / early stopping on it; returns the logged metrics."""
     from vlkit.cli import main
 
+    if (tmp / command).exists():
+        shutil.rmtree(tmp / command)  # stale checkpoints or metrics of an earlier run must never be read
     tmp.mkdir(parents=True, exist_ok=True)
     overlay = _overlay(tmp, command, monitor, patience)
     main([command, "--config", str(config), "--config", str(overlay), "--trainer.default_root_dir", str(tmp), *extra])
@@ -92,7 +95,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--dataset", default="amazon18-industrial", choices=sorted(CONFIG_STEM))
     parser.add_argument("--out", default="runs/minionerec")
     parser.add_argument("--stages", default="rqvae,sasrec,sft,rl")
+    parser.add_argument("--report", action="store_true", help="only print the markdown table of <out>/*/results.json")
     args, extra = parser.parse_known_args(argv)
+    if args.report:
+        print(markdown_table(args.out))
+        return {}
     args.extra = extra  # any other --key=value goes to every fit and test, e.g. --trainer.max_time=00:00:01:00
     stem = CONFIG_STEM[args.dataset]
     root = Path(args.out) / args.dataset
@@ -136,6 +143,29 @@ def main(argv: list[str] | None = None) -> dict:
         record("rl", run_stage("test", cfg, root / "rl", *sid, f"--ckpt_path={best_checkpoint(root / 'rl')}",
                                 *args.extra), t)
     return results
+
+
+def markdown_table(out: str | Path = "runs/minionerec", datasets: tuple[str, ...] = ("amazon18-industrial", "movielens")) -> str:
+    """The README table from ``results.json`` files: HR@10 / NDCG@10 (+- 95 % half-width) per stage."""
+    lines = ["| data | model | HR@10 (beam) | NDCG@10 (beam) | HR@10 (exact) | NDCG@10 (exact) | test rows (beam/exact) | wall |",
+             "|---|---|---|---|---|---|---|---|"]
+    for ds in datasets:
+        path = Path(out) / ds / "results.json"
+        if not path.exists():
+            continue
+        res = json.loads(path.read_text())
+        for stage, name in (("sasrec", "SASRec (full ranking)"), ("sft", "MiniOneRec SFT"), ("rl", "MiniOneRec SFT+RL")):
+            if stage not in res:
+                continue
+            r = res[stage]
+            cell = lambda k: f"{r[k]:.4f} ± {r.get(k + '_ci', float('nan')):.4f}" if k in r else "-"
+            rows = f"{int(r.get('test/rows', 0))}/{int(r.get('test/exact_rows', 0))}" if stage != "sasrec" else f"{int(r.get('test/rows', 0))} (exact)"
+            exact_hr = cell("test/exact_hr@10") if stage != "sasrec" else cell("test/hr@10")
+            exact_ndcg = cell("test/exact_ndcg@10") if stage != "sasrec" else cell("test/ndcg@10")
+            beam_hr = cell("test/hr@10") if stage != "sasrec" else "-"
+            beam_ndcg = cell("test/ndcg@10") if stage != "sasrec" else "-"
+            lines.append(f"| {ds} | {name} | {beam_hr} | {beam_ndcg} | {exact_hr} | {exact_ndcg} | {rows} | {r['wall_s']:.0f} s |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

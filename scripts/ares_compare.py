@@ -8,6 +8,7 @@ threshold tau). Nothing is selected on the test split: hyperparameters are fixed
 Run one algorithm per process (they can run side by side), then summarise:
     python scripts/ares_compare.py --algorithm grpo --out runs/ares_compare
     python scripts/ares_compare.py --algorithm aepo --out runs/ares_compare --baseline
+    python scripts/ares_compare.py --baseline-only --out runs/ares_compare   # or this, separately
     python scripts/ares_compare.py --summarize --out runs/ares_compare
 ``--quick`` shrinks everything to a tiny random model (seconds; for checking the script).
 """
@@ -42,7 +43,7 @@ def run(args) -> dict:
     from vlkit.methods.ares import LitARES
 
     torch.set_num_threads(args.threads)
-    out = Path(args.out) / args.algorithm
+    out = Path(args.out) / ("baseline" if args.baseline_only else args.algorithm)
     L.seed_everything(args.seed)
     model_name = "tiny-random-lm" if args.quick else args.model
     model = LitARES(
@@ -74,6 +75,11 @@ def run(args) -> dict:
                          num_sanity_val_steps=0, limit_val_batches=0, log_every_n_steps=1, gradient_clip_val=1.0, **kw)
 
     result = {"algorithm": args.algorithm, "args": vars(args)}
+    if args.baseline_only:  # the packaged model (LoRA B = 0) on the test split, nothing else
+        t0 = time.time()
+        test = trainer().test(model, dm, verbose=False)[0]
+        _write_json(Path(args.out) / "baseline_test.json", {**test, "test_s": time.time() - t0})
+        return {"baseline_test": test}
     if args.baseline:
         t0 = time.time()
         result["baseline_test"] = trainer().test(model, dm, verbose=False)[0]
@@ -103,6 +109,8 @@ def summarize(out_dir: Path) -> str:
              + " | ".join(f"len L{lv}" for lv in levels) + " | HWE/resp | train reward (last 10) | train HWE (mean) | train wall |",
              "|---" * (6 + 2 * len(levels)) + "|"]
     base = next((r["baseline_test"] for r in rows.values() if "baseline_test" in r), None)
+    if base is None and (out_dir / "baseline_test.json").exists():  # from an earlier --baseline run
+        base = json.loads((out_dir / "baseline_test.json").read_text())
 
     def fmt(test: dict, name: str, extra: str, hwe: bool = True) -> str:
         accs = " | ".join(f"{test.get(f'test/acc_level{lv}', float('nan')):.3f}" for lv in levels)
@@ -138,6 +146,7 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--baseline", action="store_true", help="also evaluate the model before training")
+    p.add_argument("--baseline-only", action="store_true", help="only evaluate the untrained model (baseline_test.json)")
     p.add_argument("--out", default="runs/ares_compare")
     p.add_argument("--summarize", action="store_true")
     p.add_argument("--quick", action="store_true", help="tiny random model, 2 steps (checks the script)")

@@ -9,6 +9,7 @@ The CLI configs and the demos run the same LightningModules and DataModule under
 
 from __future__ import annotations
 
+import tempfile
 import time
 from collections.abc import Sequence
 
@@ -101,12 +102,13 @@ def evaluate(
             enable_model_summary=False,
         )
         ckpt_path = None
+        scratch = tempfile.TemporaryDirectory(prefix="vlkit-fewshot-")  # per-run checkpoints, removed below
         if method == "tfup-t":
             callbacks = []
             if selection == "paper-test-best":
                 from lightning.pytorch.callbacks import ModelCheckpoint
 
-                callbacks.append(ModelCheckpoint(monitor="val/acc", mode="max", dirpath=None))
+                callbacks.append(ModelCheckpoint(monitor="val/acc", mode="max", dirpath=scratch.name))
                 ckpt_path = "best"
             trainer = L.Trainer(
                 max_epochs=max_epochs,
@@ -114,13 +116,14 @@ def evaluate(
                 callbacks=callbacks,
                 num_sanity_val_steps=0,
                 check_val_every_n_epoch=1 if callbacks else max_epochs + 1,
-                default_root_dir=f"{cache_dir or '.cache/vlkit'}/runs",
+                default_root_dir=scratch.name,
                 **common,
             )
             trainer.fit(model, datamodule=datamodule)
         else:
             trainer = L.Trainer(enable_checkpointing=False, **common)
         metrics = trainer.test(model, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)[0]
+        scratch.cleanup()
         row = {
             "method": method,
             "mode": "paper-compat (test-selected epoch)" if selection == "paper-test-best" and method == "tfup-t" else "strict",

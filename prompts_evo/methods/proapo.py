@@ -30,6 +30,7 @@ def plot_fitness_curve(history: list[dict], path: str | os.PathLike) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     path = Path(path)
     fig, ax = plt.subplots(figsize=(6, 3.5))
@@ -39,6 +40,7 @@ def plot_fitness_curve(history: list[dict], path: str | os.PathLike) -> Path:
     stage2 = [h["generation"] for h in history if h["stage"] == "descriptions"]
     if stage2:
         ax.axvspan(min(stage2) - 0.5, max(stage2) + 0.5, color="tab:green", alpha=0.08, label="descriptions")
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set_xlabel("generation")
     ax.set_ylabel("fitness (labelled shots)")
     ax.legend(loc="lower right", fontsize=8)
@@ -120,6 +122,8 @@ class LitProAPO(L.LightningModule):
             raise ValueError(f"description_source must be 'llm', 'json', 'templates' or 'none', got {description_source!r}")
         if description_source == "json" and not description_file:
             raise ValueError("description_source='json' needs description_file (a CuPL/DCLIP JSON path)")
+        if not (dataset == "fashion-mnist" or dataset.startswith(("imagefolder:", "torchvision:"))):
+            raise ValueError(f"dataset must be 'fashion-mnist', 'imagefolder:<dir>' or 'torchvision:<Name>', got {dataset!r}")
         if shots < 1 or top_k < 1 or template_generations < 1:
             raise ValueError(f"shots, top_k and template_generations must be >= 1, got {shots}, {top_k}, {template_generations}")
         self.save_hyperparameters()

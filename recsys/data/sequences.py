@@ -55,6 +55,7 @@ __all__ = [
     "load_seqrec",
     "SeqRecDataModule",
     "AMAZON18_ROOT",
+    "released_sid_path",
 ]
 
 # ``$RECSYS_AMAZON18_ROOT`` overrides the default ``../shared/data/amazon18`` beside the repository
@@ -163,6 +164,15 @@ def load_amazon18(
         "released valid/test row; val/test = released rows"
     )
     return SeqRecData(items=items, splits=splits, name=f"amazon18-{category}", protocol=protocol)
+
+
+def released_sid_path(dataset: str) -> str | None:
+    """The authors' released ``sid_index_minionerec.json`` for an ``amazon18-*`` data set, else None."""
+    if dataset.startswith("amazon18-"):
+        folder = AMAZON18_CATEGORIES.get(dataset.split("-", 1)[1], dataset.split("-", 1)[1])
+        path = AMAZON18_ROOT / folder / "sid_index_minionerec.json"
+        return str(path) if path.exists() else None
+    return None
 
 
 def _clean_description(text) -> str:

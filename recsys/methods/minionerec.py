@@ -25,10 +25,10 @@ from pathlib import Path
 import lightning as L
 import torch
 
+from recsys.data.sequences import released_sid_path
 from recsys.functional.metrics import first_hit_rank, target_rank_from_scores
 from recsys.functional.rewards import hybrid_reward
-from recsys.methods.evaluation import DEFAULT_KS, log_ranking
-from recsys.methods.rqvae import released_sid_path
+from recsys.training import DEFAULT_KS, log_ranking
 from recsys.models.constrained import (
     SIDTrie,
     left_pad,
@@ -227,9 +227,16 @@ class LitMiniOneRec(L.LightningModule):
 
     # -- training -------------------------------------------------------------------------------
     def lm_loss(self, batch) -> torch.Tensor:
+        """Mean cross-entropy over response tokens. Rows are left-padded, so every response ends at the
+        last position: logits are computed for the last R + 1 positions only (R = longest response),
+        not for the (long) prompts, which saves most of the (B, T, V) logits memory."""
+        labels = batch["labels"]  # (B, T), -100 outside responses
+        R = int((labels != -100).sum(dim=1).max())
         out = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                         position_ids=position_ids_from_mask(batch["attention_mask"]), labels=batch["labels"])
-        return out.loss
+                         position_ids=position_ids_from_mask(batch["attention_mask"]), logits_to_keep=R + 1)
+        logits = out.logits[:, :-1].float()  # (B, R, V): position t predicts token t + 1
+        return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels[:, -R:].reshape(-1),
+                                                 ignore_index=-100)
 
     def training_step(self, batch, batch_idx):
         loss = self.lm_loss(batch)
@@ -371,8 +378,9 @@ class LitMiniOneRecRL(LitMiniOneRec):
 
     def completion_logprobs(self, model, input_ids, mask, completion_length: int) -> torch.Tensor:
         """(R, C) log-probs of the last C tokens of each row under ``model``."""
-        out = model(input_ids=input_ids, attention_mask=mask, position_ids=position_ids_from_mask(mask))
-        logits = out.logits[:, -completion_length - 1 : -1].float()  # (R, C, V) predicting the last C tokens
+        out = model(input_ids=input_ids, attention_mask=mask, position_ids=position_ids_from_mask(mask),
+                    logits_to_keep=completion_length + 1)
+        logits = out.logits[:, :-1].float()  # (R, C, V) predicting the last C tokens
         return torch.log_softmax(logits, dim=-1).gather(2, input_ids[:, -completion_length:].unsqueeze(2)).squeeze(2)
 
     def training_step(self, batch, batch_idx):

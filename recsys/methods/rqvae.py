@@ -19,23 +19,13 @@ from pathlib import Path
 import lightning as L
 import torch
 
+from recsys.data.sequences import released_sid_path
 from recsys.functional.quantize import append_dedup_level, codebook_usage, collision_groups, sinkhorn_assign
 from recsys.models.generative import SemanticIDs
 from recsys.models.rqvae import RQVAE
 from recsys.models.text_encoder import cached_item_embeddings
 
-__all__ = ["LitRQVAE", "released_sid_path"]
-
-
-def released_sid_path(dataset: str) -> str | None:
-    """The authors' released ``sid_index_minionerec.json`` for an ``amazon18-*`` data set, else None."""
-    from recsys.data.sequences import AMAZON18_CATEGORIES, AMAZON18_ROOT
-
-    if dataset.startswith("amazon18-"):
-        folder = AMAZON18_CATEGORIES.get(dataset.split("-", 1)[1], dataset.split("-", 1)[1])
-        path = AMAZON18_ROOT / folder / "sid_index_minionerec.json"
-        return str(path) if path.exists() else None
-    return None
+__all__ = ["LitRQVAE"]
 
 
 class LitRQVAE(L.LightningModule):

@@ -8,7 +8,7 @@ import lightning as L
 import torch
 
 from recsys.functional.metrics import target_rank_from_scores
-from recsys.methods.evaluation import DEFAULT_KS, log_ranking
+from recsys.training import DEFAULT_KS, log_ranking
 from recsys.models.sasrec import SASRec
 
 __all__ = ["LitSASRec"]

@@ -258,7 +258,7 @@ def score_all_items(model, prompts: list[list[int]], trie: SIDTrie, pad_token_id
     input_ids, attention_mask = left_pad(prompts, pad_token_id, device)
     B = input_ids.shape[0]
     out = model(input_ids=input_ids, attention_mask=attention_mask,
-                position_ids=position_ids_from_mask(attention_mask), use_cache=True)
+                position_ids=position_ids_from_mask(attention_mask), use_cache=True, logits_to_keep=1)
     cache = _cache_of(out)
     logp = torch.log_softmax(out.logits[:, -1].float(), dim=-1)  # (B, V)
     total = logp[:, trie.item_token_ids[:, 0]]  # (B, N)

@@ -20,6 +20,17 @@ def test_build_app_has_one_tab_per_method_with_each_demo_inside(tmp_path):
     labels = {getattr(b, "label", None) for b in app.blocks.values()}
     # one control from each demo made it into the app
     assert {"image (optional upload)", "description source", "Query image", "test user", "difficulty bucket"} <= labels
+    # ... and laid out exactly once (a demo built inside the app's context renders itself there at once,
+    # and .render() in its tab then shows it a second time)
+    seen: list[int] = []
+
+    def walk(node):
+        seen.append(node["id"])
+        for child in node.get("children", []):
+            walk(child)
+
+    walk(app.get_config_file()["layout"])
+    assert len(seen) == len(set(seen)), "a block appears twice in the page layout"
     # every event of every demo is wired and goes through the queue with the app's concurrency limit
     names = {fn.name for fn in app.fns.values()}
     assert {"run", "run_search", "_run", "by_user", "analyze"} <= names

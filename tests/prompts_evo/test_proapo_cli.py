@@ -65,3 +65,19 @@ def test_fit_resume_and_test_through_the_cli(tmp_path):
     accs = {k: float(v) for r in test_rows for k, v in r.items() if k.startswith("test/") and v}
     assert set(accs) == {"test/acc", "test/acc_single_template"}
     assert all(0.0 <= a <= 100.0 for a in accs.values())
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"description_source": "json"}, "description_file"),
+        ({"template_library": "huge"}, "template_library"),
+        ({"dataset": "cifar"}, "dataset"),
+        ({"top_k": 0}, "top_k"),
+    ],
+)
+def test_litproapo_rejects_bad_arguments_at_construction(kwargs, match):
+    from prompts_evo.methods.proapo import LitProAPO
+
+    with pytest.raises(ValueError, match=match):
+        LitProAPO(**kwargs)

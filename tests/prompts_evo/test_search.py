@@ -139,3 +139,26 @@ def test_search_on_cuda_matches_cpu(toy_task, hash_encoder):
     # same seeded choices; fitness equal up to float rounding of the batched products
     assert [h["best_fitness"] for h in gpu.history] == pytest.approx([h["best_fitness"] for h in cpu.history], rel=1e-4, abs=1e-3)
     assert gpu.best_class_prompts() == cpu.best_class_prompts()
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"dataset": "mnist"}, "dataset must be"),
+        ({"description_source": "gpt4"}, "description_source"),
+        ({"description_source": "json"}, "description_file"),
+        ({"shots": 0}, "shots"),
+        ({"template_library_name": "all"}, "template_library"),
+    ],
+)
+def test_prepare_search_rejects_bad_input_before_loading_anything(kwargs, match, monkeypatch):
+    import vlkit.models.backbones as backbones
+
+    from prompts_evo.api import prepare_search
+
+    def boom(*a, **k):
+        raise AssertionError("the backbone must not be built for bad input")
+
+    monkeypatch.setattr(backbones, "create_backbone", boom)
+    with pytest.raises(ValueError, match=match):
+        prepare_search(**kwargs)

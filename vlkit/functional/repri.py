@@ -194,6 +194,12 @@ def kl_weight_schedule(
     return weights
 
 
+def _autograd_ready(t: Tensor) -> Tensor:
+    """Detached, and cloned only if it is an inference tensor (which autograd refuses to save)."""
+    t = t.detach()
+    return t.clone() if t.is_inference() else t
+
+
 def _columns_and_norms(features: Tensor) -> tuple[Tensor, Tensor]:
     """(B, N, D, h, w) -> pixel columns (B, D, N*h*w) contiguous and their L2 norms (B, N*h*w).
 
@@ -289,13 +295,13 @@ def repri_fit(
     kl_weight = 1.0 / shots if kl_weight is None else float(kl_weight)
     entropy_weight = 1.0 / shots if entropy_weight is None else float(entropy_weight)
     # works under torch.no_grad and torch.inference_mode (Lightning's test loop): inference tensors cannot
-    # enter autograd, so the inputs are cloned into normal tensors first
+    # enter autograd, so those inputs are cloned into normal tensors first
     with torch.inference_mode(False), torch.enable_grad():
         support_features, query_features, support_masks, query_valid = (
-            t.detach().clone() for t in (support_features, query_features, support_masks, query_valid)
+            _autograd_ready(t) for t in (support_features, query_features, support_masks, query_valid)
         )
         if oracle_proportion is not None:
-            oracle_proportion = oracle_proportion.detach().clone()
+            oracle_proportion = _autograd_ready(oracle_proportion)
         prototype = masked_prototypes(support_features, support_masks).clone().requires_grad_(True)  # (B, D)
         query_logits = cosine_logits(query_features, prototype, temperature)  # (B, 1, h, w)
         # bias = mean query logit over all query pixels (authors: logits_q.mean(dim=(1, 2, 3)))

@@ -78,8 +78,9 @@ class LitRePRI(L.LightningModule):
         oracle_iterations: iterations of the oracle variant (authors' oracle script: 300).
         oracle_weights: (lambda_CE, lambda_KL, lambda_H) of the oracle variant (authors: 1, 1, 0.1).
         protocol: ``"strict"`` or ``"paper"`` (see the module docstring).
-        feature_cache: keep backbone features of pool images (in memory and on disk under the kit's cache,
-            keyed by backbone and pool fingerprints), so each image is encoded once across episodes and runs.
+        feature_cache: keep backbone features of pool images (float16, in memory and on disk under the kit's
+            cache, keyed by backbone and pool fingerprints, written atomically; a corrupt file is rebuilt), so
+            each image is encoded once across episodes and runs. Only inside ``vlkit test``/``validate``.
         encode_batch_size: images per backbone forward.
     """
 
@@ -146,7 +147,7 @@ class LitRePRI(L.LightningModule):
     def _backbone_features(self, images: Tensor, keys: Tensor | None) -> Tensor:
         """(N, 3, S, S) -> (N, D, h, w); pool images (``keys`` given) go through the cache."""
         bs = self.hparams.encode_batch_size
-        if keys is None or not self.hparams.feature_cache:
+        if keys is None or not self.hparams.feature_cache or not self._cache_prefix:  # no pool: nothing to key on
             return torch.cat([self.backbone(images[i : i + bs]) for i in range(0, len(images), bs)])
         keys = keys.tolist()
         missing = sorted({k for k in keys if (self._cache_prefix, k) not in self._cache})

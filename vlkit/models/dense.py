@@ -9,7 +9,8 @@
 - ``"timm:<model name>"``: any timm model with ``features_only`` (downloads its pretrained weights unless
   ``pretrained=False``); pick levels with ``out_indices``.
 - ``"open_clip:<arch>/<pretrained tag>"``: open_clip's visual tower through ``forward_intermediates``
-  (ViT patch tokens or ModifiedResNet stages as NCHW maps), e.g. ``open_clip:ViT-B-16/openai``.
+  (ViT patch tokens or ModifiedResNet stages as NCHW maps), e.g. ``open_clip:ViT-B-16/openai``
+  (tag ``none``: random weights).
 
 Every backbone is a :class:`DenseFeatures`: ``forward(images (N, 3, H, W)) -> (N, D, h, w)``, plus
 ``mean``/``std`` (its input normalisation), ``stride`` and ``fingerprint`` (keys feature caches). Weights
@@ -26,7 +27,7 @@ from torch import Tensor, nn
 
 from vlkit.models.pretrained import load_efficientnet_lite0
 
-__all__ = ["DenseFeatures", "SegmentationHead", "create_dense_backbone", "DENSE_PRESETS"]
+__all__ = ["DenseFeatures", "SegmentationHead", "create_dense_backbone", "dense_from_open_clip", "DENSE_PRESETS"]
 
 
 class DenseFeatures(nn.Module):
@@ -101,27 +102,33 @@ def _tiny_random(seed: int = 0) -> DenseFeatures:
     return DenseFeatures(trunk, trunk, 16, 4, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), f"tiny-random/seed={seed}")
 
 
-def _open_clip(spec: str, indices: int | Sequence[int] = 1) -> DenseFeatures:
-    import open_clip
-
-    if "/" not in spec:
-        raise ValueError(f"open_clip dense backbones are named 'open_clip:<arch>/<pretrained>', got {spec!r}")
-    arch, tag = spec.split("/", 1)
-    model = open_clip.create_model(arch, pretrained=tag)
+def dense_from_open_clip(model: nn.Module, fingerprint: str, indices: int | Sequence[int] = 1) -> DenseFeatures:
+    """Dense features from an open_clip model's visual tower (``forward_intermediates``: the patch tokens of
+    the last ``indices`` ViT blocks, or ModifiedResNet stages, as NCHW maps)."""
     visual = model.visual
     mean = getattr(visual, "image_mean", None) or (0.48145466, 0.4578275, 0.40821073)
     std = getattr(visual, "image_std", None) or (0.26862954, 0.26130258, 0.27577711)
+    size = visual.image_size if isinstance(visual.image_size, (tuple, list)) else (visual.image_size,) * 2
 
     def levels(x: Tensor) -> list[Tensor]:
         out = visual.forward_intermediates(x, indices=indices, intermediates_only=True, output_fmt="NCHW")
         return out["image_intermediates"]  # list of (N, C, h, w)
 
     with torch.no_grad():
-        probe = levels(torch.zeros(1, 3, *visual.image_size if isinstance(visual.image_size, tuple) else (visual.image_size,) * 2))
+        probe = levels(torch.zeros(1, 3, *size))
     channels = sum(m.shape[1] for m in probe)
-    size = visual.image_size[0] if isinstance(visual.image_size, tuple) else visual.image_size
-    stride = size // probe[0].shape[-1]
-    return DenseFeatures(visual, levels, channels, stride, mean, std, f"open_clip:{spec}/indices={indices}")
+    stride = size[0] // probe[0].shape[-2]
+    return DenseFeatures(visual, levels, channels, stride, mean, std, f"{fingerprint}/indices={indices}")
+
+
+def _open_clip(spec: str, indices: int | Sequence[int] = 1) -> DenseFeatures:
+    import open_clip
+
+    if "/" not in spec:
+        raise ValueError(f"open_clip dense backbones are named 'open_clip:<arch>/<pretrained>', got {spec!r}")
+    arch, tag = spec.split("/", 1)
+    model = open_clip.create_model(arch, pretrained=None if tag == "none" else tag)
+    return dense_from_open_clip(model, f"open_clip:{spec}", indices)
 
 
 DENSE_PRESETS: dict[str, Callable[..., DenseFeatures]] = {

@@ -50,10 +50,15 @@ def test_feature_cache_gives_identical_metrics_and_is_written_atomically(tmp_pat
         model = LitRePRI(backbone="tiny-random", iterations=4, variants=["repri"], feature_cache=cache)
         trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
         results.append(trainer.test(model, EpisodicDataModule(**dm_args), verbose=False)[0])
-    assert results[0]["test/miou_repri"] == pytest.approx(results[1]["test/miou_repri"], abs=1e-3)
+    assert results[0]["test/miou_repri"] == pytest.approx(results[1]["test/miou_repri"], abs=1e-3)  # float16 cache
     assert results[1] == results[2]
     files = list((tmp_path / "cache" / "repri_features").iterdir())
     assert len(files) == 1 and files[0].suffix == ".pt"  # no stray temporary file
+    files[0].write_bytes(b"not a torch file")  # a corrupt cache is detected and rebuilt
+    model = LitRePRI(backbone="tiny-random", iterations=4, variants=["repri"], feature_cache=True)
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
+    assert trainer.test(model, EpisodicDataModule(**dm_args), verbose=False)[0] == results[1]
+    assert len(torch.load(files[0], weights_only=True)) > 0
 
 
 def test_predictions_are_at_the_original_resolution_and_padding_is_not_foreground():

@@ -40,3 +40,21 @@ def test_segmentation_head_shapes():
     head = SegmentationHead(16, 9, bottleneck=8)
     feats = torch.randn(2, 16, 5, 5)
     assert head.embed(feats).shape == (2, 8, 5, 5) and head(feats).shape == (2, 9, 5, 5)
+
+
+def test_open_clip_patch_tokens_as_a_feature_map():
+    import open_clip
+
+    from vlkit.models.dense import dense_from_open_clip
+
+    torch.manual_seed(0)
+    clip = open_clip.CLIP(
+        embed_dim=16,
+        vision_cfg={"image_size": 32, "patch_size": 8, "width": 32, "layers": 2, "head_width": 16},
+        text_cfg={"context_length": 8, "vocab_size": 64, "width": 16, "heads": 2, "layers": 1},
+    )
+    dense = dense_from_open_clip(clip, "tiny-clip")
+    out = dense(torch.randn(2, 3, 32, 32))
+    # 32 px / patch 8 = a 4x4 grid of 32-channel tokens (the last block's output, class token dropped)
+    assert out.shape == (2, 32, 4, 4) and dense.stride == 8 and dense.out_channels == 32
+    assert not any(p.requires_grad for p in dense.parameters())

@@ -1,4 +1,4 @@
-from conftest import CONFIGS, assert_finite, run_cli
+from recsys_cli_helpers import CONFIGS, assert_finite, run_cli
 
 
 def test_sasrec_cli_learns_the_synthetic_walk(tmp_path):

@@ -1,6 +1,6 @@
 import json
 
-from conftest import CONFIGS, assert_finite, checkpoint, run_cli
+from recsys_cli_helpers import CONFIGS, assert_finite, checkpoint, run_cli
 
 
 def test_rqvae_cli_writes_unique_ids(tmp_path):

@@ -1,4 +1,5 @@
-"""Logging of ranking metrics shared by the recsys Lightning modules (not a method)."""
+"""Training helpers shared by the recsys Lightning modules (not a method): ranking-metric logging with
+confidence intervals and the parameter-drift callback."""
 
 from __future__ import annotations
 

@@ -1,0 +1,208 @@
+"""Resume after a crash: SIGKILL a `vlkit fit` run after its first checkpoint, resume it with
+`--ckpt_path last`, and end with the same parameters as a run that was never interrupted; and caches
+written with atomic_torch_save / encode_dataset survive a kill mid-write (absent or valid, never torn)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = ROOT / "configs" / "vlkit" / "tfup" / "tiny_tfupt.yaml"
+MAX_EPOCHS = 6
+SEED = 7
+
+# Helper callbacks importable by the subprocess (tmp dir on PYTHONPATH). PauseEachEpoch only sleeps, so the
+# kill lands mid-run on a loaded machine; it touches no RNG and no parameter. RestoreRNGState puts the
+# global RNG states (torch, numpy, random) in every checkpoint and restores them on resume: Lightning 2.6
+# does not, and TFUP-T's loader (shuffle=True, a random augmented view per item) draws from the global
+# torch RNG, so without it the resumed epochs see other batches (measured: text_residual off by ~0.1).
+HELPERS = textwrap.dedent(
+    """
+    import time
+    from lightning.fabric.utilities.seed import _collect_rng_states, _set_rng_states
+    from lightning.pytorch.callbacks import Callback
+
+    class RestoreRNGState(Callback):
+        def state_dict(self):
+            states = _collect_rng_states(include_cuda=False)
+            name, keys, pos, has_gauss, gauss = states["numpy"]
+            states["numpy"] = [name, keys.tolist(), pos, has_gauss, gauss]  # plain types: weights_only load works
+            return {"rng": states}
+
+        def load_state_dict(self, state_dict):
+            import numpy as np
+
+            states = dict(state_dict["rng"])
+            name, keys, pos, has_gauss, gauss = states["numpy"]
+            states["numpy"] = (name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, gauss)
+            _set_rng_states(states)  # called after setup(), before the first resumed epoch
+
+    class PauseEachEpoch(Callback):
+        def __init__(self, seconds: float = 0.4) -> None:
+            self.seconds = seconds
+
+        def on_train_epoch_end(self, trainer, pl_module) -> None:
+            time.sleep(self.seconds)
+    """
+)
+
+
+def _write_config(tmp_path: Path, name: str) -> tuple[Path, Path]:
+    """The tiny TFUP-T config with a fixed seed, a checkpoint every epoch (+ last.ckpt) and its own root."""
+    cfg = yaml.safe_load(CONFIG.read_text())
+    root = tmp_path / name
+    cfg["seed_everything"] = SEED
+    cfg["data"]["init_args"]["cache_dir"] = str(tmp_path / "cache")  # shared by the runs: encoded once
+    cfg["trainer"].update(max_epochs=MAX_EPOCHS, default_root_dir=str(root), enable_progress_bar=False,
+                          accelerator="cpu")
+    cfg["trainer"]["callbacks"] = [
+        {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+         "init_args": {"dirpath": str(root / "checkpoints"), "save_last": True, "save_top_k": -1, "every_n_epochs": 1}},
+        {"class_path": "resume_helpers.PauseEachEpoch", "init_args": {"seconds": 0.4}},
+        {"class_path": "resume_helpers.RestoreRNGState"},
+    ]
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path, root
+
+
+def _env(tmp_path: Path) -> dict:
+    (tmp_path / "resume_helpers.py").write_text(HELPERS)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    env.update(HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")  # same threads -> same float sums
+    return env
+
+
+def _fit(config: Path, env: dict, extra: list[str] = ()) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "vlkit.cli", "fit", "--config", str(config), *extra]
+    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _trained_parameters(ckpt: Path) -> dict[str, torch.Tensor]:
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
+    return {k: v for k, v in state.items() if k.startswith(("adapter.", "text_residual"))}
+
+
+def _warm_feature_cache(config: Path) -> None:
+    """Encode the config's features once, before the runs. FewShotDataModule.connect draws the random
+    augmented view from the global torch RNG only when it has to encode, so a run that finds the cache
+    and one that fills it start training from different RNG states (measured: the adapter's initial
+    weights differ); with the cache warm, every run takes the same path."""
+    from vlkit.data.fewshot import FewShotDataModule
+    from vlkit.models.backbones import create_backbone
+
+    cfg = yaml.safe_load(config.read_text())
+    FewShotDataModule(**cfg["data"]["init_args"]).connect(create_backbone(cfg["model"]["init_args"]["backbone"]))
+
+
+def test_sigkill_then_resume_from_last_matches_an_uninterrupted_run(tmp_path):
+    env = _env(tmp_path)
+    clean_cfg, clean_root = _write_config(tmp_path, "clean")
+    crash_cfg, crash_root = _write_config(tmp_path, "crash")
+    _warm_feature_cache(clean_cfg)
+    clean = _fit(clean_cfg, env)
+    crash = _fit(crash_cfg, env)
+    # kill the second run (SIGKILL: no handler, no cleanup) as soon as its first checkpoint is on disk
+    ckpt_dir, deadline = crash_root / "checkpoints", time.time() + 300
+    while not (ckpt_dir.exists() and any(p.name.startswith("epoch=") for p in ckpt_dir.iterdir())):
+        assert crash.poll() is None, f"the run ended before its first checkpoint:\n{crash.stdout.read()}"
+        assert time.time() < deadline, "no checkpoint within 300 s"
+        time.sleep(0.02)
+    crash.send_signal(signal.SIGKILL)
+    crash.wait(timeout=60)
+    assert crash.returncode == -signal.SIGKILL
+    epochs_done = sorted(p.name for p in ckpt_dir.iterdir() if p.name.startswith("epoch="))
+    assert 1 <= len(epochs_done) < MAX_EPOCHS, epochs_done  # killed mid-run, not after the end
+    killed_at = torch.load(ckpt_dir / "last.ckpt", map_location="cpu", weights_only=False)["epoch"]
+    assert killed_at < MAX_EPOCHS - 1
+
+    resumed = _fit(crash_cfg, env, ["--ckpt_path", "last"])
+    out_resumed, _ = resumed.communicate(timeout=600)
+    out_clean, _ = clean.communicate(timeout=600)
+    assert clean.returncode == 0, out_clean[-3000:]
+    assert resumed.returncode == 0, out_resumed[-3000:]
+    assert "Restoring states from the checkpoint path" in out_resumed or "Restored all states" in out_resumed, out_resumed[-2000:]
+
+    final_clean = torch.load(clean_root / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    final_resumed = torch.load(ckpt_dir / "last.ckpt", map_location="cpu", weights_only=False)
+    assert final_clean["epoch"] == final_resumed["epoch"] == MAX_EPOCHS - 1
+    assert final_clean["global_step"] == final_resumed["global_step"]
+    clean_params, resumed_params = _trained_parameters(clean_root / "checkpoints" / "last.ckpt"), _trained_parameters(ckpt_dir / "last.ckpt")
+    assert set(clean_params) == set(resumed_params) and "text_residual" in clean_params
+    # training moved the parameters (the text residual starts at exactly 0) ...
+    assert clean_params["text_residual"].abs().max() > 1e-4
+    # ... and the resumed run lands on the same ones as the uninterrupted run
+    for name in clean_params:
+        diff = (clean_params[name] - resumed_params[name]).abs().max().item()
+        assert diff <= 1e-6, f"{name}: resumed run differs from the uninterrupted run by {diff:.3g}"
+
+
+WRITER = textwrap.dedent(
+    """
+    import sys, torch
+    from vlkit.data.features import atomic_torch_save
+    path, n = sys.argv[1], int(sys.argv[2])
+    blob = {"key": "k", "features": torch.arange(n * 64, dtype=torch.float32).reshape(n, 64), "labels": torch.zeros(n, dtype=torch.long)}
+    print("writing", flush=True)
+    while True:  # write over and over, so the kill lands mid-write at some point
+        atomic_torch_save(blob, path)
+    """
+)
+
+
+def _check_absent_or_valid(path: Path, n: int) -> str:
+    if not path.exists():
+        return "absent"
+    blob = torch.load(path, map_location="cpu", weights_only=True)
+    assert blob["features"].shape == (n, 64)
+    assert torch.equal(blob["features"][-1], torch.arange((n - 1) * 64, n * 64, dtype=torch.float32))
+    return "valid"
+
+
+def test_cache_written_atomically_survives_sigkill_mid_write(tmp_path):
+    """Kill a process that keeps rewriting a 40 MB cache file at several moments: the cache file is never
+    torn; only the writer's temporary files may be left behind (and never under the cache's name)."""
+    n = 160_000  # 160k x 64 float32 = 41 MB: each write takes tens of milliseconds
+    script = tmp_path / "writer.py"
+    script.write_text(WRITER)
+    seen = set()
+    for delay in (0.0, 0.05, 0.3, 0.7):
+        path = tmp_path / f"cache-{delay}" / "features.pt"
+        proc = subprocess.Popen([sys.executable, str(script), str(path), str(n)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+        assert proc.stdout.readline().strip() == "writing"
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        seen.add(_check_absent_or_valid(path, n))
+        leftovers = [p.name for p in path.parent.iterdir() if p.name != "features.pt"] if path.parent.exists() else []
+        assert all(name.startswith(".features.pt.") and name.endswith(".tmp") for name in leftovers), leftovers
+    assert "valid" in seen  # at least one kill came after a complete write, so the check saw a real file
+
+
+def test_feature_cache_rebuilds_after_a_torn_file(tmp_path):
+    """encode_dataset treats a truncated cache (what a non-atomic writer would leave) as corrupt and
+    re-encodes; the rebuilt file equals the original."""
+    from vlkit.data.features import encode_dataset, feature_cache_path
+    from vlkit.data.fewshot import build_dataset
+    from vlkit.models.backbones import create_backbone
+    from torch.utils.data import Subset
+
+    backbone = create_backbone("tiny-random")
+    data = Subset(build_dataset("fashion-mnist", "test"), list(range(16)))
+    feats, labels = encode_dataset(backbone, data, cache_dir=tmp_path, progress=False, device="cpu")
+    path, _ = feature_cache_path(backbone, data, tmp_path)
+    full = path.read_bytes()
+    path.write_bytes(full[: len(full) // 2])  # torn write
+    again, labels_again = encode_dataset(backbone, data, cache_dir=tmp_path, progress=False, device="cpu")
+    assert torch.allclose(again, feats, atol=1e-6) and torch.equal(labels_again, labels)
+    assert len(path.read_bytes()) == len(full)  # rebuilt and rewritten whole
