@@ -35,18 +35,24 @@ __all__ = ["LitTFUP", "LitTFUPT", "resolve_templates"]
 _TEMPLATE_SETS = ("simple", "imagenet")
 
 
-def resolve_templates(template_set: str | None, templates: list[str] | None) -> list[str] | None:
+def resolve_templates(
+    template_set: str | None, templates: list[str] | None, class_prompts_file: str | None = None
+) -> list[str] | None:
+    """The templates of the text head. ``"auto"``: the simple template, unless a class-prompt file is
+    given (then its sentences alone); ``None``/``"none"``: no template."""
     from vlkit.data.prompts import SIMPLE_TEMPLATE, imagenet_templates
 
     if templates:
         return list(templates)
+    if template_set == "auto":
+        template_set = None if class_prompts_file else "simple"
     if template_set is None or template_set == "none":
         return None
     if template_set == "simple":
         return [SIMPLE_TEMPLATE]
     if template_set == "imagenet":
         return imagenet_templates()
-    raise ValueError(f"template_set must be one of {_TEMPLATE_SETS} or 'none', got {template_set!r}")
+    raise ValueError(f"template_set must be one of {_TEMPLATE_SETS}, 'auto' or 'none', got {template_set!r}")
 
 
 class _FeatureClassifier(L.LightningModule):
@@ -77,7 +83,7 @@ class _FeatureClassifier(L.LightningModule):
             from vlkit.data.prompts import load_class_prompts
 
             class_prompts = load_class_prompts(h.class_prompts_file, self.classnames)
-        templates = resolve_templates(h.template_set, h.templates)
+        templates = resolve_templates(h.template_set, h.templates, h.class_prompts_file)
         if templates is None and class_prompts is None:
             raise ValueError("give templates, template_set or class_prompts_file: the text head needs prompts")
         weights = build_text_classifier(self.backbone, self.classnames, templates=templates, class_prompts=class_prompts)
@@ -125,7 +131,9 @@ class LitTFUP(_FeatureClassifier):
         backbone: ``create_backbone`` name (preset, ``open_clip:<arch>/<tag>``, checkpoint, HF dir).
         mode: ``"zeroshot"``, ``"tfup"`` (unsupervised cache from the unlabeled set, multi-level
             similarity) or ``"tip-adapter"`` (labelled shots from the datamodule, cosine affinity).
-        template_set: ``"simple"`` ("a photo of a {}.") or ``"imagenet"`` (CLIP's 80 templates).
+        template_set: ``"auto"`` (the simple template, or only the prompt file's sentences when
+            ``class_prompts_file`` is set), ``"simple"`` ("a photo of a {}."), ``"imagenet"`` (CLIP's 80
+            templates) or ``None`` (no template).
         templates: explicit templates (override ``template_set``).
         class_prompts_file: a class -> sentences JSON (CuPL, DCLIP or ProAPO output) for the text head.
         alpha: residual weight of the cache logits (TFUP: 0.3).
@@ -139,7 +147,7 @@ class LitTFUP(_FeatureClassifier):
         self,
         backbone: str = "offline-lite0-minilm",
         mode: str = "tfup",
-        template_set: str | None = "simple",
+        template_set: str | None = "auto",
         templates: list[str] | None = None,
         class_prompts_file: str | None = None,
         alpha: float = 0.3,
@@ -250,7 +258,7 @@ class LitTFUPT(_FeatureClassifier):
     def __init__(
         self,
         backbone: str = "offline-lite0-minilm",
-        template_set: str | None = "simple",
+        template_set: str | None = "auto",
         templates: list[str] | None = None,
         class_prompts_file: str | None = None,
         alpha: float = 0.3,

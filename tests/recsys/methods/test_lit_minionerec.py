@@ -1,12 +1,21 @@
+import math
 import shutil
 from pathlib import Path
 
 import pytest
 import torch
 
-from recsys_cli_helpers import CONFIGS, assert_finite, checkpoint, run_cli
 from recsys.data.sequences import synthetic_seqrec
 from recsys.methods.minionerec import LitMiniOneRec, LitMiniOneRecRL
+
+from recsys.experiments import CONFIGS, best_checkpoint as checkpoint, run_stage as run_cli
+
+
+def assert_finite(metrics: dict[str, float], *names: str) -> None:
+    for name in names:
+        assert name in metrics, f"{name} not logged; have {sorted(metrics)[:20]}"
+        assert math.isfinite(metrics[name]), f"{name} = {metrics[name]}"
+
 
 FAST = ("--trainer.max_epochs", "1", "--trainer.limit_train_batches", "4")
 

@@ -1,6 +1,13 @@
+import math
 import json
 
-from recsys_cli_helpers import CONFIGS, assert_finite, checkpoint, run_cli
+from recsys.experiments import CONFIGS, best_checkpoint as checkpoint, run_stage as run_cli
+
+
+def assert_finite(metrics: dict[str, float], *names: str) -> None:
+    for name in names:
+        assert name in metrics, f"{name} not logged; have {sorted(metrics)[:20]}"
+        assert math.isfinite(metrics[name]), f"{name} = {metrics[name]}"
 
 
 def test_rqvae_cli_writes_unique_ids(tmp_path):

@@ -1,4 +1,12 @@
-from recsys_cli_helpers import CONFIGS, assert_finite, run_cli
+import math
+
+from recsys.experiments import CONFIGS, run_stage as run_cli
+
+
+def assert_finite(metrics: dict[str, float], *names: str) -> None:
+    for name in names:
+        assert name in metrics, f"{name} not logged; have {sorted(metrics)[:20]}"
+        assert math.isfinite(metrics[name]), f"{name} = {metrics[name]}"
 
 
 def test_sasrec_cli_learns_the_synthetic_walk(tmp_path):

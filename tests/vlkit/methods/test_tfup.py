@@ -96,3 +96,14 @@ def test_fewshot_api_matches_an_independent_zero_shot(tmp_path):
     assert [r["seed"] for r in rows] == [1, 2] and all(0 <= r["accuracy"] <= 1 for r in rows)
     table = fewshot.to_markdown(fewshot.summarize(rows))
     assert "tip-adapter" in table and "| 2 |" in table
+
+
+def test_template_resolution():
+    from vlkit.methods.tfup import resolve_templates
+
+    assert resolve_templates("auto", None) == ["a photo of a {}."]
+    assert resolve_templates("auto", None, "prompts.json") is None  # the file's sentences alone
+    assert resolve_templates(None, ["art of a {}."]) == ["art of a {}."]
+    assert len(resolve_templates("imagenet", None)) == 80
+    with pytest.raises(ValueError, match="template_set"):
+        resolve_templates("fancy", None)
