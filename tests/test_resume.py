@@ -4,6 +4,7 @@ written with atomic_torch_save / encode_dataset survive a kill mid-write (absent
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -149,44 +150,66 @@ def test_sigkill_then_resume_from_last_matches_an_uninterrupted_run(tmp_path):
 
 WRITER = textwrap.dedent(
     """
-    import sys, torch
+    import json, sys, torch
+    kind, folder, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
     from vlkit.data.features import atomic_torch_save
-    path, n = sys.argv[1], int(sys.argv[2])
+    from recsys.models.generative import atomic_write_text
+    from recsys.models.text_encoder import cached_item_embeddings
     blob = {"key": "k", "features": torch.arange(n * 64, dtype=torch.float32).reshape(n, 64), "labels": torch.zeros(n, dtype=torch.long)}
-    print("writing", flush=True)
-    while True:  # write over and over, so the kill lands mid-write at some point
-        atomic_torch_save(blob, path)
+    text = json.dumps({str(j): ["<a_1>", "<b_2>", f"<c_{j % 256}>"] for j in range(n)})
+    i = 0
+    while True:  # write over and over (the data is built once), so that a kill lands mid-write
+        if kind == "features":
+            atomic_torch_save(blob, folder + "/features.pt")
+        elif kind == "semantic_ids":
+            atomic_write_text(folder + "/sid_index.json", text)
+        else:  # item embeddings: a new text list each time -> a new cache file each time
+            cached_item_embeddings([f"item {j} version {i}" for j in range(n)], "hash-64", cache_dir=folder)
+        i += 1
+        print("ok", flush=True)
     """
 )
+SIZES = {"features": 160_000, "semantic_ids": 300_000, "item_embeddings": 40_000}  # ~41 MB, ~10 MB, ~10 MB
 
 
-def _check_absent_or_valid(path: Path, n: int) -> str:
-    if not path.exists():
-        return "absent"
-    blob = torch.load(path, map_location="cpu", weights_only=True)
-    assert blob["features"].shape == (n, 64)
-    assert torch.equal(blob["features"][-1], torch.arange((n - 1) * 64, n * 64, dtype=torch.float32))
-    return "valid"
+def _check_valid(kind: str, path: Path, n: int) -> None:
+    if kind == "features":
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+        assert blob["features"].shape == (n, 64)
+        assert torch.equal(blob["features"][-1], torch.arange((n - 1) * 64, n * 64, dtype=torch.float32))
+    elif kind == "semantic_ids":
+        index = json.loads(path.read_text())
+        assert len(index) == n and index[str(n - 1)][-1] == f"<c_{(n - 1) % 256}>"
+    else:
+        emb = torch.load(path, map_location="cpu", weights_only=True)
+        assert emb.shape == (n, 64) and torch.isfinite(emb).all()
 
 
-def test_cache_written_atomically_survives_sigkill_mid_write(tmp_path):
-    """Kill a process that keeps rewriting a 40 MB cache file at several moments: the cache file is never
-    torn; only the writer's temporary files may be left behind (and never under the cache's name)."""
-    n = 160_000  # 160k x 64 float32 = 41 MB: each write takes tens of milliseconds
+def test_caches_survive_sigkill_mid_write(tmp_path):
+    """Kill processes that keep rewriting each kind of cache (image features, semantic IDs, item text
+    embeddings), 0, 10 or 30 ms after a complete write: every file under a cache's real name is whole; what a
+    kill leaves behind is only a writer's temporary ``*.tmp`` file, which no reader opens."""
     script = tmp_path / "writer.py"
     script.write_text(WRITER)
-    seen = set()
-    for delay in (0.0, 0.05, 0.3, 0.7):
-        path = tmp_path / f"cache-{delay}" / "features.pt"
-        proc = subprocess.Popen([sys.executable, str(script), str(path), str(n)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
-        assert proc.stdout.readline().strip() == "writing"
-        time.sleep(delay)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
-        seen.add(_check_absent_or_valid(path, n))
-        leftovers = [p.name for p in path.parent.iterdir() if p.name != "features.pt"] if path.parent.exists() else []
-        assert all(name.startswith(".features.pt.") and name.endswith(".tmp") for name in leftovers), leftovers
-    assert "valid" in seen  # at least one kill came after a complete write, so the check saw a real file
+    leftovers = 0
+    for kind, n in SIZES.items():
+        for delay in (0.0, 0.01, 0.03):
+            folder = tmp_path / f"{kind}-{delay}"
+            folder.mkdir()
+            proc = subprocess.Popen([sys.executable, str(script), kind, str(folder), str(n)], cwd=ROOT,
+                                    stdout=subprocess.PIPE, text=True)
+            assert proc.stdout.readline().strip() == "ok", f"{kind}: the writer failed"  # one complete write
+            time.sleep(delay)
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=30)
+            files = sorted(folder.iterdir())
+            real = [p for p in files if not p.name.endswith(".tmp")]
+            leftovers += len(files) - len(real)
+            assert real, f"{kind}: the completed write is gone"
+            for path in real:
+                _check_valid(kind, path, n)
+    # the kills did land mid-write (a temporary file was caught half-written), so the check above was real
+    assert leftovers >= 1
 
 
 def test_feature_cache_rebuilds_after_a_torn_file(tmp_path):

@@ -115,7 +115,10 @@ def evaluate(
                 enable_checkpointing=bool(callbacks),
                 callbacks=callbacks,
                 num_sanity_val_steps=0,
-                check_val_every_n_epoch=1 if callbacks else max_epochs + 1,
+                # the per-epoch curve is computed in both modes (its loader draws from the global RNG,
+                # so validating in one mode only would change the training order between modes); only
+                # "paper-test-best" selects on it
+                check_val_every_n_epoch=1,
                 default_root_dir=scratch.name,
                 **common,
             )

@@ -28,8 +28,6 @@ def app_url(tmp_path_factory):
     from demos.app import launch
 
     work = tmp_path_factory.mktemp("app")
-    old = os.getcwd()
-    os.chdir(work)  # ProAPO's demo caches under ./.cache/vlkit: keep them out of the repository
     app = launch(
         host="127.0.0.1", port=_free_port(), prevent_thread_lock=True, max_file_size=MAX_FILE_SIZE,
         tfup_backbone="tiny-random", tfup_subset_size=100, cache_dir=str(work / "cache"), concurrency_limit=2,
@@ -39,6 +37,19 @@ def app_url(tmp_path_factory):
         yield app.local_url.rstrip("/")
     finally:
         app.close()
+
+
+@pytest.fixture(autouse=True)
+def _in_app_workdir(request, tmp_path_factory):
+    """Each browser test runs with the working directory in a temporary folder (ProAPO's demo caches under
+    ./.cache/vlkit), restored afterwards, so later tests of the session see the repository as usual."""
+    work = tmp_path_factory.getbasetemp() / "app-cwd"
+    work.mkdir(exist_ok=True)
+    old = os.getcwd()
+    os.chdir(work)
+    try:
+        yield
+    finally:
         os.chdir(old)
 
 

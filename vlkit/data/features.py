@@ -111,7 +111,13 @@ def encode_dataset(
                 return cached
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     backbone = backbone.to(device).eval()
-    loader = DataLoader(_PreprocessedView(dataset, transform or backbone.preprocess), batch_size=batch_size, num_workers=num_workers)
+    # a private generator: iterating a DataLoader draws a base seed, which must not shift the caller's RNG
+    loader = DataLoader(
+        _PreprocessedView(dataset, transform or backbone.preprocess),
+        batch_size=batch_size,
+        num_workers=num_workers,
+        generator=torch.Generator(),
+    )
     iterator = loader
     if progress:
         from tqdm.auto import tqdm

@@ -178,10 +178,12 @@ class FewShotDataModule(L.LightningDataModule):
         self.unlabeled_features = self.eval_features
         views = []
         for view in range(h.augment_views):
-            torch.manual_seed(10_000 * h.subset_seed + view)  # deterministic augmentation per view
-            feats, _ = encode_dataset(
-                backbone, eval_set, transform=backbone.train_preprocess, transform_id=f"train-aug-view{view}", **kwargs
-            )
+            # deterministic augmentation per view, without touching the caller's global RNG stream
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(10_000 * h.subset_seed + view)
+                feats, _ = encode_dataset(
+                    backbone, eval_set, transform=backbone.train_preprocess, transform_id=f"train-aug-view{view}", **kwargs
+                )
             views.append(feats)
         self.augmented_features = torch.stack(views) if views else self.eval_features.unsqueeze(0)  # (V, N, D)
         self.shot_features = self.shot_labels = None
@@ -205,7 +207,8 @@ class FewShotDataModule(L.LightningDataModule):
         self._require_connected()
         n = self.eval_features.shape[0]
         data = TensorDataset(torch.arange(n), self.eval_features, self.eval_labels)
-        return DataLoader(data, batch_size=self.hparams.batch_size, collate_fn=_eval_collate)
+        # private generator: evaluating must not shift the global RNG that orders training batches
+        return DataLoader(data, batch_size=self.hparams.batch_size, collate_fn=_eval_collate, generator=torch.Generator())
 
     val_dataloader = _eval_loader
     test_dataloader = _eval_loader

@@ -258,8 +258,9 @@ _TINY_CLIP_CFG = {
 def _tiny_random(seed: int = 0, **_unused) -> DualEncoder:
     import open_clip
 
-    torch.manual_seed(seed)
-    model = open_clip.CLIP(**_TINY_CLIP_CFG)
+    with torch.random.fork_rng(devices=[]):  # seeded weights without resetting the caller's RNG
+        torch.manual_seed(seed)
+        model = open_clip.CLIP(**_TINY_CLIP_CFG)
     tokenizer = open_clip.get_tokenizer("ViT-B-32", context_length=_TINY_CLIP_CFG["text_cfg"]["context_length"])
     pre, train_pre = _clip_transforms(32, (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711))
     return OpenClipEncoder(model, tokenizer, pre, train_pre, fingerprint=f"tiny-random-seed{seed}")

@@ -97,3 +97,13 @@ def test_datamodule_serves_dict_batches(tmp_path):
     test = next(iter(dm.test_dataloader()))
     assert set(test) == {"index", "features", "label"} and test["index"].tolist() == list(range(16))
     assert len(dm.classnames) == 10
+
+
+def test_connect_leaves_the_global_rng_alone(tmp_path):
+    dm = FewShotDataModule(subset_size=20, augment_views=1, cache_dir=str(tmp_path))
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    dm.connect(create_backbone("tiny-random", seed=7))  # seeded weights, then a seeded augmented view
+    next(iter(dm.test_dataloader()))  # evaluating draws nothing from the global RNG either
+    assert torch.equal(torch.rand(3), expected)
