@@ -457,6 +457,8 @@ class LitARES(_PolicyMixin, L.LightningModule):
             if ref_logprobs is not None:
                 kl_tok = kl_penalty(logprobs.detach(), ref_logprobs, hp.kl_estimator)  # (B, T)
                 kl_seq = (kl_tok * mask).sum(dim=1) / lengths.clamp(min=1.0)  # (B,)
+                # log the KL of every sampled token (filtered groups included), as the controller sees it
+                stats["kl"] = (kl_tok * mask).sum() / mask.sum().clamp(min=1)
                 kl_sums, kl_counts = bucket_mean(kl_seq, buckets)
                 kl_sums, kl_counts = self._world_sum(kl_sums), self._world_sum(kl_counts)
                 if hp.dynamic_kl:
