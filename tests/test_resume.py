@@ -115,8 +115,9 @@ def test_sigkill_then_resume_from_last_matches_an_uninterrupted_run(tmp_path):
     clean = _fit(clean_cfg, env)
     crash = _fit(crash_cfg, env)
     # kill the second run (SIGKILL: no handler, no cleanup) as soon as its first checkpoint is on disk
+    # (last.ckpt: ModelCheckpoint writes it right after the epoch's own file)
     ckpt_dir, deadline = crash_root / "checkpoints", time.time() + 300
-    while not (ckpt_dir.exists() and any(p.name.startswith("epoch=") for p in ckpt_dir.iterdir())):
+    while not (ckpt_dir / "last.ckpt").exists():
         assert crash.poll() is None, f"the run ended before its first checkpoint:\n{crash.stdout.read()}"
         assert time.time() < deadline, "no checkpoint within 300 s"
         time.sleep(0.02)

@@ -132,7 +132,9 @@ class FewShotDataModule(L.LightningDataModule):
         shots: labelled shots per class (0: none, the unsupervised setting).
         seed: seed of the shot sampling.
         augment_views: augmented views per unlabeled image, pre-encoded once (TFUP-T's strong view).
-        batch_size: batch size of the feature loaders.
+        batch_size: batch size of the training feature loader.
+        eval_batch_size: batch size of the val/test/predict loaders (features are small: large batches
+            keep Lightning's per-step overhead out of the per-epoch curve).
         cache_dir: feature cache directory (None: no cache).
         encode_batch_size: image batch size while encoding.
     """
@@ -149,6 +151,7 @@ class FewShotDataModule(L.LightningDataModule):
         seed: int = 1,
         augment_views: int = 0,
         batch_size: int = 256,
+        eval_batch_size: int = 2048,
         cache_dir: str | None = ".cache/vlkit",
         encode_batch_size: int = 64,
         download: bool = False,
@@ -158,8 +161,8 @@ class FewShotDataModule(L.LightningDataModule):
             raise ValueError(f"shots must be >= 0, got {shots}")
         if augment_views < 0:
             raise ValueError(f"augment_views must be >= 0, got {augment_views}")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if batch_size < 1 or eval_batch_size < 1:
+            raise ValueError(f"batch_size and eval_batch_size must be >= 1, got {batch_size}, {eval_batch_size}")
         self.save_hyperparameters()
         self.backbone = None
         self.classnames: list[str] = list(build_dataset(dataset, eval_split, root, download).classnames)
@@ -208,7 +211,7 @@ class FewShotDataModule(L.LightningDataModule):
         n = self.eval_features.shape[0]
         data = TensorDataset(torch.arange(n), self.eval_features, self.eval_labels)
         # private generator: evaluating must not shift the global RNG that orders training batches
-        return DataLoader(data, batch_size=self.hparams.batch_size, collate_fn=_eval_collate, generator=torch.Generator())
+        return DataLoader(data, batch_size=self.hparams.eval_batch_size, collate_fn=_eval_collate, generator=torch.Generator())
 
     val_dataloader = _eval_loader
     test_dataloader = _eval_loader

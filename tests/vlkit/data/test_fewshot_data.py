@@ -86,7 +86,7 @@ def test_prompt_files_validate(tmp_path):
 
 
 def test_datamodule_serves_dict_batches(tmp_path):
-    dm = FewShotDataModule(subset_size=40, shots=2, augment_views=1, batch_size=16, cache_dir=str(tmp_path))
+    dm = FewShotDataModule(subset_size=40, shots=2, augment_views=1, batch_size=16, eval_batch_size=16, cache_dir=str(tmp_path))
     with pytest.raises(RuntimeError, match="connect"):
         dm.test_dataloader()
     dm.connect(create_backbone("tiny-random"))
