@@ -93,7 +93,7 @@ def build_demo(backbone: str = "offline-lite0-minilm", subset_size: int = 1000, 
         button = gr.Button("Classify", variant="primary")
         summary = gr.Markdown()
         with gr.Row():
-            shown = gr.Image(label="input", interactive=False)
+            shown = gr.Image(label="input", interactive=False, height=224)
             zs = gr.Label(num_top_classes=5, label="zero-shot")
             tf = gr.Label(num_top_classes=5, label="TFUP")
         gallery = gr.Gallery(label="cache entries that added the most to TFUP's logits", columns=6, height=200)

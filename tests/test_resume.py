@@ -22,32 +22,14 @@ CONFIG = ROOT / "configs" / "vlkit" / "tfup" / "tiny_tfupt.yaml"
 MAX_EPOCHS = 6
 SEED = 7
 
-# Helper callbacks importable by the subprocess (tmp dir on PYTHONPATH). PauseEachEpoch only sleeps, so the
-# kill lands mid-run on a loaded machine; it touches no RNG and no parameter. RestoreRNGState puts the
-# global RNG states (torch, numpy, random) in every checkpoint and restores them on resume: Lightning 2.6
-# does not, and TFUP-T's loader (shuffle=True, a random augmented view per item) draws from the global
-# torch RNG, so without it the resumed epochs see other batches (measured without it, cache warm: the
-# text residual ends 0.018 away from the uninterrupted run's after 6 epochs). Lead: worth moving into vlkit.
+# A helper callback importable by the subprocess (tmp dir on PYTHONPATH). PauseEachEpoch only sleeps, so
+# the kill lands mid-run on a loaded machine; it touches no RNG and no parameter. No RNG state is saved or
+# restored: FewShotDataModule's training order and augmented views are a function of (data seed, epoch)
+# alone, so an exact resume needs nothing beyond Lightning's own checkpoint.
 HELPERS = textwrap.dedent(
     """
     import time
-    from lightning.fabric.utilities.seed import _collect_rng_states, _set_rng_states
     from lightning.pytorch.callbacks import Callback
-
-    class RestoreRNGState(Callback):
-        def state_dict(self):
-            states = _collect_rng_states(include_cuda=False)
-            name, keys, pos, has_gauss, gauss = states["numpy"]
-            states["numpy"] = [name, keys.tolist(), pos, has_gauss, gauss]  # plain types: weights_only load works
-            return {"rng": states}
-
-        def load_state_dict(self, state_dict):
-            import numpy as np
-
-            states = dict(state_dict["rng"])
-            name, keys, pos, has_gauss, gauss = states["numpy"]
-            states["numpy"] = (name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, gauss)
-            _set_rng_states(states)  # called after setup(), before the first resumed epoch
 
     class PauseEachEpoch(Callback):
         def __init__(self, seconds: float = 0.4) -> None:
@@ -71,7 +53,6 @@ def _write_config(tmp_path: Path, name: str) -> tuple[Path, Path]:
         {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
          "init_args": {"dirpath": str(root / "checkpoints"), "save_last": True, "save_top_k": -1, "every_n_epochs": 1}},
         {"class_path": "resume_helpers.PauseEachEpoch", "init_args": {"seconds": 0.4}},
-        {"class_path": "resume_helpers.RestoreRNGState"},
     ]
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(cfg))
@@ -96,10 +77,8 @@ def _trained_parameters(ckpt: Path) -> dict[str, torch.Tensor]:
 
 
 def _warm_feature_cache(config: Path) -> None:
-    """Encode the config's features once, before the runs. FewShotDataModule.connect draws the random
-    augmented view from the global torch RNG only when it has to encode, so a run that finds the cache
-    and one that fills it start training from different RNG states (measured: the adapter's initial
-    weights differ); with the cache warm, every run takes the same path."""
+    """Encode the config's features once, before the runs, so the timed runs only train (connect() no
+    longer touches the global RNG, so a cold cache would give the same parameters, only slower)."""
     from vlkit.data.fewshot import FewShotDataModule
     from vlkit.models.backbones import create_backbone
 

@@ -204,7 +204,10 @@ class FewShotDataModule(L.LightningDataModule):
     # -- loaders --------------------------------------------------------------------------------------
     def train_dataloader(self) -> DataLoader:
         self._require_connected()
-        return DataLoader(_AugmentedFeatures(self), batch_size=self.hparams.batch_size, shuffle=True)
+        data = _AugmentedFeatures(self)
+        # order and augmented views are a function of (seed, epoch) alone: Lightning calls set_epoch at
+        # every epoch, so a run resumed from a checkpoint sees exactly the batches of an uninterrupted one
+        return DataLoader(data, batch_size=self.hparams.batch_size, sampler=_EpochSeededSampler(data, self.hparams.seed))
 
     def _eval_loader(self) -> DataLoader:
         self._require_connected()
@@ -226,10 +229,31 @@ def _eval_collate(items) -> dict[str, Tensor]:
 class _AugmentedFeatures(Dataset):
     def __init__(self, dm: FewShotDataModule) -> None:
         self.features, self.views, self.labels = dm.unlabeled_features, dm.augmented_features, dm.eval_labels
+        self.view_of = torch.zeros(self.features.shape[0], dtype=torch.long)  # (N,) view served per sample
 
     def __len__(self) -> int:
         return self.features.shape[0]
 
     def __getitem__(self, i: int) -> dict[str, Tensor]:
-        view = int(torch.randint(self.views.shape[0], ()))
-        return {"index": torch.tensor(i), "features": self.features[i], "strong_features": self.views[view, i], "label": self.labels[i]}
+        strong = self.views[self.view_of[i], i]
+        return {"index": torch.tensor(i), "features": self.features[i], "strong_features": strong, "label": self.labels[i]}
+
+
+class _EpochSeededSampler(torch.utils.data.Sampler):
+    """A random permutation (and a random augmented view per sample) drawn from (seed, epoch)."""
+
+    def __init__(self, data: _AugmentedFeatures, seed: int) -> None:
+        self.data, self.seed = data, seed
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch: int) -> None:
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+        n = len(self.data)
+        self.order = torch.randperm(n, generator=generator)  # (N,)
+        self.data.view_of = torch.randint(self.data.views.shape[0], (n,), generator=generator)  # (N,)
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __iter__(self):
+        return iter(self.order.tolist())

@@ -107,3 +107,20 @@ def test_connect_leaves_the_global_rng_alone(tmp_path):
     dm.connect(create_backbone("tiny-random", seed=7))  # seeded weights, then a seeded augmented view
     next(iter(dm.test_dataloader()))  # evaluating draws nothing from the global RNG either
     assert torch.equal(torch.rand(3), expected)
+
+
+def test_training_order_depends_on_seed_and_epoch_only(tmp_path):
+    dm = FewShotDataModule(subset_size=30, augment_views=2, batch_size=30, seed=4, cache_dir=str(tmp_path))
+    dm.connect(create_backbone("tiny-random"))
+
+    def epoch_batch(loader, epoch):
+        loader.sampler.set_epoch(epoch)
+        return next(iter(loader))
+
+    first, again = dm.train_dataloader(), dm.train_dataloader()
+    b0, b1 = epoch_batch(first, 0), epoch_batch(first, 1)
+    assert not torch.equal(b0["index"], b1["index"])  # a new permutation each epoch
+    torch.manual_seed(999)  # the global RNG plays no part
+    resumed = epoch_batch(again, 1)  # a fresh loader jumping straight to epoch 1, as after a resume
+    assert torch.equal(resumed["index"], b1["index"]) and torch.equal(resumed["strong_features"], b1["strong_features"])
+    assert sorted(b1["index"].tolist()) == list(range(30))
