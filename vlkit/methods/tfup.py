@@ -109,6 +109,16 @@ class _FeatureClassifier(L.LightningModule):
         else:
             self.val_acc.update(preds, batch["label"])
 
+    # both subclasses score features the same way: forward() gives (B, C) logits
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._collect(self(batch["features"]), batch, "val")
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self._collect(self(batch["features"]), batch, "test")
+
+    def predict_step(self, batch: dict, batch_idx: int) -> Tensor:
+        return self(batch["features"]).softmax(-1)
+
     def on_test_epoch_start(self) -> None:
         self._test_preds: list[Tensor] = []
 
@@ -201,15 +211,6 @@ class LitTFUP(_FeatureClassifier):
             temperature=h.temperature,
             similarity="msm" if h.mode == "tfup" else "cosine",
         )
-
-    def validation_step(self, batch: dict, batch_idx: int) -> None:
-        self._collect(self(batch["features"]), batch, "val")
-
-    def test_step(self, batch: dict, batch_idx: int) -> None:
-        self._collect(self(batch["features"]), batch, "test")
-
-    def predict_step(self, batch: dict, batch_idx: int) -> Tensor:
-        return self(batch["features"]).softmax(-1)
 
     def configure_optimizers(self):
         return None
@@ -354,15 +355,6 @@ class LitTFUPT(_FeatureClassifier):
             prog_bar=True,
         )
         return loss
-
-    def validation_step(self, batch: dict, batch_idx: int) -> None:
-        self._collect(self(batch["features"]), batch, "val")
-
-    def test_step(self, batch: dict, batch_idx: int) -> None:
-        self._collect(self(batch["features"]), batch, "test")
-
-    def predict_step(self, batch: dict, batch_idx: int) -> Tensor:
-        return self(batch["features"]).softmax(-1)
 
     def configure_optimizers(self):
         h = self.hparams
