@@ -15,7 +15,7 @@ rewards classes whose text embeddings are similar to each other. The stated aim 
 that separate the classes) calls for a penalty, so here the term is *subtracted*: a positive
 ``similarity_weight`` pushes class embeddings apart; ``similarity_weight = -r`` reproduces the authors'
 code exactly. The paper's own equation could not be read offline (only its abstract was available), so
-this choice is ours and is recorded in docs/papers/proapo.md. The default weight is 0, as in most of
+this choice is ours and is recorded in docs/papers.md (ProAPO section). The default weight is 0, as in most of
 the authors' per-dataset configs.
 
 Pure tensor functions: no I/O, no state.

@@ -6,7 +6,7 @@ checkers), and the AEPO objective (``vlkit.functional.aepo``) or plain GRPO. Eve
 ``vlkit.functional.entropy`` / ``aepo`` / ``policy``; this module orchestrates and logs.
 
 One training step (one rollout batch, one optimiser update, so the importance ratio is 1 at the update;
-the authors take 4 updates per rollout batch, see docs/papers/ares.md):
+the authors take 4 updates per rollout batch, see docs/papers.md (ARES section)):
  1. sample G completions per prompt; 2. score them (accuracy in {0, 1});
  3. one forward pass: log-probs of the sampled tokens and the exact full-vocabulary entropy;
  4. window entropy, per-response 95th percentile, global threshold tau (decayed median), HWE tokens;
