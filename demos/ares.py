@@ -7,10 +7,12 @@ window-entropy (HWE) tokens and their windows marked, and the reward the answer 
 from __future__ import annotations
 
 import html
+import threading
 
 MODELS = ["tiny-random-lm", "smollm2-135m-instruct"]
 BUCKETS = ["easy", "medium", "hard"]
 _CACHE: dict[str, object] = {}
+_SAMPLING_LOCK = threading.Lock()
 
 
 def _module(model_name: str, checkpoint: str | None):
@@ -80,8 +82,11 @@ def analyze(problem: str, answer: str, model_name: str, checkpoint: str, bucket:
     prompt = problem.strip()
     if "\\boxed" not in prompt:
         prompt = f"{prompt} {ANSWER_INSTRUCTION}"
-    torch.manual_seed(int(seed))
-    roll = module.generate([prompt], group_size=1, temperature=float(temperature), max_new_tokens=int(max_new_tokens))
+    # sampling reads the global RNG: seed it inside a forked RNG under a lock, so concurrent requests
+    # neither interleave their draws nor change each other's answers (same seed -> same answer)
+    with _SAMPLING_LOCK, torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed))
+        roll = module.generate([prompt], group_size=1, temperature=float(temperature), max_new_tokens=int(max_new_tokens))
     mask = roll["completion_mask"]  # (1, T)
     ids = roll["completion_ids"][0][mask[0].bool()].tolist()
     entropy = token_entropy(roll["logits"])  # (1, T)
