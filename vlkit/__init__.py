@@ -9,6 +9,8 @@ import importlib
 
 __version__ = "0.1.0"
 
+from vlkit.errors import ConfigError  # noqa: E402  (standard library only: stays light)
+
 _LAZY = {
     "create_backbone": "vlkit.models.backbones",
     "list_backbones": "vlkit.models.backbones",
@@ -23,4 +25,4 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'vlkit' has no attribute {name!r}")
 
 
-__all__ = list(_LAZY)
+__all__ = ["ConfigError", *_LAZY]
