@@ -18,6 +18,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from vlkit.errors import ConfigError, check_int
+
 __all__ = [
     "add_entry",
     "remove_entry",
@@ -34,9 +36,9 @@ def _check(candidate: Tensor, valid: Tensor, editable: Tensor) -> None:
     if candidate.dtype != torch.bool or valid.dtype != torch.bool or editable.dtype != torch.bool:
         raise TypeError("candidate, valid and editable must be bool tensors")
     if candidate.dim() != 2 or candidate.shape != valid.shape or editable.shape != (candidate.shape[0],):
-        raise ValueError(
+        raise ConfigError(
             f"candidate and valid must be (S, M) and editable (S,); got {tuple(candidate.shape)}, "
-            f"{tuple(valid.shape)}, {tuple(editable.shape)}"
+            f"{tuple(valid.shape)}, {tuple(editable.shape)}", argument="candidate"
         )
 
 
@@ -72,13 +74,16 @@ def add_entry(candidate: Tensor, valid: Tensor, editable: Tensor, num_variants: 
 
 
 def remove_entry(candidate: Tensor, valid: Tensor, editable: Tensor, num_variants: int, generator=None) -> Tensor:
-    """Copies with one selected entry removed from a random editable slot holding at least two."""
+    """Copies with one selected entry removed from a random editable slot holding more than two.
+
+    As the authors (``len(prompt_set) > 2`` before any removal), a slot of one or two entries is never
+    shrunk; when no editable slot holds three or more, no variant is made: (0, S, M)."""
     _check(candidate, valid, editable)
 
     def apply(row, valid_row, gen):
         row[_uniform_index(row, gen)] = False
 
-    slot_ok = candidate.sum(-1) >= 2  # (S,)
+    slot_ok = candidate.sum(-1) > 2  # (S,)
     return _edit(candidate, valid, editable, num_variants, generator, slot_ok, apply)
 
 
@@ -100,7 +105,7 @@ def random_subsets(valid: Tensor, sizes: Tensor, generator=None) -> Tensor:
     """One random subset per slot: ``sizes (S,)`` entries drawn uniformly without replacement among the
     valid ones (clipped to [1, #valid]). Returns (S, M) bool."""
     if valid.dim() != 2 or sizes.shape != (valid.shape[0],):
-        raise ValueError(f"valid must be (S, M) and sizes (S,); got {tuple(valid.shape)}, {tuple(sizes.shape)}")
+        raise ConfigError(f"valid must be (S, M) and sizes (S,); got {tuple(valid.shape)}, {tuple(sizes.shape)}", argument="valid")
     counts = valid.sum(-1)  # (S,)
     sizes = torch.minimum(sizes.clamp(min=1), counts)  # (S,)
     scores = torch.rand(valid.shape, generator=generator, device=valid.device)  # (S, M)
@@ -115,6 +120,7 @@ def mutate(base: Tensor, valid: Tensor, editable: Tensor, num_variants: int, siz
     """Mutation: ``num_variants`` fresh random selections of ``size`` entries for every editable slot
     (the authors draw 2 + epoch templates); non-editable slots are copied from ``base``. (n, S, M)."""
     _check(base, valid, editable)
+    check_int("size", int(size) if isinstance(size, Tensor) else size, low=1)
     out = []
     sizes = torch.full((base.shape[0],), int(size), dtype=torch.long, device=base.device)
     for _ in range(max(0, num_variants)):
@@ -124,22 +130,41 @@ def mutate(base: Tensor, valid: Tensor, editable: Tensor, num_variants: int, siz
 
 
 def crossover(parents: Tensor, editable: Tensor, num_children: int, generator=None) -> Tensor:
-    """Crossover of the elite ``parents (K, S, M)``: each child keeps the entries common to all parents
-    and takes every other entry some parent holds with probability equal to its frequency among the
-    parents (a frequency-weighted random subset). Slots left empty get their most frequent entry;
-    non-editable slots come from ``parents[0]`` (the best). Returns (n, S, M)."""
+    """Crossover of the elite ``parents (K, S, M)``, per editable slot as the authors do for a prompt set.
+
+    Restated from the authors' crossover: an entry held by all K parents is *common* and always kept; an
+    entry held by some but not all parents is *differing*, with weight h = the number of parents holding
+    it. Each child draws a size k uniformly from {1, ..., D} (D = number of differing entries) and then k
+    differing entries without replacement, each draw proportional to h among those not drawn yet (numpy's
+    ``choice(p=h/sum(h), replace=False)``; ``torch.multinomial`` without replacement samples the same
+    way). The child is the common entries plus those k. With D = 0 (identical parents) the child is the
+    common set. The authors add 1e-4 to every weight (a guard for non-positive scores); with integer
+    h >= 1 that changes no probability by more than 1e-4 and is left out. Non-editable slots come from
+    ``parents[0]`` (the best); a slot that would still be empty (only when parents hold nothing there) gets
+    its most frequent entry. Returns (n, S, M).
+    """
     if parents.dim() != 3 or parents.dtype != torch.bool or editable.shape != (parents.shape[1],):
         raise ValueError(f"parents must be bool (K, S, M) and editable (S,); got {tuple(parents.shape)}, {tuple(editable.shape)}")
     common = parents.all(0)  # (S, M)
-    frequency = parents.float().mean(0)  # (S, M)
-    best_entry = frequency.argmax(-1, keepdim=True)  # (S, 1)
+    holders = parents.sum(0)  # (S, M) number of parents holding each entry
+    differing = (holders > 0) & ~common  # (S, M)
+    best_entry = holders.argmax(-1, keepdim=True)  # (S, 1)
+    slots = editable.nonzero().flatten().tolist()
     children = []
     for _ in range(max(0, num_children)):
-        draw = torch.rand(frequency.shape, generator=generator, device=parents.device)  # (S, M)
-        child = common | ((draw < frequency) & ~common)
-        empty = ~child.any(-1, keepdim=True)  # (S, 1)
-        child = child | (empty & torch.zeros_like(child).scatter(-1, best_entry, True))
-        children.append(torch.where(editable.unsqueeze(-1), child, parents[0]))
+        child = parents[0].clone()  # (S, M): non-editable slots stay the best parent's
+        for slot in slots:
+            row = common[slot].clone()  # (M,)
+            pool = differing[slot].nonzero().flatten()  # (D,) entry indices
+            if pool.numel() > 0:
+                k = int(torch.randint(1, pool.numel() + 1, (1,), generator=generator).item())  # k ~ U{1..D}
+                weights = holders[slot, pool].float()  # (D,)
+                picked = torch.multinomial(weights, k, replacement=False, generator=generator)  # (k,)
+                row[pool[picked]] = True
+            if not row.any():
+                row[best_entry[slot]] = True
+            child[slot] = row
+        children.append(child)
     return torch.stack(children) if children else parents.new_zeros((0, *parents.shape[1:]))
 
 
@@ -147,9 +172,10 @@ def select_top_k(fitness: Tensor, k: int) -> Tensor:
     """Indices of the k fittest candidates, best first; ties keep the earlier candidate (the incumbent
     elite is listed first, so a newcomer must be strictly better to displace it)."""
     if fitness.dim() != 1:
-        raise ValueError(f"fitness must be (P,), got {tuple(fitness.shape)}")
-    if k < 1 or fitness.shape[0] < k:
-        raise ValueError(f"population size ({fitness.shape[0]}) must be >= the selection size k ({k}) >= 1")
+        raise ConfigError(f"fitness must be (P,), got {tuple(fitness.shape)}", argument="fitness")
+    check_int("k", k, low=1)
+    if fitness.shape[0] < k:
+        raise ConfigError(f"population size ({fitness.shape[0]}) must be >= the selection size k ({k}) >= 1", argument="k")
     order = torch.sort(fitness, descending=True, stable=True).indices  # (P,)
     return order[:k]
 

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 
 from recsys.functional.trie import allowed_codes, build_prefix_tables, pack_prefix
+from vlkit.errors import ConfigError, check_int
 
 __all__ = [
     "SIDTrie",
@@ -33,16 +34,21 @@ class SIDTrie:
     """
 
     def __init__(self, codes: Tensor, level_token_ids: list[Tensor], vocab_size: int, eos_token_id: int) -> None:
-        if codes.dim() != 2 or codes.shape[1] != len(level_token_ids):
-            raise ValueError(
-                f"codes must be (N, L) with L = len(level_token_ids) = {len(level_token_ids)}, got {tuple(codes.shape)}"
+        if codes.dim() != 2 or codes.shape[0] == 0 or codes.shape[1] != len(level_token_ids):
+            raise ConfigError(
+                f"codes must be a non-empty (N, L) tensor with L = len(level_token_ids) = {len(level_token_ids)}, "
+                f"got {tuple(codes.shape)}", argument="codes"
             )
+        check_int("vocab_size", vocab_size, low=1)
+        check_int("eos_token_id", eos_token_id, low=0, high=vocab_size - 1)
         for level, ids in enumerate(level_token_ids):
             if int(codes[:, level].max()) >= ids.numel():
-                raise ValueError(f"level {level}: code {int(codes[:, level].max())} has no token (only {ids.numel()})")
+                raise ConfigError(f"level {level}: code {int(codes[:, level].max())} has no token (only {ids.numel()})",
+                                  argument="level_token_ids")
             if int(ids.max()) >= vocab_size:
-                raise ValueError(
-                    f"ID vocabulary does not match the model: token id {int(ids.max())} >= vocab_size {vocab_size}"
+                raise ConfigError(
+                    f"ID vocabulary does not match the model: token id {int(ids.max())} >= vocab_size {vocab_size}",
+                    argument="vocab_size",
                 )
         self.codes = codes.long()
         self.num_levels = codes.shape[1]
@@ -56,7 +62,8 @@ class SIDTrie:
         full_keys = pack_prefix(self.codes, self.radix)  # (N,)
         self.item_keys, self.item_order = torch.sort(full_keys)  # sorted full keys, item index for each
         if torch.unique(full_keys).numel() != full_keys.numel():
-            raise ValueError("semantic IDs must be unique per item (resolve collisions first)")
+            raise ConfigError("semantic IDs must be unique per item (resolve collisions first, e.g. SemanticIDs.load(dedup=True))",
+                              argument="codes")
         token_to_code = torch.full((self.num_levels, vocab_size), -1, dtype=torch.long)  # (L, V)
         for l, ids in enumerate(self.level_token_ids):
             token_to_code[l, ids] = torch.arange(ids.numel())
@@ -92,8 +99,12 @@ class SIDTrie:
         if t < self.num_levels:
             codes = self.token_codes(generated)  # (R, t)
             ok = allowed_codes(codes, self.keys[t], self.allowed[t], self.radix)  # (R, radix)
-            level_ids = self.level_token_ids[t]  # (K_t,)
-            mask[:, level_ids] = ok[:, : level_ids.numel()]
+            level_ids = self.level_token_ids[t]  # (K_t,) token of code c at position c
+            # radix = largest code used anywhere + 1 may be smaller than K_t (a level's vocabulary larger
+            # than the catalogue uses, e.g. random-KxL IDs on a few items): codes >= radix are used by no
+            # item and stay closed; codes < radix take the trie's answer
+            width = min(level_ids.numel(), ok.shape[1])
+            mask[:, level_ids[:width]] = ok[:, :width]  # (R, width) into the (R, V) mask
         else:
             complete = self.items_from_tokens(generated[:, : self.num_levels]) >= 0  # (R,)
             mask[:, self.eos_token_id] = complete
@@ -102,7 +113,8 @@ class SIDTrie:
     def items_from_tokens(self, generated: Tensor) -> Tensor:
         """(R, L) token ids -> (R,) item index, -1 if the tokens are not a valid item's ID."""
         codes = self.token_codes(generated[:, : self.num_levels])  # (R, L)
-        valid = (codes >= 0).all(dim=1)  # (R,)
+        # a code >= radix belongs to no item, and packing it would alias another item's key
+        valid = ((codes >= 0) & (codes < self.radix)).all(dim=1)  # (R,)
         key = pack_prefix(codes.clamp(min=0), self.radix)  # (R,)
         pos = torch.searchsorted(self.item_keys, key).clamp(max=self.item_keys.numel() - 1)  # (R,)
         found = valid & (self.item_keys[pos] == key)
@@ -132,7 +144,8 @@ class TrieLogitsProcessor(_logits_processor_base()):
         generated = input_ids[:, self.prompt_length :]  # (R, t), R = batch * beams
         mask = trie.allowed_token_mask(generated)  # (R, V)
         if mask.shape[1] != scores.shape[1]:
-            raise ValueError(f"ID vocabulary does not match the model: trie V={mask.shape[1]}, logits V={scores.shape[1]}")
+            raise ConfigError(f"ID vocabulary does not match the model: trie V={mask.shape[1]}, logits V={scores.shape[1]}",
+                              argument="vocab_size")
         return scores.masked_fill(~mask, float("-inf"))
 
 
@@ -164,6 +177,9 @@ def beam_generation_config(num_beams: int, num_levels: int, pad_token_id: int, e
     in: MiniOneRec issue #49 / PR #57)."""
     from transformers import GenerationConfig
 
+    check_int("num_beams", num_beams, low=1)
+    check_int("num_levels", num_levels, low=1)
+
     return GenerationConfig(
         max_new_tokens=num_levels + 1,
         num_beams=num_beams,
@@ -183,6 +199,7 @@ def beam_generation_config(num_beams: int, num_levels: int, pad_token_id: int, e
 
 def left_pad(prompts: list[list[int]], pad_token_id: int, device) -> tuple[Tensor, Tensor]:
     """list of token lists -> input_ids (B, T), attention_mask (B, T), left-padded."""
+    _check_prompts(prompts)
     T = max(len(p) for p in prompts)
     ids = torch.full((len(prompts), T), pad_token_id, dtype=torch.long)
     mask = torch.zeros(len(prompts), T, dtype=torch.long)
@@ -190,6 +207,15 @@ def left_pad(prompts: list[list[int]], pad_token_id: int, device) -> tuple[Tenso
         ids[i, T - len(p) :] = torch.tensor(p, dtype=torch.long)
         mask[i, T - len(p) :] = 1
     return ids.to(device), mask.to(device)
+
+
+def _check_prompts(prompts) -> None:
+    if isinstance(prompts, (str, Tensor)) or not isinstance(prompts, (list, tuple)) or not prompts:
+        raise ConfigError(f"prompts must be a non-empty list of token-id lists, got {type(prompts).__name__}"
+                          f"{'' if not isinstance(prompts, (list, tuple)) else ' of length 0'}", argument="prompts")
+    empty = [i for i, p in enumerate(prompts) if len(p) == 0]
+    if empty:
+        raise ConfigError(f"prompts must each hold at least one token, got empty prompts at rows {empty[:5]}", argument="prompts")
 
 
 def position_ids_from_mask(attention_mask: Tensor) -> Tensor:
@@ -207,6 +233,8 @@ def recommend_with_beams(
     Beams that could not be completed with a valid ID (score -inf, e.g. when num_beams exceeds what the
     trie allows) are returned as item -1; every other returned item is a valid, distinct catalogue item.
     """
+    check_int("num_beams", num_beams, low=1)
+    _check_prompts(prompts)
     device = next(model.parameters()).device
     input_ids, attention_mask = left_pad(prompts, pad_token_id, device)
     processor = processor_class(trie, input_ids.shape[1])
@@ -253,6 +281,7 @@ def score_all_items(model, prompts: list[list[int]], trie: SIDTrie, pad_token_id
     one row of a batch that reuses the prompt's key/value cache (reordered by prefix parent), so the cost
     is (number of distinct prefixes) single-token steps per prompt rather than N full sequences.
     """
+    _check_prompts(prompts)
     device = next(model.parameters()).device
     trie = trie.to(device)
     input_ids, attention_mask = left_pad(prompts, pad_token_id, device)

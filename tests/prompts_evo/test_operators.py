@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 
@@ -43,8 +45,10 @@ def test_add_adds_exactly_one_valid_entry_in_an_editable_slot():
 
 def test_remove_never_empties_a_slot():
     cand, valid, editable = _setup()
+    # the authors only remove from a set of more than two entries (issue 10): give slot 0 a third entry.
+    # Slot 0 is then the only slot holding > 2: every variant drops entry 0, 1 or 4 of slot 0
+    cand[0, 4] = True
     out = remove_entry(cand, valid, editable, 10, gen(1))
-    # only slot 0 holds >= 2 entries: every variant drops entry 0 or 1 of slot 0
     assert (out.sum((1, 2)) == cand.sum() - 1).all()
     assert ((out ^ cand)[:, 1:] == 0).all()
     assert (out.sum(-1) >= 1).all()
@@ -87,9 +91,12 @@ def test_crossover_keeps_common_entries_and_only_parent_entries():
     kids = crossover(parents, torch.tensor([True]), 200, gen())
     assert kids[:, 0, 0].all()  # common entry always kept
     assert not kids[:, 0, [4, 5]].any()  # entries no parent holds never appear
-    # entry 1 is held by 2 of 3 parents -> drawn with probability 2/3; entry 2 with 1/3
-    assert kids[:, 0, 1].float().mean().item() == pytest.approx(2 / 3, abs=0.1)
-    assert kids[:, 0, 2].float().mean().item() == pytest.approx(1 / 3, abs=0.1)
+    # the authors' scheme (issue 10; it replaced "include each entry with probability holders / 3"):
+    # differing entries 1, 2, 3 with holder weights 2, 1, 1; k ~ U{1, 2, 3}, then k drawn by weight.
+    # Entry 2: k=1 -> 1/4; k=2 -> 1 - P({1, 3}) = 1 - (2/4 * 1/2 + 1/4 * 2/3) = 7/12; k=3 -> 1;
+    # mean (1/4 + 7/12 + 1) / 3 = 11/18. Entry 1: E[k] - 2 * 11/18 = 2 - 11/9 = 7/9.
+    assert kids[:, 0, 1].float().mean().item() == pytest.approx(7 / 9, abs=0.1)
+    assert kids[:, 0, 2].float().mean().item() == pytest.approx(11 / 18, abs=0.1)
     same = parents[:1].repeat(4, 1, 1)
     assert torch.equal(crossover(same, torch.tensor([True]), 3, gen()), same[:3])  # identical parents reproduce
 
@@ -116,3 +123,74 @@ def test_type_checks():
         add_entry(cand.int(), valid, editable, 1)
     with pytest.raises(ValueError):
         add_entry(cand, valid[:2], editable, 1)
+
+
+def test_remove_needs_more_than_two_entries_like_the_authors():
+    # Issue 10 (5): the authors remove only from a prompt set of more than two entries. Two entries:
+    # no variant at all; three entries: every variant holds exactly two of the three.
+    valid, editable = torch.ones(1, 5, dtype=torch.bool), torch.tensor([True])
+    two = torch.tensor([[True, True, False, False, False]])
+    assert remove_entry(two, valid, editable, 5, gen()).shape == (0, 1, 5)
+    three = torch.tensor([[True, True, True, False, False]])
+    out = remove_entry(three, valid, editable, 30, gen())
+    assert out.shape == (30, 1, 5)
+    assert (out.sum(-1) == 2).all() and not (out & ~three).any()
+    # every one of the three entries gets removed at some point (uniform choice, 30 draws: P(miss) < 1e-5)
+    assert (~out[:, 0, :3]).any(0).all()
+
+
+def _four_parents():
+    # 4 parents over 6 entries, one slot. Entry 0 is held by all (common); entries 1 and 2 by one parent
+    # each; entries 3 and 4 by two parents each; entry 5 by none. Differing entries 1..4, weights 1, 1, 2, 2.
+    parents = torch.zeros(4, 1, 6, dtype=torch.bool)
+    parents[:, 0, 0] = True
+    parents[0, 0, [1, 3]] = True
+    parents[1, 0, [2, 3]] = True
+    parents[2, 0, 4] = True
+    parents[3, 0, 4] = True
+    return parents
+
+
+def test_crossover_size_is_uniform_and_picks_follow_the_holders():
+    # Issue 10 (4), the authors' crossover: k ~ U{1, ..., D} with D = 4 differing entries, then k of them
+    # without replacement, each draw proportional to the number of parents holding it.
+    n = 4000
+    kids = crossover(_four_parents(), torch.tensor([True]), n, gen(3))
+    assert kids[:, 0, 0].all() and not kids[:, 0, 5].any()  # common kept, unheld never
+    k = kids[:, 0, 1:5].sum(-1)  # (n,) differing entries taken
+    assert k.min().item() == 1 and k.max().item() == 4
+    # each k in {1, 2, 3, 4} has probability 1/4: binomial sd sqrt(0.25 * 0.75 / 4000) = 0.0068, tolerance 5 sd
+    for size in range(1, 5):
+        assert (k == size).float().mean().item() == pytest.approx(0.25, abs=0.035)
+    # among the k = 1 children (about 1000) the single pick is entry 3 or 4 with probability 2/6 each and
+    # entry 1 or 2 with 1/6 each: the weights are the holder counts. sd <= sqrt(1/3 * 2/3 / 900) = 0.016
+    singles = kids[k == 1, 0, 1:5].float().mean(0)  # (4,)
+    assert singles.tolist() == pytest.approx([1 / 6, 1 / 6, 1 / 3, 1 / 3], abs=0.07)
+
+
+def test_crossover_single_holder_inclusion_matches_the_exact_probability():
+    # Issue 10 (4): "a single-holder template: 0.54 vs 0.25". Entry 1 is held by 1 of 4 parents, so the old
+    # rule (include with probability holders / parents) took it with 1/4. Under the authors' scheme
+    # (weights 1, 1, 2, 2 over entries 1..4, total 6; each k with probability 1/4):
+    #   k=1: 1/6
+    #   k=2: 1/6 (first) + 1/6 * 1/5 (entry 2 first) + 2 * 2/6 * 1/4 (entry 3 or 4 first) = 11/30
+    #   k=3: 1 - P(the three picks are 2, 3, 4) = 1 - (2 * 1/6 * 2/5 * 2/3 + 2 * 2/6 * 1/4 * 2/3
+    #        + 2 * 2/6 * 2/4 * 1/2) = 1 - 11/30 = 19/30
+    #   k=4: 1
+    # P = (5/30 + 11/30 + 19/30 + 30/30) / 4 = 13/24 = 0.5417. The two-holder entries then have
+    # (E[k] - 2 * 13/24) / 2 = (5/2 - 13/12) / 2 = 17/24.
+    n = 4000
+    kids = crossover(_four_parents(), torch.tensor([True]), n, gen(4))
+    freq = kids[:, 0, 1:5].float().mean(0)  # (4,)
+    tol = 4.5 * math.sqrt(13 / 24 * 11 / 24 / n)  # binomial sd 0.0079 -> tolerance 0.035 (0.25 is 37 sd away)
+    assert freq[0].item() == pytest.approx(13 / 24, abs=tol)
+    assert freq[1].item() == pytest.approx(13 / 24, abs=tol)
+    assert freq[2].item() == pytest.approx(17 / 24, abs=tol)
+    assert freq[3].item() == pytest.approx(17 / 24, abs=tol)
+
+
+def test_crossover_copies_non_editable_slots_from_the_best_parent():
+    parents = _four_parents().repeat(1, 2, 1)  # (4, 2, 6): slot 1 is a copy of slot 0
+    kids = crossover(parents, torch.tensor([False, True]), 50, gen())
+    assert torch.equal(kids[:, 0], parents[0, 0].expand(50, 6))
+    assert kids[:, 1, 0].all() and (kids[:, 1, 1:5].sum(-1) >= 1).all()

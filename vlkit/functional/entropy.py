@@ -26,6 +26,8 @@ import math
 import torch
 from torch import Tensor
 
+from vlkit.errors import ConfigError, check_int, check_non_negative, check_number, check_positive, check_probability
+
 __all__ = [
     "BUCKET_NAMES",
     "EASY",
@@ -66,8 +68,7 @@ def token_entropy(logits: Tensor, chunk_size: int = 1024) -> Tensor:
     Returns:
         (...) entropy in nats, float32, no gradient.
     """
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    check_int("chunk_size", chunk_size, low=1)
     flat = logits.detach().reshape(-1, logits.shape[-1])  # (N, V), N = prod(leading dims)
     out = torch.empty(flat.shape[0], dtype=torch.float32, device=logits.device)  # (N,)
     for start in range(0, flat.shape[0], chunk_size):
@@ -93,10 +94,11 @@ def window_entropy(entropy: Tensor, mask: Tensor, window: int = 4, include_curre
     Returns:
         (B, T) window entropy, float32.
     """
-    if window < 1:
-        raise ValueError(f"window must be >= 1, got {window}")
+    check_int("window", window, low=1)
     if entropy.shape != mask.shape or entropy.dim() != 2:
-        raise ValueError(f"entropy and mask must both be (B, T), got {tuple(entropy.shape)} and {tuple(mask.shape)}")
+        raise ConfigError(
+            f"entropy and mask must both be (B, T), got {tuple(entropy.shape)} and {tuple(mask.shape)}", argument="mask"
+        )
     m = mask.float()  # (B, T)
     h = entropy.float() * m  # (B, T)
     n_valid = m.sum(dim=1, keepdim=True)  # (B, 1)
@@ -128,8 +130,12 @@ def response_entropy_threshold(window_ent: Tensor, mask: Tensor, quantile: float
     Returns:
         (B,) threshold per response; NaN for an empty response.
     """
-    if not 0.0 <= quantile <= 1.0:
-        raise ValueError(f"quantile must be in [0, 1], got {quantile}")
+    check_probability("quantile", quantile)
+    if window_ent.shape != mask.shape or window_ent.dim() != 2:
+        raise ConfigError(
+            f"window_ent and mask must both be (B, T), got {tuple(window_ent.shape)} and {tuple(mask.shape)}",
+            argument="mask",
+        )
     values = window_ent.float().masked_fill(~mask.bool(), float("nan"))  # (B, T) padding -> NaN
     return torch.nanquantile(values, quantile, dim=1)  # (B,) NaN where a response is empty
 
@@ -137,18 +143,22 @@ def response_entropy_threshold(window_ent: Tensor, mask: Tensor, quantile: float
 def update_hwe_threshold(tau: Tensor, response_thresholds: Tensor, decay: float = 0.99) -> Tensor:
     """Global HWE threshold: tau <- decay * tau + (1 - decay) * median(tau_resp over the batch).
 
+    The median is ``np.median``'s (the mean of the two middle values for an even count), as the authors'.
     A negative tau means "not yet set" (the authors start at -1); it is then set to the batch median
     directly. Empty responses (NaN) are ignored; if all are NaN tau is returned unchanged.
 
     Args:
         tau: () current threshold. response_thresholds: (B,) from ``response_entropy_threshold``.
     """
-    if not 0.0 <= decay <= 1.0:
-        raise ValueError(f"decay must be in [0, 1], got {decay}")
+    check_probability("decay", decay)
     finite = response_thresholds[torch.isfinite(response_thresholds)]  # (B',)
     if finite.numel() == 0:
         return tau
-    stat = finite.median().to(tau.dtype)  # torch's median: the lower middle value for even counts
+    # np.median as the authors use it: the mean of the two middle values for an even count (torch.median
+    # would return the lower one; batches are prompts x G with G even, so the count is usually even)
+    ordered = finite.sort().values  # (B',)
+    n = ordered.numel()
+    stat = ((ordered[(n - 1) // 2] + ordered[n // 2]) / 2).to(tau.dtype)  # one value twice when n is odd
     return torch.where(tau < 0, stat, decay * tau + (1.0 - decay) * stat)
 
 
@@ -177,7 +187,11 @@ def hwe_token_mask(
     if trigger_ids is None:
         return hot
     if token_ids is None or token_ids.shape != window_ent.shape:
-        raise ValueError("token_ids (B, T) matching window_ent is required when trigger_ids is given")
+        raise ConfigError(
+            f"token_ids (B, T) matching window_ent {tuple(window_ent.shape)} is required when trigger_ids is given, "
+            f"got {None if token_ids is None else tuple(token_ids.shape)}",
+            argument="token_ids",
+        )
     return hot & torch.isin(token_ids, trigger_ids.to(token_ids.device))  # (B, T)
 
 
@@ -193,12 +207,14 @@ def difficulty_buckets(
     Returns:
         (B,) long bucket per sequence (the group's bucket repeated G times).
     """
-    if group_size < 1 or correct.dim() != 1 or correct.numel() % group_size:
-        raise ValueError(
-            f"correct must be 1-D with a length divisible by group_size={group_size}, got {tuple(correct.shape)}"
+    check_int("group_size", group_size, low=1)
+    if correct.dim() != 1 or correct.numel() % group_size:
+        raise ConfigError(
+            f"correct must be 1-D with a length divisible by group_size={group_size}, got {tuple(correct.shape)}",
+            argument="correct",
         )
-    if not medium_min <= easy_min:
-        raise ValueError(f"need medium_min <= easy_min, got {medium_min} and {easy_min}")
+    check_probability("easy_min", easy_min)
+    check_number("medium_min", medium_min, low=0, high=easy_min)
     acc = correct.float().view(-1, group_size).mean(dim=1)  # (B/G,)
     tol = 1e-6  # 2 of 3 correct is 0.6666667 in float32, and must count as easy
     bucket = torch.full_like(acc, HARD, dtype=torch.long)  # (B/G,)
@@ -216,6 +232,11 @@ def bucket_mean(values: Tensor, buckets: Tensor, n_buckets: int = 3) -> tuple[Te
     Returns:
         sums (n_buckets,) float32 and counts (n_buckets,) float32; mean = sums / counts.
     """
+    check_int("n_buckets", n_buckets, low=1)
+    if values.dim() != 1 or buckets.shape != values.shape:
+        raise ConfigError(
+            f"values and buckets must both be (B,), got {tuple(values.shape)} and {tuple(buckets.shape)}", argument="buckets"
+        )
     sums = torch.zeros(n_buckets, device=values.device).index_add_(0, buckets, values.float())  # (3,)
     counts = torch.zeros(n_buckets, device=values.device).index_add_(0, buckets, torch.ones_like(values, dtype=torch.float32))
     return sums, counts
@@ -224,8 +245,9 @@ def bucket_mean(values: Tensor, buckets: Tensor, n_buckets: int = 3) -> tuple[Te
 def bucket_targets(sums: Tensor, counts: Tensor, previous: Tensor, coefficient: float = 1.0) -> Tensor:
     """HWE-count target per bucket: round(coefficient * mean count of the bucket in this batch).
 
-    Buckets absent from the batch keep their ``previous`` target. (3,) in, (3,) out.
+    Buckets absent from the batch keep their ``previous`` target. (3,) in, (3,) out. ``coefficient`` >= 0.
     """
+    check_non_negative("coefficient", coefficient)
     mean = sums / counts.clamp(min=1.0)  # (3,)
     return torch.where(counts > 0, torch.round(coefficient * mean), previous.to(mean.dtype))
 
@@ -234,7 +256,11 @@ def update_entropy_alpha(
     alpha: Tensor, sums: Tensor, counts: Tensor, targets: Tensor, step: float = 0.05, low: float = 0.0, high: float = 2.0
 ) -> Tensor:
     """alpha_d <- clip(alpha_d + step * Delta_d, low, high); Delta = mean - target (easy, medium),
-    target - mean (hard). Buckets absent from the batch are unchanged. (3,) in, (3,) out."""
+    target - mean (hard). Buckets absent from the batch are unchanged. (3,) in, (3,) out.
+    ``step`` >= 0; ``low`` <= ``high``, both finite."""
+    check_non_negative("step", step)
+    check_number("low", low)
+    check_number("high", high, low=low)
     mean = sums / counts.clamp(min=1.0)  # (3,)
     sign = torch.tensor([1.0, 1.0, -1.0], device=alpha.device)  # easy, medium, hard
     delta = sign * (mean - targets)  # (3,)
@@ -242,8 +268,23 @@ def update_entropy_alpha(
     return torch.where(counts > 0, updated, alpha)
 
 
+def _check_bucket_vector(name: str, values: Tensor, low: float, high: float | None) -> None:
+    """A (3,) per-bucket tensor, finite and in [low, high] (one small host sync: three numbers)."""
+    values = torch.as_tensor(values)
+    if tuple(values.shape) != (3,):
+        raise ConfigError(f"{name} must be (3,): one value per bucket (easy, medium, hard), got shape {tuple(values.shape)}",
+                          argument=name)
+    listed = values.detach().float().cpu().tolist()
+    bad = [v for v in listed if not math.isfinite(v) or v < low or (high is not None and v > high)]
+    if bad:
+        expected = f"finite and >= {low}" if high is None else f"finite and in [{low}, {high}]"
+        raise ConfigError(f"{name} must be {expected}, got {listed}", argument=name)
+
+
 def huber(x: Tensor, kappa: Tensor | float) -> Tensor:
-    """Authors' Huber: x^2 / (2 kappa) for x <= kappa, else x - kappa / 2 (continuous at kappa)."""
+    """Authors' Huber: x^2 / (2 kappa) for x <= kappa, else x - kappa / 2 (continuous at kappa); kappa > 0."""
+    if not isinstance(kappa, Tensor):
+        check_positive("kappa", kappa)
     return torch.where(x <= kappa, x * x / (2.0 * kappa), x - kappa / 2.0)
 
 
@@ -268,9 +309,19 @@ def hierarchical_entropy_reward(
         hwe_counts: (B,) HWE tokens per response. targets: (3,) per bucket. buckets: (B,) long.
         correct: (B,) in [0, 1]; > 0.5 counts as correct. alpha: (3,) per bucket.
 
+        targets must be >= 0 (they are HWE token counts) and alpha in [0, 2]; both finite.
+
     Returns:
         (B,) r_H (the total reward is correct + r_H, see ``vlkit.functional.aepo.shaped_rewards``).
     """
+    _check_bucket_vector("targets", targets, 0.0, None)
+    _check_bucket_vector("alpha", alpha, 0.0, 2.0)
+    if hwe_counts.dim() != 1 or buckets.shape != hwe_counts.shape or correct.shape != hwe_counts.shape:
+        raise ConfigError(
+            f"hwe_counts, buckets and correct must all be (B,), got {tuple(hwe_counts.shape)}, {tuple(buckets.shape)}, "
+            f"{tuple(correct.shape)}",
+            argument="hwe_counts",
+        )
     dev = hwe_counts.device
     n = hwe_counts.float()  # (B,)
     T = targets.to(dev).float()[buckets]  # (B,)
@@ -331,10 +382,17 @@ def update_kl_controller(
     Returns:
         new (kl_ema, error_ema, log_beta).
     """
+    if not isinstance(target, Tensor):  # tensors are checked by their owner (no device sync)
+        check_positive("target", target)
+    check_probability("kl_momentum", kl_momentum)
+    check_probability("error_momentum", error_momentum)
+    check_non_negative("rate", rate)
+    check_non_negative("error_clip", error_clip)
+    check_non_negative("deadband", deadband)
+    check_positive("beta_min", beta_min)
+    check_number("beta_max", beta_max, low=beta_min)
     present = bucket_counts > 0  # (3,)
     mean_kl = bucket_kl_sums / bucket_counts.clamp(min=1.0)  # (3,)
-    if not isinstance(target, Tensor) and target <= 0:  # tensors are checked by their owner (no device sync)
-        raise ValueError(f"KL target must be > 0, got {target}")
     target_t = torch.as_tensor(target, dtype=kl_ema.dtype, device=kl_ema.device).expand_as(kl_ema)
     new_kl = torch.where(present, (1.0 - kl_momentum) * kl_ema + kl_momentum * mean_kl, kl_ema)
     error = new_kl / target_t - 1.0  # (3,)

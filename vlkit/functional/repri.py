@@ -27,6 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from vlkit.errors import ConfigError, check_finite_tensor, check_int, check_non_negative, check_number, check_positive
+
 __all__ = [
     "IGNORE_INDEX",
     "RePRIResult",
@@ -50,8 +52,17 @@ IGNORE_INDEX = 255
 _EPS = 1e-10  # the authors' epsilon inside logs and divisions
 
 
+def _check_size(size) -> tuple[int, int]:
+    if not isinstance(size, (tuple, list, torch.Size)) or len(size) != 2:
+        raise ConfigError(f"size must be (h, w), two ints >= 1, got {size!r}", argument="size")
+    return tuple(check_int("size", int(v) if isinstance(v, Tensor) else v, low=1) for v in size)
+
+
 def downsample_mask(mask: Tensor, size: tuple[int, int]) -> Tensor:
     """Nearest-neighbour resize of integer or boolean masks (..., H, W) -> (..., h, w), as the authors do."""
+    size = _check_size(size)
+    if mask.dim() < 2:
+        raise ConfigError(f"mask must be (..., H, W), got shape {tuple(mask.shape)}", argument="mask")
     lead = mask.shape[:-2]
     flat = mask.reshape(-1, 1, *mask.shape[-2:]).float()  # (N, 1, H, W)
     out = F.interpolate(flat, size=size, mode="nearest")  # (N, 1, h, w)
@@ -81,10 +92,12 @@ def cosine_logits(features: Tensor, prototypes: Tensor, temperature: float) -> T
     Args:
         features: (B, N, D, h, w) with N images per episode (K supports or 1 query).
         prototypes: (B, D).
+        temperature: tau > 0.
 
     Returns:
         (B, N, h, w).
     """
+    check_positive("temperature", temperature)
     dot = torch.einsum("bndhw,bd->bnhw", features, prototypes)  # (B, N, h, w)
     norms = features.norm(dim=2) * prototypes.norm(dim=1)[:, None, None, None]  # (B, N, h, w)
     return temperature * dot / (norms + _EPS)
@@ -186,6 +199,9 @@ def kl_weight_schedule(
     pi and add 1 to the KL weight. So with ``update_at=(10,)`` and base weight 1/K, steps 1..9 use 1/K and
     steps 10..49 use 1/K + 1. Example (iterations=5, base 0.5, update_at=(3,)): [0.5, 1.5, 1.5, 1.5].
     """
+    check_int("iterations", iterations, low=1)
+    check_number("base_weight", base_weight)
+    check_number("boost", boost)
     weights, weight = [], base_weight
     for it in range(1, iterations):
         weights.append(weight)
@@ -233,22 +249,29 @@ class RePRIResult:
 
 def _check_episode_shapes(support_features: Tensor, support_masks: Tensor, query_features: Tensor, query_valid: Tensor):
     if support_features.dim() != 5:
-        raise ValueError(f"support_features must be (B, K, D, h, w), got shape {tuple(support_features.shape)}")
+        raise ConfigError(
+            f"support_features must be (B, K, D, h, w), got shape {tuple(support_features.shape)}", argument="support_features"
+        )
     if query_features.dim() != 5 or query_features.shape[1] != 1:
-        raise ValueError(f"query_features must be (B, 1, D, h, w), got shape {tuple(query_features.shape)}")
+        raise ConfigError(
+            f"query_features must be (B, 1, D, h, w), got shape {tuple(query_features.shape)}", argument="query_features"
+        )
     b, k, d, h, w = support_features.shape
     if query_features.shape[0] != b or query_features.shape[2] != d:
-        raise ValueError(
-            f"query_features {tuple(query_features.shape)} must share B={b} and D={d} with support_features"
+        raise ConfigError(
+            f"query_features {tuple(query_features.shape)} must share B={b} and D={d} with support_features",
+            argument="query_features",
         )
     if tuple(support_masks.shape) != (b, k, h, w):
-        raise ValueError(
+        raise ConfigError(
             f"support_masks must be (B, K, h, w) = {(b, k, h, w)} at the feature resolution, "
-            f"got {tuple(support_masks.shape)}"
+            f"got {tuple(support_masks.shape)}",
+            argument="support_masks",
         )
     if tuple(query_valid.shape) != (b, 1, *query_features.shape[-2:]):
-        raise ValueError(
-            f"query_valid must be (B, 1, h, w) = {(b, 1, *query_features.shape[-2:])}, got {tuple(query_valid.shape)}"
+        raise ConfigError(
+            f"query_valid must be (B, 1, h, w) = {(b, 1, *query_features.shape[-2:])}, got {tuple(query_valid.shape)}",
+            argument="query_valid",
         )
 
 
@@ -275,22 +298,44 @@ def repri_fit(
         query_features: (B, 1, D, h, w).
         query_valid: (B, 1, h, w) bool: the query pixels the transductive terms see. The honest choice is a
             padding mask from the image geometry; the authors pass ``query_label != 255``.
-        temperature: tau (20).
-        lr: plain SGD learning rate on (prototype, bias) (0.025).
-        iterations: the authors' ``adapt_iter`` (50), which gives ``iterations - 1`` = 49 SGD steps.
-        ce_weight, kl_weight, entropy_weight: lambda_CE, lambda_KL, lambda_H; ``None`` means 1/K (the
+        temperature: tau > 0 (20).
+        lr: plain SGD learning rate on (prototype, bias), > 0 (0.025).
+        iterations: the authors' ``adapt_iter`` (50), which gives ``iterations - 1`` = 49 SGD steps; an int >= 1.
+        ce_weight, kl_weight, entropy_weight: lambda_CE, lambda_KL, lambda_H, each >= 0; ``None`` means 1/K (the
             authors' ``'auto'``).
         proportion_update_at: the authors' ``FB_param_update`` ([10]); see :func:`kl_weight_schedule`.
-            Ignored (no update, no boost) when an oracle proportion is given or both transductive weights are 0.
-        kl_boost: added to the KL weight at each re-estimation (the authors' ``l2 += 1``).
-        oracle_proportion: (B,) a fixed pi_fg (e.g. the true query proportion) instead of the soft estimate.
+            Ignored (no update, no boost) when an oracle proportion is given or ``kl_weight`` is 0 (the
+            authors' condition: a zero KL weight stays zero, so the CE + H ablation keeps no KL term).
+        kl_boost: added to the KL weight at each re-estimation (the authors' ``l2 += 1``), >= 0.
+        oracle_proportion: (B,) a fixed pi_fg in [0, 1] (e.g. the true query proportion) instead of the soft
+            estimate.
 
     Returns:
         :class:`RePRIResult`.
     """
     _check_episode_shapes(support_features, support_masks, query_features, query_valid)
-    if iterations < 1:
-        raise ValueError(f"iterations must be >= 1, got {iterations}")
+    check_positive("temperature", temperature)
+    check_positive("lr", lr)
+    check_int("iterations", iterations, low=1)
+    check_non_negative("ce_weight", ce_weight)
+    check_non_negative("kl_weight", kl_weight, allow_none=True)
+    check_non_negative("entropy_weight", entropy_weight, allow_none=True)
+    check_non_negative("kl_boost", kl_boost)
+    for step in proportion_update_at:
+        check_int("proportion_update_at", step, low=1)
+    # entry point: a NaN feature (a NaN image upstream) would poison every episode of the batch silently
+    check_finite_tensor("support_features", support_features)
+    check_finite_tensor("query_features", query_features)
+    if oracle_proportion is not None:
+        if tuple(oracle_proportion.shape) != (support_features.shape[0],):
+            raise ConfigError(
+                f"oracle_proportion must be (B,) = ({support_features.shape[0]},), got {tuple(oracle_proportion.shape)}",
+                argument="oracle_proportion",
+            )
+        if not bool(((oracle_proportion >= 0) & (oracle_proportion <= 1)).all()):  # NaN fails too
+            raise ConfigError(
+                f"oracle_proportion must lie in [0, 1], got {oracle_proportion.tolist()[:8]}", argument="oracle_proportion"
+            )
     shots = support_features.shape[1]
     kl_weight = 1.0 / shots if kl_weight is None else float(kl_weight)
     entropy_weight = 1.0 / shots if entropy_weight is None else float(entropy_weight)
@@ -313,7 +358,9 @@ def repri_fit(
                 foreground_probability(query_logits.detach(), bias.detach()), query_valid
             )
         proportion_init = proportion.clone()
-        updates = () if oracle_proportion is not None or (kl_weight + entropy_weight) == 0 else proportion_update_at
+        # the authors re-estimate pi (and add kl_boost to the KL weight) only when the KL weight is non-zero
+        # and pi is not the oracle; the entropy weight plays no part in that decision
+        updates = () if oracle_proportion is not None or kl_weight == 0 else proportion_update_at
         weights = kl_weight_schedule(iterations, kl_weight, updates, kl_boost)
         # constant work hoisted out of the loop: features laid out once as (B, D, P) columns with their
         # norms, so each step is one batched vector-matrix product per image set (no per-step permute or norm)
@@ -360,8 +407,17 @@ def prototype_baseline(
     """Inductive baseline: nearest of the foreground and background support prototypes (cosine).
 
     No query statistics are used. Returns the foreground logit ``tau * (cos(f, w_fg) - cos(f, w_bg))``
-    (B, 1, h, w); foreground where it is > 0. Shapes as in :func:`repri_fit`.
+    (B, 1, h, w); foreground where it is > 0. Shapes as in :func:`repri_fit`; temperature > 0.
     """
+    if support_features.dim() != 5 or query_features.dim() != 5 or support_masks.shape != (
+        *support_features.shape[:2],
+        *support_features.shape[-2:],
+    ):
+        raise ConfigError(
+            f"support_features (B, K, D, h, w), support_masks (B, K, h, w) and query_features (B, 1, D, h, w) "
+            f"must agree, got {tuple(support_features.shape)}, {tuple(support_masks.shape)}, {tuple(query_features.shape)}",
+            argument="support_masks",
+        )
     fg = masked_prototypes(support_features, support_masks, label=1)  # (B, D)
     bg = masked_prototypes(support_features, support_masks, label=0)  # (B, D)
     return cosine_logits(query_features, fg, temperature) - cosine_logits(query_features, bg, temperature)
@@ -369,4 +425,5 @@ def prototype_baseline(
 
 def upsample_logits(logits: Tensor, size: tuple[int, int]) -> Tensor:
     """Bilinear upsampling of (B, N, h, w) logits to (B, N, H, W), ``align_corners=True`` like the authors."""
+    size = _check_size(size)
     return F.interpolate(logits, size=size, mode="bilinear", align_corners=True)

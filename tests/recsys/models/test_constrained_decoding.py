@@ -85,3 +85,48 @@ def test_vocabulary_mismatch_is_an_error():
         SIDTrie(codes, level_ids, vocab_size=10, eos_token_id=2)
     with pytest.raises(ValueError, match="unique"):
         SIDTrie(codes[:, :1].repeat(1, 1), level_ids[:1], len(tok), 2)
+
+
+def _wide_level_trie():
+    # Issue 10 (2): 3 items with IDs (0, 0), (0, 1), (1, 0), so the largest code used is 1 (radix 2), but
+    # the ID vocabulary has 5 codes at level 0 and 4 at level 1 (as random-KxL gives on a small catalogue).
+    # Tokens: level 0 code c -> 10 + c, level 1 code c -> 20 + c, EOS = 1, V = 30.
+    codes = torch.tensor([[0, 0], [0, 1], [1, 0]])
+    level_ids = [torch.arange(10, 15), torch.arange(20, 24)]
+    return SIDTrie(codes, level_ids, vocab_size=30, eos_token_id=1)
+
+
+def test_allowed_token_mask_has_full_width_when_a_level_has_unused_codes():
+    trie = _wide_level_trie()
+    generated = [[], [10], [11], [12], [10, 20], [10, 22]]
+
+    def open_tokens(prefix):
+        mask = trie.allowed_token_mask(torch.tensor([prefix], dtype=torch.long).view(1, len(prefix)))  # (1, V)
+        assert mask.shape == (1, 30)
+        return mask[0].nonzero().flatten().tolist()
+
+    # first step: the codes items start with, 0 and 1 -> tokens 10, 11; the unused codes 2..4 stay closed
+    assert open_tokens(generated[0]) == [10, 11]
+    assert open_tokens(generated[1]) == [20, 21]  # after code 0: items 0 and 1 continue with codes 0, 1
+    assert open_tokens(generated[2]) == [20]  # after code 1: only item 2, code 0
+    assert open_tokens(generated[3]) == []  # code 2 starts no item: fail closed
+    assert open_tokens(generated[4]) == [1]  # a complete ID: EOS only
+    # (0, 2) is no item; packed with radix 2 it would read 0 * 2 + 2 = 2, the key of item 2's (1, 0)
+    assert open_tokens(generated[5]) == []
+    found = trie.items_from_tokens(torch.tensor([[10, 20], [10, 21], [11, 20], [10, 22], [11, 23]]))
+    assert found.tolist() == [0, 1, 2, -1, -1]
+
+
+def test_beam_search_with_unused_codes_returns_every_item():
+    # the issue's case end to end: random IDs with K = 8 codes per level on 4 items (the codes used stay
+    # well below 8 at some level), beam search over the trie must run and return the 4 items
+    codes = torch.tensor([[0, 1], [0, 2], [1, 0], [2, 1]])
+    sizes = [8, 8]
+    sids = SemanticIDs([str(i) for i in range(4)], codes, sizes)
+    tok = WordTokenizer(["predict the next item"], sids.all_tokens(), min_freq=1)
+    torch.manual_seed(0)
+    model = build_scratch_decoder(len(tok), hidden_size=16, num_layers=1, num_heads=2).eval()
+    level_ids = [torch.tensor(tok.convert_tokens_to_ids([sid_token(l, c) for c in range(s)])) for l, s in enumerate(sizes)]
+    trie = SIDTrie(codes, level_ids, len(tok), tok.eos_token_id)
+    items, _ = recommend_with_beams(model, [tok.encode("predict the next item")], trie, 4, tok.pad_token_id)
+    assert sorted(items[0].tolist()) == [0, 1, 2, 3]

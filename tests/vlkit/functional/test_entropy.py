@@ -174,3 +174,16 @@ def test_kl_controller_step():
     assert k2.tolist() == pytest.approx([0.013, 0.01, 0.01]) and e2.abs().sum() == 0 and lb2.abs().sum() == 0
     with pytest.raises(ValueError, match="target"):
         update_kl_controller(kl_ema, torch.zeros(3), torch.zeros(3), sums, counts, 0.0)
+
+
+def test_hwe_threshold_median_averages_the_two_middle_values_like_np_median():
+    # Issue 10 (3): the authors take np.median, which for an even count is the mean of the two middle
+    # values. Sorted (1, 2, 3, 10): middle values 2 and 3 -> 2.5 (torch.median would give the lower, 2).
+    tau = update_hwe_threshold(torch.tensor(-1.0), torch.tensor([10.0, 1.0, 3.0, 2.0]))
+    assert tau.item() == 2.5
+    # decay step: 0.99 * 2.5 + 0.01 * median(0, 1, 5, 7, NaN) = 2.475 + 0.01 * (1 + 5) / 2 = 2.505;
+    # the NaN (an empty response) is dropped first, leaving the even count 4
+    tau = update_hwe_threshold(tau, torch.tensor([7.0, float("nan"), 0.0, 5.0, 1.0]))
+    assert tau.item() == pytest.approx(2.505, abs=1e-6)
+    # an odd count keeps the single middle value: median(4, 1, 9) = 4
+    assert update_hwe_threshold(torch.tensor(-1.0), torch.tensor([4.0, 1.0, 9.0])).item() == 4.0

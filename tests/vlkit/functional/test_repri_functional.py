@@ -139,7 +139,7 @@ def _authors_loop(s, m, q, valid, temperature, lr, iterations, update_at, kl_w, 
         opt.zero_grad()
         loss.sum().backward()
         opt.step()
-        if it + 1 in update_at:
+        if it + 1 in update_at and kl_w != 0:  # the authors also require a non-zero KL weight (l2.sum() != 0)
             pq = probas(logits(qn)).detach()
             pi = (vq.unsqueeze(2) * pq).sum(dim=(1, 3, 4)) / vq.sum(dim=(1, 2, 3)).unsqueeze(1)
             kl_w += 1
@@ -222,3 +222,25 @@ def test_repri_fit_on_cuda_matches_cpu():
     assert gpu.query_logits.is_cuda
     assert torch.allclose(gpu.query_logits.cpu() - gpu.bias.cpu()[:, None, None, None],
                           cpu.query_logits - cpu.bias[:, None, None, None], atol=1e-3)  # fmt: skip
+
+
+def test_repri_fit_zero_kl_weight_never_updates_the_proportion():
+    # Issue 10 (1). The authors re-estimate pi, and add 1 to the KL weight, only when the KL weight is
+    # non-zero (classifier.py: the update also needs `l2.sum() != 0`). With kl_weight = 0 (the paper's
+    # CE + H ablation) the KL weight is therefore 0 at every step: the loss is CE + lambda_H * H throughout,
+    # pi is never re-estimated, and the fit is the same as with no update scheduled. The kit used to skip
+    # only when kl + entropy == 0, so here (entropy 0.5) pi moved after step 4 and the KL term came in at
+    # weight 0 + 1 = 1 from step 5.
+    s, m, q, valid = _episodes()
+    s = s / s.norm(dim=2, keepdim=True)
+    q = q / q.norm(dim=2, keepdim=True)
+    res = repri_fit(s, m, q, valid, iterations=15, kl_weight=0.0, entropy_weight=0.5, proportion_update_at=(5,))
+    no_update = repri_fit(s, m, q, valid, iterations=15, kl_weight=0.0, entropy_weight=0.5, proportion_update_at=())
+    assert torch.equal(res.proportion_final, res.proportion_init)
+    assert torch.equal(res.loss_history, no_update.loss_history)
+    assert torch.equal(res.bias, no_update.bias) and torch.equal(res.prototype, no_update.prototype)
+    # and the restated authors' loop (which checks the KL weight) lands on the same classifier
+    proto, bias, pi = _authors_loop(s, m, q, valid, 20.0, 0.025, 15, (5,), 0.0, 0.5)
+    assert torch.allclose(res.bias, bias, atol=1e-4)
+    assert torch.allclose(cosine_logits(q, res.prototype, 20.0), cosine_logits(q, proto, 20.0), atol=1e-4)
+    assert torch.allclose(res.proportion_final, pi, atol=1e-5)
