@@ -19,23 +19,24 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from prompts_evo.descriptions import make_description_source, write_class_prompts
-from prompts_evo.search import BASELINE_TEMPLATE, ProAPOSearch, expand_templates
+from prompts_evo.search import BASELINE_TEMPLATE, ProAPOSearch, check_search_settings, expand_templates
 from prompts_evo.text_cache import PromptEmbeddingCache
+from vlkit.errors import ConfigError, check_choice, check_file, check_int
 
-__all__ = ["ProAPORun", "prepare_search", "template_library", "TEMPLATE_LIBRARIES"]
+__all__ = ["ProAPORun", "prepare_search", "check_task_settings", "template_library", "TEMPLATE_LIBRARIES", "DESCRIPTION_SOURCES"]
 
 TEMPLATE_LIBRARIES = ("imagenet80", "simple")
+DESCRIPTION_SOURCES = ("llm", "json", "templates", "none")
 
 
 def template_library(name: str) -> list[str]:
     """Base templates: "imagenet80" (CLIP's 80 ImageNet templates) or "simple" (the baseline only)."""
+    check_choice("template_library", name, TEMPLATE_LIBRARIES)
     if name == "imagenet80":
         from vlkit.data.prompts import imagenet_templates
 
         return imagenet_templates()
-    if name == "simple":
-        return [BASELINE_TEMPLATE]
-    raise ValueError(f"template_library must be one of {TEMPLATE_LIBRARIES}, got {name!r}")
+    return [BASELINE_TEMPLATE]
 
 
 @dataclass
@@ -48,6 +49,11 @@ class ProAPORun:
 
     def accuracy(self, class_embeddings: Tensor, split: str = "test") -> float:
         """Top-1 accuracy (percent) of (C, D) class embeddings on the "test" or "heldout" features."""
+        check_choice("split", split, ("test", "heldout"))
+        C, D = len(self.task.classnames), self.task.shot_features.shape[1]
+        if class_embeddings.dim() != 2 or tuple(class_embeddings.shape) != (C, D):
+            raise ConfigError(f"class_embeddings must be (C={C}, D={D}), got {tuple(class_embeddings.shape)}",
+                              argument="class_embeddings")
         features = self.task.test_features if split == "test" else self.task.heldout_features
         labels = self.task.test_labels if split == "test" else self.task.heldout_labels
         if features is None or features.shape[0] == 0:
@@ -63,6 +69,12 @@ class ProAPORun:
     def embeddings_of(self, class_prompts: dict[str, list[str]]) -> Tensor:
         """(C, D) class embeddings of a class -> prompts dict (normalised mean of normalised embeddings),
         computed through the text cache: what ``build_text_classifier`` gives for the same prompts."""
+        classes = self.task.classnames
+        missing = [c for c in classes if not class_prompts.get(c)]
+        extra = [c for c in class_prompts if c not in classes]
+        if missing or extra:
+            raise ConfigError(f"class_prompts must give non-empty prompts for exactly the {len(classes)} classes, got "
+                              f"{len(missing)} missing {missing[:5]} and {len(extra)} unknown {extra[:5]}", argument="class_prompts")
         rows = [F.normalize(self.text_cache.embed(class_prompts[c]), dim=-1).mean(0) for c in self.task.classnames]
         return F.normalize(torch.stack(rows), dim=-1).to(self.search.features.device)  # (C, D)
 
@@ -82,6 +94,41 @@ class ProAPORun:
         }
         provenance = json.loads(json.dumps(provenance, default=str))
         return write_class_prompts(path, self.search.best_class_prompts(), provenance)
+
+
+def check_task_settings(
+    dataset: str = "fashion-mnist",
+    shots: int = 1,
+    seed: int = 0,
+    type_words: list[str] | None = None,
+    description_source: str = "llm",
+    description_file: str | None = None,
+    description_samples: int = 3,
+    description_seed: int = 0,
+    heldout_size: int = 200,
+    test_size: int = 0,
+    batch_size: int = 64,
+) -> None:
+    """Check the data and description settings of :func:`prepare_search` (and ``LitProAPO``) without
+    loading anything: ranges, integer-ness, the dataset's form and the description file's existence."""
+    from prompts_evo.data.features import check_task_dataset
+
+    check_task_dataset(dataset)
+    check_int("shots", shots, low=1)
+    check_int("seed", seed)
+    if type_words is not None and (isinstance(type_words, str) or not isinstance(type_words, (list, tuple))):
+        raise ConfigError(f"type_words must be a list of words or None, got {type_words!r}", argument="type_words")
+    check_choice("description_source", description_source, DESCRIPTION_SOURCES)
+    if description_source == "json":
+        if not description_file:
+            raise ConfigError("description_source='json' needs description_file (a CuPL/DCLIP JSON path), got none",
+                              argument="description_file")
+        check_file("description_file", description_file)
+    check_int("description_samples", description_samples, low=1)
+    check_int("description_seed", description_seed)
+    check_int("heldout_size", heldout_size, low=0)
+    check_int("test_size", test_size, low=0)
+    check_int("batch_size", batch_size, low=1)
 
 
 def prepare_search(
@@ -108,17 +155,17 @@ def prepare_search(
     to :class:`ProAPOSearch` (top_k, template_generations, fitness weights, ...)."""
     from prompts_evo.data.features import DATASET_TYPE_WORDS, load_task_features
 
-    if template_library_name not in TEMPLATE_LIBRARIES:
-        raise ValueError(f"template_library must be one of {TEMPLATE_LIBRARIES}, got {template_library_name!r}")
     # cheap checks before any weights or images are loaded
-    if not isinstance(dataset, str) or not (dataset == "fashion-mnist" or dataset.startswith(("imagefolder:", "torchvision:"))):
-        raise ValueError(f"dataset must be 'fashion-mnist', 'imagefolder:<dir>' or 'torchvision:<Name>', got {dataset!r}")
-    if description_source not in ("llm", "json", "templates", "none"):
-        raise ValueError(f"description_source must be 'llm', 'json', 'templates' or 'none', got {description_source!r}")
-    if description_source == "json" and not description_file:
-        raise ValueError("description_source='json' needs description_file (a CuPL/DCLIP JSON path)")
-    if shots < 1:
-        raise ValueError(f"shots must be >= 1, got {shots}")
+    check_choice("template_library", template_library_name, TEMPLATE_LIBRARIES)
+    check_task_settings(dataset, shots, seed, type_words, description_source, description_file, description_samples,
+                        description_seed, heldout_size, test_size, batch_size)
+    check_search_settings(search_settings)
+    words = DATASET_TYPE_WORDS.get(dataset, []) if type_words is None else list(type_words)
+    base = template_library(template_library_name)
+    library = expand_templates(base, words)
+    if len(library) < search_settings.get("top_k", 4):
+        raise ConfigError(f"top_k must be <= the {len(library)} templates of the library, got {search_settings.get('top_k', 4)}",
+                          argument="top_k")
     if isinstance(backbone, str):
         from vlkit.models.backbones import create_backbone
 
@@ -126,9 +173,6 @@ def prepare_search(
     device = torch.device(device) if device is not None else (torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu"))
     backbone = backbone.to(device)
     task = load_task_features(backbone, dataset, shots, seed, heldout_size, test_size, cache_dir=cache_dir, device=device, batch_size=batch_size)
-    words = DATASET_TYPE_WORDS.get(dataset, []) if type_words is None else list(type_words)
-    base = template_library(template_library_name)
-    library = expand_templates(base, words)
     source = make_description_source(
         description_source, description_file, base[:8], seed=description_seed, samples_per_question=description_samples
     )

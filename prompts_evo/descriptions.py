@@ -23,6 +23,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
+from vlkit.errors import ConfigError, check_choice, check_int, check_positive
+
 __all__ = [
     "DescriptionSource",
     "JsonDescriptions",
@@ -48,22 +50,25 @@ CUPL_QUESTIONS = (
 def check_classnames(classnames: Sequence[str]) -> list[str]:
     """Validate class names: a non-empty sequence of unique non-empty strings."""
     if isinstance(classnames, str) or not isinstance(classnames, Sequence) or not classnames:
-        raise TypeError(f"classnames must be a non-empty list of str, got {classnames!r}")
+        raise ConfigError(f"classnames must be a non-empty list of str, got {classnames!r}", argument="classnames")
     names = list(classnames)
     bad = [c for c in names if not isinstance(c, str) or not c.strip()]
     if bad:
-        raise ValueError(f"classnames must be non-empty strings; got {bad[:3]!r}")
+        raise ConfigError(f"classnames must be non-empty strings; got {bad[:3]!r}", argument="classnames")
     duplicates = sorted({c for c in names if names.count(c) > 1})
     if duplicates:
-        raise ValueError(f"classnames must be unique; duplicated: {duplicates}")
+        raise ConfigError(f"classnames must be unique; duplicated: {duplicates}", argument="classnames")
     return names
 
 
-def read_class_prompts(path: str | os.PathLike, classnames: Sequence[str]) -> dict[str, list[str]]:
+def read_class_prompts(
+    path: str | os.PathLike, classnames: Sequence[str], allow_extra_classes: bool = False
+) -> dict[str, list[str]]:
     """Read a CuPL/DCLIP JSON file (class -> list of sentences) for ``classnames``, in their order.
 
-    Raises ValueError for a missing/empty/malformed file, a class missing from it, or a class with no
-    sentence; extra classes in the file are ignored.
+    Raises ConfigError (a ValueError) for an empty/malformed file, a class missing from it, a class with
+    no sentence, or a class of the file that is not among ``classnames`` (a file written for another class
+    list; ``allow_extra_classes=True`` ignores those instead), FileNotFoundError for a missing file.
     """
     names = check_classnames(classnames)
     path = Path(path)
@@ -71,27 +76,36 @@ def read_class_prompts(path: str | os.PathLike, classnames: Sequence[str]) -> di
         raise FileNotFoundError(f"description file {str(path)!r} does not exist")
     text = path.read_text(encoding="utf-8")
     if not text.strip():
-        raise ValueError(f"description file {str(path)!r} is empty; expected a JSON object class -> list of sentences")
+        raise ConfigError(f"description file {str(path)!r} is empty; expected a JSON object class -> list of sentences",
+                          argument="description_file")
     try:
         data = json.loads(text)
     except json.JSONDecodeError as err:
-        raise ValueError(f"description file {str(path)!r} is not valid JSON ({err})") from err
+        raise ConfigError(f"description file {str(path)!r} is not valid JSON ({err})", argument="description_file") from err
     if not isinstance(data, dict) or not data:
-        raise ValueError(
+        raise ConfigError(
             f"description file {str(path)!r} must hold a non-empty JSON object class -> list of sentences, "
-            f"got {type(data).__name__}"
+            f"got {type(data).__name__}", argument="description_file"
         )
     missing = [c for c in names if c not in data]
     if missing:
-        raise ValueError(f"description file {str(path)!r} lacks {len(missing)} of {len(names)} classes: {missing[:5]}")
+        raise ConfigError(f"description file {str(path)!r} lacks {len(missing)} of {len(names)} classes: {missing[:5]}",
+                          argument="description_file")
+    extra = [c for c in data if c not in names]
+    if extra and not allow_extra_classes:
+        raise ConfigError(
+            f"description file {str(path)!r} must hold exactly the {len(names)} classes of the data set, got "
+            f"{len(extra)} unknown: {extra[:5]} (a file for another class list?)", argument="description_file"
+        )
     out = {}
     for c in names:
         value = data[c]
         if isinstance(value, str) or not isinstance(value, list) or not all(isinstance(s, str) for s in value):
-            raise ValueError(f"{str(path)!r}: entry for {c!r} must be a list of str, got {type(value).__name__}")
+            raise ConfigError(f"{str(path)!r}: entry for {c!r} must be a list of str, got {type(value).__name__}",
+                              argument="description_file")
         sentences = list(dict.fromkeys(s.strip() for s in value if s.strip()))
         if not sentences:
-            raise ValueError(f"{str(path)!r}: class {c!r} has no non-empty sentence")
+            raise ConfigError(f"{str(path)!r}: class {c!r} has no non-empty sentence", argument="description_file")
         out[c] = sentences
     return out
 
@@ -112,12 +126,13 @@ def write_class_prompts(path: str | os.PathLike, prompts: dict[str, list[str]], 
     """Write ``prompts`` (class -> sentences) as CuPL JSON and ``<path>.provenance.json`` beside it,
     both atomically. Returns the path."""
     if not isinstance(prompts, dict) or not prompts:
-        raise ValueError("prompts must be a non-empty dict class -> list of str")
+        raise ConfigError(f"prompts must be a non-empty dict class -> list of str, got {type(prompts).__name__}", argument="prompts")
     for c, sentences in prompts.items():
         if not isinstance(sentences, list) or not sentences or not all(isinstance(s, str) and s for s in sentences):
-            raise ValueError(f"prompts[{c!r}] must be a non-empty list of non-empty str")
+            raise ConfigError(f"prompts[{c!r}] must be a non-empty list of non-empty str, got {sentences!r}"[:200],
+                              argument="prompts")
     if not isinstance(provenance, dict):
-        raise TypeError(f"provenance must be a dict, got {type(provenance).__name__}")
+        raise ConfigError(f"provenance must be a dict, got {type(provenance).__name__}", argument="provenance")
     path = Path(path)
     _atomic_write_json(path, prompts)
     _atomic_write_json(path.with_name(path.name + ".provenance.json"), provenance)
@@ -143,9 +158,12 @@ class TemplateDescriptions:
     """Plain templates filled with the class name as the 'descriptions' (no language model)."""
 
     def __init__(self, templates: Sequence[str]) -> None:
+        if isinstance(templates, str):
+            raise ConfigError(f"templates must be a list of templates, got the string {templates!r}", argument="templates")
         templates = list(templates)
         if not templates or not all(isinstance(t, str) and t.count("{}") == 1 for t in templates):
-            raise ValueError(f"templates must be a non-empty list of str with one '{{}}' each, got {templates[:3]!r}")
+            raise ConfigError(f"templates must be a non-empty list of str with one '{{}}' each, got {templates[:3]!r}",
+                              argument="templates")
         self.templates = templates
 
     def describe(self, classnames: Sequence[str]) -> dict[str, list[str]]:
@@ -190,15 +208,17 @@ class LLMDescriptions:
         seed: int = 0,
         cache_dir: str | None = None,
     ) -> None:
-        if samples_per_question < 1 or max_new_tokens < 1:
-            raise ValueError(
-                f"samples_per_question and max_new_tokens must be >= 1, got {samples_per_question}, {max_new_tokens}"
-            )
-        if temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
+        check_int("samples_per_question", samples_per_question, low=1)
+        check_int("max_new_tokens", max_new_tokens, low=1)
+        check_positive("temperature", temperature)
+        check_int("seed", seed)
+        if model_dir is not None and (not isinstance(model_dir, (str, os.PathLike)) or not str(model_dir).strip()):
+            raise ConfigError(f"model_dir must be a model directory or None, got {model_dir!r}", argument="model_dir")
+        if isinstance(questions, str):
+            raise ConfigError(f"questions must be a list of question templates, got the string {questions!r}", argument="questions")
         questions = list(questions)
         if not questions or not all(isinstance(q, str) and "{c}" in q for q in questions):
-            raise ValueError(f"questions must be non-empty strings containing '{{c}}', got {questions[:3]!r}")
+            raise ConfigError(f"questions must be non-empty strings containing '{{c}}', got {questions[:3]!r}", argument="questions")
         self.model_dir = model_dir
         self.questions = questions
         self.samples_per_question = samples_per_question
@@ -301,16 +321,17 @@ def make_description_source(
 ) -> DescriptionSource | None:
     """Build a source by name: "json" (needs ``path``), "llm", "templates" (needs ``templates``), "none"."""
     kinds = ("json", "llm", "templates", "none")
-    if kind not in kinds:
-        raise ValueError(f"description source must be one of {kinds}, got {kind!r}")
+    check_choice("description source", kind, kinds)
     if kind == "json":
         if not path:
-            raise ValueError("description source 'json' needs description_file (a CuPL/DCLIP JSON path)")
+            raise ConfigError("description source 'json' needs description_file (a CuPL/DCLIP JSON path), got none",
+                              argument="description_file")
         return JsonDescriptions(path)
     if kind == "llm":
         return LLMDescriptions(model_dir=path, seed=seed, samples_per_question=samples_per_question, max_new_tokens=max_new_tokens)
     if kind == "templates":
         if not templates:
-            raise ValueError("description source 'templates' needs a non-empty list of templates")
+            raise ConfigError(f"description source 'templates' needs a non-empty list of templates, got {templates!r}",
+                              argument="templates")
         return TemplateDescriptions(templates)
     return None

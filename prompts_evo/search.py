@@ -38,10 +38,62 @@ from prompts_evo.functional.operators import (
     select_top_k,
 )
 from prompts_evo.text_cache import PromptEmbeddingCache
+from vlkit.errors import ConfigError, check_finite_tensor, check_int, check_number, check_positive, closest_names
 
-__all__ = ["BASELINE_TEMPLATE", "expand_templates", "render_prompt", "ProAPOSearch", "SearchResult"]
+__all__ = [
+    "BASELINE_TEMPLATE",
+    "SEARCH_SETTINGS",
+    "check_search_settings",
+    "expand_templates",
+    "render_prompt",
+    "ProAPOSearch",
+    "SearchResult",
+]
 
 BASELINE_TEMPLATE = "a photo of a {}."
+
+# the numeric search settings shared by ProAPOSearch, prepare_search and LitProAPO: name -> (kind, lowest value);
+# "int" settings are integers >= the bound, "number" settings finite reals (None allowed for "number?")
+SEARCH_SETTINGS: dict[str, tuple[str, float | None]] = {
+    "top_k": ("int", 1),
+    "template_generations": ("int", 1),
+    "edits_per_operator": ("int", 1),
+    "template_mutations": ("int", 0),
+    "description_mutations": ("int", 0),
+    "crossovers": ("int", 0),
+    "inner_generations": ("int", 0),
+    "outer_loops": ("int", 0),
+    "max_groups": ("int", 0),
+    "max_templates": ("int", 0),
+    "max_retries": ("int", 1),
+    "prune_templates": ("bool", None),
+    "sample_initial_descriptions": ("bool", None),
+    "top1_weight": ("number", None),
+    "top5_weight": ("number", None),
+    "similarity_weight": ("number", None),
+    "entropy_weight": ("number", None),
+    "stage2_top1_weight": ("number?", None),
+    "stage2_top5_weight": ("number?", None),
+}
+
+
+def check_search_settings(settings: dict) -> dict:
+    """Check ProAPO search settings by name (unknown names, integer-ness, ranges, finiteness) before any
+    backbone or feature is loaded; returns ``settings`` unchanged. See :data:`SEARCH_SETTINGS`."""
+    for name, value in settings.items():
+        if name not in SEARCH_SETTINGS:
+            close = closest_names(name, SEARCH_SETTINGS)
+            hint = f" (closest: {', '.join(close)})" if close else ""
+            raise ConfigError(f"search setting must be one of {sorted(SEARCH_SETTINGS)}, got {name!r}{hint}", argument=name)
+        kind, low = SEARCH_SETTINGS[name]
+        if kind == "int":
+            check_int(name, value, low=int(low))
+        elif kind == "bool":
+            if not isinstance(value, bool):
+                raise ConfigError(f"{name} must be true or false, got {value!r}", argument=name)
+        else:
+            check_number(name, value, allow_none=kind == "number?")
+    return settings
 
 
 def expand_templates(templates: Sequence[str], type_words: Sequence[str] = ()) -> list[str]:
@@ -50,14 +102,16 @@ def expand_templates(templates: Sequence[str], type_words: Sequence[str] = ()) -
     "photo" -> "t", and "photo" -> "t photo" (the last two only where the template says "photo").
     Order-preserving, duplicates dropped; the baseline template is always included."""
     if isinstance(templates, str) or not templates:
-        raise ValueError(f"templates must be a non-empty list of str with one '{{}}', got {templates!r}")
+        raise ConfigError(f"templates must be a non-empty list of str with one '{{}}', got {templates!r}", argument="templates")
     for t in templates:
         if not isinstance(t, str) or t.count("{}") != 1:
-            raise ValueError(f"every template needs exactly one '{{}}' placeholder, got {t!r}")
+            raise ConfigError(f"every template needs exactly one '{{}}' placeholder, got {t!r}", argument="templates")
+    if isinstance(type_words, str):
+        raise ConfigError(f"type_words must be a list of words, got the string {type_words!r}", argument="type_words")
     out = [BASELINE_TEMPLATE, *templates]
     for word in type_words:
-        if not isinstance(word, str) or not word.strip() or "{" in word:
-            raise ValueError(f"type_words must be non-empty strings without braces, got {word!r}")
+        if not isinstance(word, str) or not word.strip() or "{" in word or "}" in word:
+            raise ConfigError(f"type_words must be non-empty strings without braces, got {word!r}", argument="type_words")
         for t in templates:
             out.append(t.rstrip(". ") + f", a type of {word}.")
             out.append(f"{word}: {t}")
@@ -142,39 +196,51 @@ class ProAPOSearch:
         stage2_top1_weight: float | None = None,
         stage2_top5_weight: float | None = None,
     ) -> None:
+        if isinstance(classnames, str):
+            raise ConfigError(f"classnames must be a list of class names, got the string {classnames!r}", argument="classnames")
         classnames = list(classnames)
         if not classnames or not all(isinstance(c, str) and c.strip() for c in classnames):
-            raise ValueError(f"classnames must be a non-empty list of non-empty str, got {classnames[:5]!r}")
+            raise ConfigError(f"classnames must be a non-empty list of non-empty str, got {classnames[:5]!r}", argument="classnames")
         duplicates = sorted({c for c in classnames if classnames.count(c) > 1})
         if duplicates:
-            raise ValueError(f"classnames must be unique; duplicated: {duplicates}")
+            raise ConfigError(f"classnames must be unique; duplicated: {duplicates}", argument="classnames")
+        if not isinstance(features, Tensor) or not isinstance(labels, Tensor):
+            raise ConfigError(f"features and labels must be tensors, got {type(features).__name__}, {type(labels).__name__}",
+                              argument="features")
         if features.dim() != 2 or labels.shape != (features.shape[0],):
-            raise ValueError(f"features must be (N, D) and labels (N,); got {tuple(features.shape)}, {tuple(labels.shape)}")
+            raise ConfigError(f"features must be (N, D) and labels (N,); got {tuple(features.shape)}, {tuple(labels.shape)}",
+                              argument="features")
+        if features.shape[0] == 0 or features.shape[1] == 0:
+            raise ConfigError(f"features must hold at least one labelled shot of dimension >= 1, got {tuple(features.shape)}",
+                              argument="features")
+        check_finite_tensor("features", features)
+        if labels.dtype.is_floating_point or labels.dtype == torch.bool:
+            raise ConfigError(f"labels must be integer class indices, got dtype {labels.dtype}", argument="labels")
         if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= len(classnames)):
-            raise ValueError(f"labels must lie in [0, {len(classnames)}), got range [{int(labels.min())}, {int(labels.max())}]")
-        for name, value in {
-            "top_k": top_k, "edits_per_operator": edits_per_operator, "max_retries": max_retries,
-            "template_generations": template_generations,
-        }.items():
-            if value < 1:
-                raise ValueError(f"{name} must be >= 1, got {value}")
-        for name, value in {
-            "inner_generations": inner_generations,
-            "outer_loops": outer_loops, "max_groups": max_groups, "max_templates": max_templates,
-            "template_mutations": template_mutations, "description_mutations": description_mutations,
-            "crossovers": crossovers,
-        }.items():
-            if value < 0:
-                raise ValueError(f"{name} must be >= 0, got {value}")
+            raise ConfigError(f"labels must lie in [0, {len(classnames)}), got range [{int(labels.min())}, {int(labels.max())}]",
+                              argument="labels")
+        check_positive("logit_scale", float(logit_scale))
+        check_int("seed", seed)
+        check_search_settings(dict(
+            top_k=top_k, template_generations=template_generations, edits_per_operator=edits_per_operator,
+            template_mutations=template_mutations, description_mutations=description_mutations, crossovers=crossovers,
+            inner_generations=inner_generations, outer_loops=outer_loops, max_groups=max_groups,
+            max_templates=max_templates, prune_templates=prune_templates,
+            sample_initial_descriptions=sample_initial_descriptions, max_retries=max_retries, top1_weight=top1_weight,
+            top5_weight=top5_weight, similarity_weight=similarity_weight, entropy_weight=entropy_weight,
+            stage2_top1_weight=stage2_top1_weight, stage2_top5_weight=stage2_top5_weight,
+        ))
+        if isinstance(templates, str):
+            raise ConfigError(f"templates must be a list of templates, got the string {templates!r}", argument="templates")
         library = list(dict.fromkeys(templates))
-        if len(library) < top_k:
-            raise ValueError(
-                f"the template library ({len(library)} templates) must hold at least top_k={top_k} templates: "
-                "a population smaller than the selection size"
-            )
         for t in library:
             if not isinstance(t, str) or t.count("{}") != 1:
-                raise ValueError(f"every template needs exactly one '{{}}' placeholder, got {t!r}")
+                raise ConfigError(f"every template needs exactly one '{{}}' placeholder, got {t!r}", argument="templates")
+        if len(library) < top_k:
+            raise ConfigError(
+                f"the template library ({len(library)} templates) must hold at least top_k={top_k} templates: "
+                "a population smaller than the selection size", argument="top_k"
+            )
         if descriptions is not None:
             descriptions = _check_descriptions(descriptions, classnames)
         self.classnames = classnames
@@ -519,7 +585,9 @@ class ProAPOSearch:
 
     def load_state_dict(self, state: dict) -> None:
         if state["library"] != self.library or state["classnames"] != self.classnames:
-            raise ValueError("state_dict comes from a search over another template library or class list")
+            raise ConfigError("state_dict must come from a search over the same template library and class list, got "
+                              f"{len(state['library'])} templates / {len(state['classnames'])} classes (this search: "
+                              f"{len(self.library)} / {len(self.classnames)})", argument="state_dict")
         for key in ("stage", "generation", "stage_generation", "kept_templates", "chosen_templates", "groups",
                     "schedule", "elites", "elite_fitness", "elite_top1", "history", "num_fitness_evaluations", "seed"):
             setattr(self, key, state[key])
@@ -534,15 +602,20 @@ class ProAPOSearch:
 
 def _check_descriptions(descriptions: dict, classnames: list[str]) -> dict[str, list[str]]:
     if not isinstance(descriptions, dict) or not descriptions:
-        raise ValueError(f"descriptions must be a non-empty dict class name -> list of sentences, got {type(descriptions).__name__}")
+        raise ConfigError(f"descriptions must be a non-empty dict class name -> list of sentences, got {type(descriptions).__name__}",
+                          argument="descriptions")
     missing = [c for c in classnames if c not in descriptions]
     if missing:
-        raise ValueError(f"descriptions lack {len(missing)} classes: {missing[:5]}")
+        raise ConfigError(f"descriptions lack {len(missing)} classes: {missing[:5]}", argument="descriptions")
+    extra = [c for c in descriptions if c not in classnames]
+    if extra:
+        raise ConfigError(f"descriptions must cover exactly the {len(classnames)} classes, got {len(extra)} unknown: {extra[:5]}",
+                          argument="descriptions")
     out = {}
     for c in classnames:
         sentences = descriptions[c]
         if isinstance(sentences, str) or not isinstance(sentences, (list, tuple)):
-            raise TypeError(f"descriptions[{c!r}] must be a list of str, got {type(sentences).__name__}")
+            raise ConfigError(f"descriptions[{c!r}] must be a list of str, got {type(sentences).__name__}", argument="descriptions")
         cleaned = [s.strip() for s in sentences if isinstance(s, str) and s.strip()]
         out[c] = list(dict.fromkeys(cleaned))
     return out

@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from vlkit.errors import ConfigError, check_int
+
 __all__ = ["PromptEmbeddingCache"]
 
 
@@ -39,8 +41,12 @@ class PromptEmbeddingCache:
         cache_dir: str | os.PathLike | None = None,
         batch_size: int = 256,
     ) -> None:
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        check_int("batch_size", batch_size, low=1)
+        if not callable(encode):
+            raise ConfigError(f"encode must be a function list[str] -> (T, D) tensor, got {type(encode).__name__}", argument="encode")
+        if not isinstance(fingerprint, str) or not fingerprint:
+            raise ConfigError(f"fingerprint must be a non-empty str identifying the text encoder, got {fingerprint!r}",
+                              argument="fingerprint")
         self.encode = encode
         self.fingerprint = fingerprint
         self.batch_size = batch_size
@@ -63,7 +69,14 @@ class PromptEmbeddingCache:
     @torch.no_grad()
     def embed(self, texts: Sequence[str]) -> Tensor:
         """(T,) strings -> (T, D) float32 normalised embeddings on CPU (cached strings are not re-encoded)."""
+        if isinstance(texts, str):
+            raise ConfigError(f"texts must be a list of str, got the string {texts!r}", argument="texts")
         texts = list(texts)
+        if not texts:
+            raise ConfigError("texts must be non-empty, got []", argument="texts")
+        bad = [t for t in texts if not isinstance(t, str)]
+        if bad:
+            raise ConfigError(f"texts must all be str, got {type(bad[0]).__name__} {bad[0]!r}", argument="texts")
         missing = list(dict.fromkeys(t for t in texts if t not in self.table))
         for start in range(0, len(missing), self.batch_size):
             chunk = missing[start : start + self.batch_size]
@@ -71,8 +84,6 @@ class PromptEmbeddingCache:
             self.table.update(zip(chunk, emb.unbind(0)))
             self.num_encoded += len(chunk)
             self._dirty = True
-        if not texts:
-            raise ValueError("texts must be non-empty")
         return torch.stack([self.table[t] for t in texts])  # (T, D)
 
     def save(self) -> None:

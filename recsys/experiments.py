@@ -15,13 +15,15 @@ import csv
 import json
 import math
 import shutil
+import sys
 import time
 from pathlib import Path
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "recsys"
 CONFIG_STEM = {"amazon18-industrial": "amazon18-industrial", "amazon18-office": "amazon18-office", "movielens": "movielens"}
+STAGES = ("rqvae", "sasrec", "sft", "rl")  # in the order they run
 
-__all__ = ["run_stage", "read_metrics", "best_checkpoint", "markdown_table", "main"]
+__all__ = ["STAGES", "parse_stages", "run_stage", "read_metrics", "best_checkpoint", "markdown_table", "main"]
 
 
 def _overlay(tmp: Path, command: str, monitor: str | None, patience: int | None) -> Path:
@@ -90,7 +92,35 @@ def _clean(metrics: dict[str, float]) -> dict[str, float]:
     return {k: v for k, v in metrics.items() if k.startswith("test/") and not math.isnan(v)}
 
 
+def parse_stages(text: str) -> list[str]:
+    """``"rqvae,sft"`` -> ``["rqvae", "sft"]``; raises ConfigError naming the known stages for an unknown or
+    empty one."""
+    from vlkit.errors import ConfigError
+
+    stages = [s.strip() for s in str(text).split(",")]
+    unknown = [s for s in stages if s not in STAGES]
+    if unknown:
+        raise ConfigError(f"--stages must be a comma-separated list of {', '.join(STAGES)}, got {text!r} "
+                          f"(unknown: {', '.join(repr(s) for s in unknown)})", argument="stages")
+    return stages
+
+
+def _check_stage_inputs(stages: list[str], root: Path) -> None:
+    """Stages that read an earlier stage's output need it on disk (or that stage in this run)."""
+    from vlkit.errors import ConfigError
+
+    if {"sft", "rl"} & set(stages) and "rqvae" not in stages and not (root / "sid_index.json").exists():
+        raise ConfigError(f"--stages {','.join(stages)} needs semantic IDs: add 'rqvae' to --stages or run it first "
+                          f"(no {root / 'sid_index.json'})", argument="stages")
+    if "rl" in stages and "sft" not in stages and not (root / "sft" / "fit" / "version_0" / "checkpoints").is_dir():
+        raise ConfigError(f"--stages rl starts from the SFT checkpoint: add 'sft' to --stages or run it first "
+                          f"(no checkpoint under {root / 'sft'})", argument="stages")
+
+
 def main(argv: list[str] | None = None) -> dict:
+    """Run the chosen stages (see the module docstring); a bad ``--stages`` exits 2 with a one-line error."""
+    from vlkit.errors import ConfigError
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset", default="amazon18-industrial", choices=sorted(CONFIG_STEM))
     parser.add_argument("--out", default="runs/minionerec")
@@ -103,11 +133,16 @@ def main(argv: list[str] | None = None) -> dict:
     args.extra = extra  # any other --key=value goes to every fit and test, e.g. --trainer.max_time=00:00:01:00
     stem = CONFIG_STEM[args.dataset]
     root = Path(args.out) / args.dataset
+    try:  # before any directory is made or any stage starts
+        stages = parse_stages(args.stages)
+        _check_stage_inputs(stages, root)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
     root.mkdir(parents=True, exist_ok=True)
     results_path = root / "results.json"
     results: dict = json.loads(results_path.read_text()) if results_path.exists() else {}
     sid_path = root / "sid_index.json"
-    stages = args.stages.split(",")
 
     def record(name: str, metrics: dict, start: float) -> None:
         results[name] = {"wall_s": round(time.time() - start, 1), **_clean(metrics)}

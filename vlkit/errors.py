@@ -28,6 +28,7 @@ __all__ = [
     "check_non_negative",
     "check_probability",
     "check_int",
+    "check_int_sequence",
     "check_choice",
     "check_non_empty",
     "check_finite_tensor",
@@ -114,6 +115,25 @@ def check_probability(name: str, value: Any, *, open_low: bool = False, open_hig
 def check_int(name: str, value: Any, *, low: int | None = None, high: int | None = None, allow_none: bool = False):
     """An integer (not a bool, not a float) in [low, high]."""
     return check_number(name, value, low=low, high=high, integer=True, allow_none=allow_none)
+
+
+def check_int_sequence(
+    name: str, values: Any, *, low: int | None = None, high: int | None = None, allow_empty: bool = False
+) -> tuple[int, ...]:
+    """A list/tuple of integers, each in [low, high] (non-empty unless ``allow_empty``); returns a tuple.
+
+    The error names the offending element: ``ks[1] must be >= 1, got 0``.
+    """
+    if isinstance(values, (str, bytes)) or not isinstance(values, (list, tuple)):
+        raise ConfigError(f"{name} must be a list of integers, got {_show(values)}", argument=name)
+    if not values and not allow_empty:
+        raise ConfigError(f"{name} must be a non-empty list of integers, got {_show(values)}", argument=name)
+    for i, value in enumerate(values):
+        try:
+            check_int(f"{name}[{i}]", value, low=low, high=high)
+        except ConfigError as err:
+            raise ConfigError(str(err), argument=name) from None
+    return tuple(values)
 
 
 def closest_names(value: str, known: Iterable[str], n: int = 3) -> list[str]:

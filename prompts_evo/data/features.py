@@ -14,10 +14,27 @@ import torch
 from torch import Tensor
 from torch.utils.data import Subset
 
-__all__ = ["DATASET_TYPE_WORDS", "TaskFeatures", "load_task_features"]
+from vlkit.errors import ConfigError, check_dir, check_int
+
+__all__ = ["DATASET_TYPE_WORDS", "TaskFeatures", "check_task_dataset", "load_task_features"]
 
 # dataset-type words for the stage-1 template variants (the authors' dataset_type_list.json)
 DATASET_TYPE_WORDS = {"fashion-mnist": ["clothing", "fashion product"]}
+
+
+def check_task_dataset(dataset) -> str:
+    """``"fashion-mnist"`` or ``"imagefolder:<existing dir>"``, checked without reading an image.
+
+    ``"torchvision:<Name>"`` is refused here: vlkit's torchvision wrapper needs a ``root`` that the ProAPO
+    API does not take (it would fail only after the backbone is built).
+    """
+    if dataset == "fashion-mnist":
+        return dataset
+    if isinstance(dataset, str) and dataset.startswith("imagefolder:"):
+        check_dir("dataset", dataset.removeprefix("imagefolder:"))
+        return dataset
+    hint = " ('torchvision:<Name>' needs a root, which ProAPO does not take)" if str(dataset).startswith("torchvision:") else ""
+    raise ConfigError(f"dataset must be 'fashion-mnist' or 'imagefolder:<dir>', got {dataset!r}{hint}", argument="dataset")
 
 
 @dataclass
@@ -50,10 +67,12 @@ def load_task_features(
     from vlkit.data.features import encode_dataset
     from vlkit.data.fewshot import build_dataset, sample_few_shot, sample_subset
 
-    if shots < 1:
-        raise ValueError(f"shots must be >= 1, got {shots}")
-    if heldout_size < 0 or test_size < 0:
-        raise ValueError(f"heldout_size and test_size must be >= 0, got {heldout_size}, {test_size}")
+    check_task_dataset(dataset)
+    check_int("shots", shots, low=1)
+    check_int("seed", seed)
+    check_int("heldout_size", heldout_size, low=0)
+    check_int("test_size", test_size, low=0)
+    check_int("batch_size", batch_size, low=1)
     kwargs = dict(batch_size=batch_size, cache_dir=cache_dir, device=device, progress=False)
     train = build_dataset(dataset, "train")
     train_labels = torch.as_tensor(train.labels) if hasattr(train, "labels") else torch.tensor([y for _, y in train])

@@ -29,6 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from vlkit.errors import ConfigError, check_int, check_number, check_positive
+
 __all__ = [
     "FitnessTerms",
     "class_embeddings_from_masks",
@@ -67,9 +69,10 @@ def class_embeddings_from_masks(pool: Tensor, masks: Tensor) -> Tensor:
         the zero vector.
     """
     if pool.dim() != 3:
-        raise ValueError(f"pool must be (C, M, D), got shape {tuple(pool.shape)}")
+        raise ConfigError(f"pool must be (C, M, D), got shape {tuple(pool.shape)}", argument="pool")
     if masks.dim() != 3 or masks.shape[-1] != pool.shape[1] or masks.shape[1] not in (1, pool.shape[0]):
-        raise ValueError(f"masks must be (P, C, M) or (P, 1, M) with M={pool.shape[1]}, C={pool.shape[0]}; got {tuple(masks.shape)}")
+        raise ConfigError(f"masks must be (P, C, M) or (P, 1, M) with M={pool.shape[1]}, C={pool.shape[0]}; got {tuple(masks.shape)}",
+                          argument="masks")
     weights = masks.to(pool.dtype).expand(-1, pool.shape[0], -1)  # (P, C, M)
     sums = torch.einsum("pcm,cmd->pcd", weights, pool)  # (P, C, D)
     return F.normalize(sums, dim=-1)
@@ -86,6 +89,7 @@ def topk_accuracy(logits: Tensor, labels: Tensor, k: int = 1) -> Tensor:
     A sample counts as correct when its label is among the k highest logits (ties broken by
     ``torch.topk``'s order, as in the authors' code).
     """
+    check_int("k", k, low=1)
     k = max(1, min(int(k), logits.shape[-1]))
     top = logits.topk(k, dim=-1).indices  # (P, N, k)
     hit = (top == labels.view(1, -1, 1)).any(-1)  # (P, N)
@@ -136,12 +140,21 @@ def fitness_scores(
         :class:`FitnessTerms` with (P,) tensors.
     """
     if features.dim() != 2 or class_embeddings.dim() != 3 or features.shape[-1] != class_embeddings.shape[-1]:
-        raise ValueError(
+        raise ConfigError(
             f"features (N, D) and class_embeddings (P, C, D) must share D; got {tuple(features.shape)} and "
-            f"{tuple(class_embeddings.shape)}"
+            f"{tuple(class_embeddings.shape)}", argument="features"
         )
     if labels.shape != (features.shape[0],):
-        raise ValueError(f"labels must be ({features.shape[0]},), got {tuple(labels.shape)}")
+        raise ConfigError(f"labels must be ({features.shape[0]},), got {tuple(labels.shape)}", argument="labels")
+    if features.shape[0] == 0:
+        raise ConfigError("features must hold at least one labelled shot, got (0, D)", argument="features")
+    if labels.dtype.is_floating_point or int(labels.min()) < 0 or int(labels.max()) >= class_embeddings.shape[1]:
+        raise ConfigError(f"labels must be integer class indices in [0, {class_embeddings.shape[1]}), got {labels.dtype} "
+                          f"in [{labels.min().item()}, {labels.max().item()}]", argument="labels")
+    check_positive("logit_scale", float(logit_scale))
+    for name, weight in (("top1_weight", top1_weight), ("top5_weight", top5_weight),
+                         ("similarity_weight", similarity_weight), ("entropy_weight", entropy_weight)):
+        check_number(name, weight)
     logits = population_logits(features, class_embeddings.to(features.dtype), logit_scale)  # (P, N, C)
     top1 = topk_accuracy(logits, labels, 1)
     top5 = topk_accuracy(logits, labels, 5)

@@ -13,13 +13,17 @@ import math
 import torch
 from torch import Tensor
 
+from vlkit.errors import ConfigError, check_int
+
 __all__ = ["kmeans", "silhouette_score", "group_classes", "group_limits"]
 
 
 def kmeans(points: Tensor, k: int, iterations: int = 150, generator: torch.Generator | None = None) -> Tensor:
     """Lloyd's K-means on (C, D) points with k-means++ seeding (as faiss' default quality) -> (C,) labels."""
-    if not 1 <= k <= points.shape[0]:
-        raise ValueError(f"k must be in [1, {points.shape[0]}], got {k}")
+    if points.dim() != 2 or points.shape[0] == 0:
+        raise ConfigError(f"points must be a non-empty (C, D) tensor, got shape {tuple(points.shape)}", argument="points")
+    check_int("k", k, low=1, high=points.shape[0])
+    check_int("iterations", iterations, low=1)
     first = int(torch.randint(points.shape[0], (1,), generator=generator))
     chosen = [first]
     for _ in range(1, k):
@@ -61,6 +65,7 @@ def silhouette_score(points: Tensor, labels: Tensor) -> float:
 
 def group_limits(num_classes: int) -> tuple[int, int]:
     """(classes per group, classes in total) searched: int(2.5 ln C) and int(10 ln C), at least 1."""
+    check_int("num_classes", num_classes, low=1)
     log_c = math.log(max(num_classes, 2))
     return max(1, int(2.5 * log_c)), max(1, int(10 * log_c))
 
@@ -72,6 +77,9 @@ def group_classes(class_embeddings: Tensor, generator: torch.Generator | None = 
     with the best silhouette score. When that range is empty (C <= 25) all classes form one group.
     Returns groups as lists of class indices, largest group first.
     """
+    if class_embeddings.dim() != 2 or class_embeddings.shape[0] == 0:
+        raise ConfigError(f"class_embeddings must be a non-empty (C, D) tensor, got shape {tuple(class_embeddings.shape)}",
+                          argument="class_embeddings")
     num_classes = class_embeddings.shape[0]
     candidates = list(range(5, math.ceil(0.2 * num_classes), 2))
     if not candidates:

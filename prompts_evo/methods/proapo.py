@@ -19,13 +19,17 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
-from prompts_evo.api import TEMPLATE_LIBRARIES, ProAPORun, prepare_search
-from prompts_evo.search import ProAPOSearch
+from prompts_evo.api import TEMPLATE_LIBRARIES, ProAPORun, check_task_settings, prepare_search
+from prompts_evo.search import ProAPOSearch, check_search_settings
+from vlkit.checkpoints import record_class
+from vlkit.errors import ConfigError, check_choice
 
 __all__ = ["LitProAPO", "plot_fitness_curve"]
 
 def plot_fitness_curve(history: list[dict], path: str | os.PathLike) -> Path:
     """Best and mean fitness per generation (stage 2 shaded), saved atomically as a PNG."""
+    if not history:
+        raise ConfigError("history must hold at least one generation record (run step() first), got []", argument="history")
     import matplotlib
 
     matplotlib.use("Agg")
@@ -58,7 +62,7 @@ class LitProAPO(L.LightningModule):
 
     Args:
         backbone: ``vlkit.create_backbone`` name ("offline-lite0-minilm", "tiny-random", an open_clip tag...).
-        dataset: dataset name (see ``prompts_evo.data.features.DATASETS``).
+        dataset: ``"fashion-mnist"`` or ``"imagefolder:<dir>"`` (see ``prompts_evo.data.features.check_task_dataset``).
         shots: labelled images per class; the fitness sees only these.
         seed: seeds the shots, the held-out slice and every choice of the search.
         template_library: "imagenet80" (CLIP's templates) or "simple".
@@ -116,16 +120,21 @@ class LitProAPO(L.LightningModule):
         batch_size: int = 64,
     ) -> None:
         super().__init__()
-        if template_library not in TEMPLATE_LIBRARIES:
-            raise ValueError(f"template_library must be one of {TEMPLATE_LIBRARIES}, got {template_library!r}")
-        if description_source not in ("llm", "json", "templates", "none"):
-            raise ValueError(f"description_source must be 'llm', 'json', 'templates' or 'none', got {description_source!r}")
-        if description_source == "json" and not description_file:
-            raise ValueError("description_source='json' needs description_file (a CuPL/DCLIP JSON path)")
-        if not (dataset == "fashion-mnist" or dataset.startswith(("imagefolder:", "torchvision:"))):
-            raise ValueError(f"dataset must be 'fashion-mnist', 'imagefolder:<dir>' or 'torchvision:<Name>', got {dataset!r}")
-        if shots < 1 or top_k < 1 or template_generations < 1:
-            raise ValueError(f"shots, top_k and template_generations must be >= 1, got {shots}, {top_k}, {template_generations}")
+        check_choice("template_library", template_library, TEMPLATE_LIBRARIES)
+        if not isinstance(backbone, str) or not backbone.strip():
+            raise ConfigError(f"backbone must be a vlkit.create_backbone name, got {backbone!r}", argument="backbone")
+        check_task_settings(dataset, shots, seed, type_words, description_source, description_file, description_samples,
+                            description_seed, heldout_size, test_size, batch_size)
+        check_search_settings(dict(
+            top_k=top_k, template_generations=template_generations, edits_per_operator=edits_per_operator,
+            template_mutations=template_mutations, description_mutations=description_mutations, crossovers=crossovers,
+            inner_generations=inner_generations, outer_loops=outer_loops, max_groups=max_groups,
+            max_templates=max_templates, top1_weight=top1_weight, top5_weight=top5_weight,
+            similarity_weight=similarity_weight, entropy_weight=entropy_weight, stage2_top1_weight=stage2_top1_weight,
+            stage2_top5_weight=stage2_top5_weight,
+        ))
+        if prompt_file is not None and (not isinstance(prompt_file, str) or not prompt_file.strip()):
+            raise ConfigError(f"prompt_file must be a file path or None, got {prompt_file!r}", argument="prompt_file")
         self.save_hyperparameters()
         self.automatic_optimization = False
         self.search: ProAPOSearch | None = None
@@ -233,6 +242,7 @@ class LitProAPO(L.LightningModule):
         self.run.text_cache.save()
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
+        record_class(checkpoint, self)  # checkpoint["vlkit_class"]: which class wrote it
         if self.search is not None:
             state = self.search.state_dict()
             state["seen"] = [key.hex() for key in state["seen"]]  # plain strings in the checkpoint

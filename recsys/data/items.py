@@ -11,7 +11,8 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from recsys.data.sequences import SeqRecData, load_seqrec
+from recsys.data.sequences import SeqRecData, check_dataset_name, load_seqrec
+from vlkit.errors import ConfigError, check_finite_tensor, check_int
 
 __all__ = ["ItemDataModule"]
 
@@ -21,8 +22,9 @@ class ItemDataModule(L.LightningDataModule):
 
     def __init__(self, dataset: str = "synthetic", batch_size: int = 1024, root: str | None = None, seed: int = 0) -> None:
         super().__init__()
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        check_dataset_name(dataset)
+        check_int("batch_size", batch_size, low=1)
+        check_int("seed", seed)
         self.save_hyperparameters()
         self.data: SeqRecData | None = None
         self.embeddings: torch.Tensor | None = None
@@ -40,9 +42,12 @@ class ItemDataModule(L.LightningDataModule):
         self.load()
 
     def connect(self, embeddings: torch.Tensor) -> None:
+        """Hand over the (N, D) item embeddings (catalogue order); checked for shape and finiteness."""
         n = len(self.load().item_ids)
-        if embeddings.dim() != 2 or embeddings.shape[0] != n:
-            raise ValueError(f"embeddings must be (N={n}, D), got {tuple(embeddings.shape)}")
+        if not isinstance(embeddings, torch.Tensor) or embeddings.dim() != 2 or embeddings.shape[0] != n or embeddings.shape[1] < 1:
+            raise ConfigError(f"embeddings must be a (N={n}, D) tensor, got {tuple(getattr(embeddings, 'shape', ())) or type(embeddings).__name__}",
+                              argument="embeddings")
+        check_finite_tensor("embeddings", embeddings)
         self.embeddings = embeddings.float()
 
     def _dataset(self) -> TensorDataset:

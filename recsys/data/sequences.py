@@ -45,6 +45,8 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from vlkit.errors import ConfigError, check_file, check_int, closest_names
+
 __all__ = [
     "Sample",
     "SeqRecData",
@@ -53,6 +55,7 @@ __all__ = [
     "load_interactions",
     "synthetic_seqrec",
     "load_seqrec",
+    "check_dataset_name",
     "SeqRecDataModule",
     "AMAZON18_ROOT",
     "released_sid_path",
@@ -92,16 +95,16 @@ class SeqRecData:
         for split, samples in self.splits.items():
             for s in samples:
                 if not s.history:
-                    raise ValueError(f"split {split!r}: user {s.user!r} has an empty history (need >= 1 item)")
+                    raise ConfigError(f"split {split!r}: user {s.user!r} has an empty history (need >= 1 item)")
                 for item in (*s.history, s.target):
                     if item not in self.index:
-                        raise ValueError(
+                        raise ConfigError(
                             f"split {split!r}: user {s.user!r} refers to unknown item id {item!r} "
                             f"(not among the {len(self.items)} items)"
                         )
         for item, fields in self.items.items():
-            if not str(fields.get("title", "")).strip():
-                raise ValueError(f"item {item!r} has no text: items need a non-empty 'title'")
+            if not isinstance(fields, dict) or not str(fields.get("title", "")).strip():
+                raise ConfigError(f"item {item!r} has no text: items need a non-empty 'title', got {fields!r}")
 
     def title(self, item: str) -> str:
         return str(self.items[item]["title"])
@@ -135,13 +138,16 @@ def load_amazon18(
     """The MiniOneRec Amazon 2018 release with a rebuilt training split (see the module docstring)."""
     import pandas as pd
 
+    check_int("max_history", max_history, low=1)
     folder_name = AMAZON18_CATEGORIES.get(category.lower(), category)
     folder = Path(root) / folder_name if root is not None else AMAZON18_ROOT / folder_name
-    if not (folder / "items.json").exists():
-        raise FileNotFoundError(
-            f"category {category!r}: expected items.json under {folder} "
-            f"(known categories: {sorted(AMAZON18_CATEGORIES)})"
-        )
+    for name in ("items.json", "valid.csv", "test.csv"):
+        if not (folder / name).is_file():
+            raise ConfigError(
+                f"category {category!r}: expected {name} under {folder} "
+                f"(known categories: {sorted(AMAZON18_CATEGORIES)}; set root or $RECSYS_AMAZON18_ROOT)",
+                argument="dataset",
+            )
     raw_items = json.loads((folder / "items.json").read_text())
     items = {k: {"title": v.get("title", ""), "description": _clean_description(v.get("description", ""))} for k, v in raw_items.items()}
     splits: dict[str, list[Sample]] = {}
@@ -196,6 +202,13 @@ def _leave_one_out(
         train.extend(_windows(user, seq[:-2], max_history))
         val.append(Sample(user, tuple(seq[:-2][-max_history:]), seq[-2]))
         test.append(Sample(user, tuple(seq[:-1][-max_history:]), seq[-1]))
+    if not train:  # the last two items of a user are held out; a training sample needs two more
+        longest = max((len(s) for s in sequences.values()), default=0)
+        raise ConfigError(
+            f"dataset {name!r} has 0 training samples: leave-one-out holds out each user's last 2 interactions, "
+            f"so at least one user needs >= 4 interactions, got {len(sequences)} users with at most {longest}",
+            argument="dataset",
+        )
     protocol = "leave-one-out: last item = test, second-to-last = val, earlier prefixes = train"
     return SeqRecData(items=items, splits={"train": train, "val": val, "test": test}, name=name, protocol=protocol)
 
@@ -225,12 +238,31 @@ def load_interactions(
     """Any ``user,item,timestamp`` CSV with an items JSON ``{item: {"title": ..., "description": ...}}``."""
     import pandas as pd
 
-    frame = pd.read_csv(interactions_csv)
+    check_file("interactions_csv", interactions_csv)
+    check_file("items_json", items_json)
+    check_int("max_history", max_history, low=1)
+    try:
+        frame = pd.read_csv(interactions_csv)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as err:
+        raise ConfigError(f"interactions_csv must be a CSV with columns user,item,timestamp, got {str(interactions_csv)!r} ({err})",
+                          argument="interactions_csv") from None
     missing = {"user", "item", "timestamp"} - set(frame.columns)
     if missing:
-        raise ValueError(f"interactions_csv must have columns user,item,timestamp; missing {sorted(missing)}")
+        raise ConfigError(f"interactions_csv must have columns user,item,timestamp; missing {sorted(missing)}",
+                          argument="interactions_csv")
+    if frame.empty:
+        raise ConfigError(f"interactions_csv must hold at least one interaction, got an empty table in {str(interactions_csv)!r}",
+                          argument="interactions_csv")
     frame = frame.sort_values(["user", "timestamp"], kind="stable")
-    items = json.loads(Path(items_json).read_text())
+    try:
+        items = json.loads(Path(items_json).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ConfigError(f"items_json must be a JSON object item -> {{title, description}}, got invalid JSON ({err})",
+                          argument="items_json") from None
+    if not isinstance(items, dict) or not items:
+        raise ConfigError(f"items_json must be a non-empty JSON object item -> {{title, description}}, got {type(items).__name__}",
+                          argument="items_json")
+    items = {str(k): v for k, v in items.items()}
     sequences = {str(u): [str(i) for i in g.item.tolist()] for u, g in frame.groupby("user", sort=True)}
     return _leave_one_out(sequences, items, max_history, Path(interactions_csv).stem)
 
@@ -241,8 +273,10 @@ _KINDS = ["pen", "tape", "drill", "glove", "filament", "clip", "folder", "lamp"]
 
 def synthetic_seqrec(n_items: int = 48, n_users: int = 64, seq_len: int = 8, max_history: int = 10, seed: int = 0) -> SeqRecData:
     """A tiny deterministic data set: items in kinds; users walk item i -> i+1 within a kind (learnable)."""
-    if n_items < 4 or n_users < 1 or seq_len < 3:
-        raise ValueError(f"need n_items >= 4, n_users >= 1, seq_len >= 3; got {n_items}, {n_users}, {seq_len}")
+    check_int("n_items", n_items, low=4)
+    check_int("n_users", n_users, low=1)
+    check_int("seq_len", seq_len, low=4)  # 2 held out (val, test) + a training history and target
+    check_int("max_history", max_history, low=1)
     rng = random.Random(seed)
     items = {
         str(i): {
@@ -258,9 +292,35 @@ def synthetic_seqrec(n_items: int = 48, n_users: int = 64, seq_len: int = 8, max
     return _leave_one_out(sequences, items, max_history, "synthetic")
 
 
+DATASET_FORMS = "'amazon18-industrial', 'amazon18-office', 'movielens', 'synthetic[-N]' or 'csv:<interactions>:<items>'"
+
+
+def check_dataset_name(dataset) -> str:
+    """Check the form of a :func:`load_seqrec` name without loading anything (files are checked on load)."""
+    if isinstance(dataset, str):
+        if (dataset.startswith("amazon18-") and dataset != "amazon18-") or dataset in ("movielens", "synthetic"):
+            return dataset
+        if dataset.startswith("synthetic-"):
+            n = dataset.split("-", 1)[1]
+            if not n.isdigit() or int(n) < 4:
+                raise ConfigError(f"dataset 'synthetic-N' needs an integer N >= 4 items, got {dataset!r}", argument="dataset")
+            return dataset
+        if dataset.startswith("csv:"):
+            parts = dataset.split(":", 2)
+            if len(parts) != 3 or not parts[1] or not parts[2]:
+                raise ConfigError(f"dataset 'csv:<interactions.csv>:<items.json>' needs both paths, got {dataset!r}",
+                                  argument="dataset")
+            return dataset
+    close = closest_names(dataset, ["amazon18-industrial", "amazon18-office", "movielens", "synthetic"]) if isinstance(dataset, str) else []
+    hint = f" (closest: {', '.join(close)})" if close else ""
+    raise ConfigError(f"dataset must be {DATASET_FORMS}, got {dataset!r}{hint}", argument="dataset")
+
+
 def load_seqrec(dataset: str, max_history: int = 10, root: str | None = None) -> SeqRecData:
     """Dispatch by name: ``amazon18-industrial``, ``amazon18-office``, ``movielens``, ``synthetic``,
     ``synthetic-<n_items>``, or ``csv:<interactions.csv>:<items.json>``."""
+    check_dataset_name(dataset)
+    check_int("max_history", max_history, low=1)
     if dataset.startswith("amazon18-"):
         return load_amazon18(dataset.split("-", 1)[1], root=root, max_history=max_history)
     if dataset == "movielens":
@@ -271,10 +331,7 @@ def load_seqrec(dataset: str, max_history: int = 10, root: str | None = None) ->
     if dataset.startswith("csv:"):
         _, csv_path, items_path = dataset.split(":", 2)
         return load_interactions(csv_path, items_path, max_history=max_history)
-    raise ValueError(
-        "dataset must be 'amazon18-industrial', 'amazon18-office', 'movielens', 'synthetic[-N]' or "
-        f"'csv:<interactions>:<items>', got {dataset!r}"
-    )
+    raise ConfigError(f"dataset must be {DATASET_FORMS}, got {dataset!r}", argument="dataset")  # unreachable after the check
 
 
 class _ListDataset(Dataset):
@@ -320,10 +377,14 @@ class SeqRecDataModule(L.LightningDataModule):
         root: str | None = None,
     ) -> None:
         super().__init__()
-        if max_history < 1:
-            raise ValueError(f"max_history must be >= 1, got {max_history}")
-        if batch_size < 1 or eval_batch_size < 1:
-            raise ValueError(f"batch sizes must be >= 1, got {batch_size}, {eval_batch_size}")
+        check_dataset_name(dataset)
+        check_int("max_history", max_history, low=1)
+        check_int("batch_size", batch_size, low=1)
+        check_int("eval_batch_size", eval_batch_size, low=1)
+        check_int("max_train_samples", max_train_samples, low=1, allow_none=True)
+        check_int("max_eval_samples", max_eval_samples, low=1, allow_none=True)
+        check_int("num_workers", num_workers, low=0)
+        check_int("seed", seed)
         self.save_hyperparameters()
         self.data: SeqRecData | None = None
         self._collate: Callable | None = None
@@ -341,6 +402,11 @@ class SeqRecDataModule(L.LightningDataModule):
             if hp.max_eval_samples is not None:
                 for split in ("val", "test"):
                     data.splits[split] = data.splits[split][: hp.max_eval_samples]
+            for split in ("train", "val", "test"):
+                if not data.splits.get(split):
+                    raise ConfigError(f"dataset {hp.dataset!r} must have a non-empty {split!r} split, got "
+                                      f"{len(data.splits.get(split, []))} samples (splits: {sorted(data.splits)})",
+                                      argument="dataset")
             self.data = data
         return self.data
 
@@ -374,7 +440,7 @@ class SeqRecDataModule(L.LightningDataModule):
         data = self.load()
         rows = self._train_builder(data) if self._train_builder else data.splits["train"]
         if not rows:
-            raise ValueError(f"dataset {self.hparams.dataset!r} produced no training rows")
+            raise ConfigError(f"dataset {self.hparams.dataset!r} produced no training rows", argument="dataset")
         generator = torch.Generator().manual_seed(self.hparams.seed)
         return DataLoader(
             _ListDataset(rows), batch_size=self.hparams.batch_size, shuffle=True, generator=generator,

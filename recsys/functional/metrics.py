@@ -17,6 +17,8 @@ import math
 import torch
 from torch import Tensor
 
+from vlkit.errors import ConfigError, check_int, check_int_sequence, check_positive
+
 __all__ = ["target_rank_from_scores", "first_hit_rank", "hit_at_k", "ndcg_at_k", "mean_with_ci", "ranking_metrics"]
 
 
@@ -30,8 +32,12 @@ def target_rank_from_scores(scores: Tensor, target: Tensor) -> Tensor:
     Returns:
         (B,) long rank = number of items scoring >= the target's score, minus one.
     """
-    if scores.dim() != 2 or target.dim() != 1 or scores.shape[0] != target.shape[0]:
-        raise ValueError(f"scores must be (B, N) and target (B,), got {tuple(scores.shape)} and {tuple(target.shape)}")
+    if scores.dim() != 2 or target.dim() != 1 or scores.shape[0] != target.shape[0] or scores.shape[1] == 0:
+        raise ConfigError(f"scores must be (B, N) with N >= 1 and target (B,), got {tuple(scores.shape)} and {tuple(target.shape)}",
+                          argument="scores")
+    if target.numel() and (int(target.min()) < 0 or int(target.max()) >= scores.shape[1]):
+        raise ConfigError(f"target must hold item indices in [0, {scores.shape[1]}), got [{int(target.min())}, {int(target.max())}]",
+                          argument="target")
     target_score = scores.gather(1, target.unsqueeze(1))  # (B, 1)
     return (scores >= target_score).sum(dim=1) - 1  # (B,)
 
@@ -46,6 +52,9 @@ def first_hit_rank(recommended: Tensor, target: Tensor) -> Tensor:
     Returns:
         (B,) long 0-based rank, -1 when the target is not among the K.
     """
+    if recommended.dim() != 2 or target.dim() != 1 or recommended.shape[0] != target.shape[0]:
+        raise ConfigError(f"recommended must be (B, K) and target (B,), got {tuple(recommended.shape)} and {tuple(target.shape)}",
+                          argument="recommended")
     hits = recommended == target.unsqueeze(1)  # (B, K)
     found = hits.any(dim=1)
     rank = hits.float().argmax(dim=1)  # first True
@@ -54,6 +63,7 @@ def first_hit_rank(recommended: Tensor, target: Tensor) -> Tensor:
 
 def hit_at_k(rank: Tensor, k: int) -> Tensor:
     """(B,) float 1[0 <= rank < k]."""
+    check_int("k", k, low=1)
     return ((rank >= 0) & (rank < k)).float()
 
 
@@ -65,6 +75,7 @@ def ndcg_at_k(rank: Tensor, k: int) -> Tensor:
 
 def mean_with_ci(values: Tensor, z: float = 1.96) -> tuple[float, float]:
     """Mean and the half-width of its normal-approximation confidence interval (population std / sqrt(n))."""
+    check_positive("z", z)
     n = values.numel()
     if n == 0:
         return float("nan"), float("nan")
@@ -77,6 +88,7 @@ def mean_with_ci(values: Tensor, z: float = 1.96) -> tuple[float, float]:
 
 def ranking_metrics(rank: Tensor, ks: tuple[int, ...] = (1, 3, 5, 10, 20)) -> dict[str, tuple[float, float]]:
     """``{"hr@K": (mean, ci95), "ndcg@K": (mean, ci95)}`` for every K."""
+    check_int_sequence("ks", ks, low=1)
     out = {}
     for k in ks:
         out[f"hr@{k}"] = mean_with_ci(hit_at_k(rank, k))

@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from vlkit.errors import ConfigError, check_finite_tensor, check_int, check_positive
+
 __all__ = [
     "sinkhorn_assign",
     "collision_groups",
@@ -32,8 +34,11 @@ def sinkhorn_assign(distances: Tensor, epsilon: float = 0.003, iterations: int =
         (B,) long code per point: argmax of the transport plan with uniform marginals
         (each point mass 1/B, each code mass 1/K).
     """
-    if distances.dim() != 2:
-        raise ValueError(f"distances must be (B, K), got shape {tuple(distances.shape)}")
+    if distances.dim() != 2 or distances.numel() == 0:
+        raise ConfigError(f"distances must be a non-empty (B, K) tensor, got shape {tuple(distances.shape)}", argument="distances")
+    check_finite_tensor("distances", distances)
+    check_positive("epsilon", epsilon)
+    check_int("iterations", iterations, low=1)
     d = distances.double()
     # centre and scale as LC-Rec does, so epsilon is relative to the spread of the distances
     spread = (d.max() - d.min()).clamp(min=1e-12)
@@ -57,8 +62,14 @@ def collision_groups(codes: Tensor) -> tuple[Tensor, Tensor]:
     Returns:
         group: (N,) long id of each item's group; counts: (N,) long size of each item's group.
     """
+    _check_codes(codes)
     _, group, counts = torch.unique(codes, dim=0, return_inverse=True, return_counts=True)
     return group, counts[group]
+
+
+def _check_codes(codes: Tensor) -> None:
+    if codes.dim() != 2 or codes.shape[0] == 0 or codes.shape[1] == 0:
+        raise ConfigError(f"codes must be a non-empty (N, L) tensor, got shape {tuple(codes.shape)}", argument="codes")
 
 
 def collision_rate(codes: Tensor) -> float:
@@ -70,6 +81,7 @@ def collision_rate(codes: Tensor) -> float:
 
 def codebook_usage(codes: Tensor, codebook_sizes: list[int] | None = None) -> dict[str, float]:
     """Collision statistics and the number of distinct codes used per level."""
+    _check_codes(codes)
     N, L = codes.shape
     unique = torch.unique(codes, dim=0).shape[0]
     out: dict[str, float] = {

@@ -16,13 +16,17 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from vlkit.errors import ConfigError, check_number
+
 __all__ = ["rank_penalty", "hybrid_reward"]
 
 
 def rank_penalty(hits: Tensor) -> Tensor:
     """r_rank for (n_prompts, G) boolean hits in beam-rank order -> (n_prompts, G) float."""
-    if hits.dim() != 2:
-        raise ValueError(f"hits must be (n_prompts, G), got shape {tuple(hits.shape)}")
+    if hits.dim() != 2 or hits.shape[1] == 0:
+        raise ConfigError(f"hits must be (n_prompts, G) with G >= 1, got shape {tuple(hits.shape)}", argument="hits")
+    if hits.dtype != torch.bool:
+        raise ConfigError(f"hits must be a bool tensor, got {hits.dtype}", argument="hits")
     G = hits.shape[1]
     discount = 1.0 / torch.log2(torch.arange(G, device=hits.device, dtype=torch.float32) + 2.0)  # (G,)
     penalty = -discount / discount.sum()  # (G,)
@@ -32,4 +36,6 @@ def rank_penalty(hits: Tensor) -> Tensor:
 
 def hybrid_reward(hits: Tensor, rule_weight: float = 1.0, rank_weight: float = 1.0) -> Tensor:
     """R = w_rule * 1[hit] + w_rank * r_rank, (n_prompts, G) -> (n_prompts, G)."""
+    check_number("rule_weight", rule_weight)
+    check_number("rank_weight", rank_weight)
     return rule_weight * hits.float() + rank_weight * rank_penalty(hits)

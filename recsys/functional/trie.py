@@ -17,11 +17,14 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from vlkit.errors import ConfigError, check_int
+
 __all__ = ["pack_prefix", "build_prefix_tables", "allowed_codes"]
 
 
 def pack_prefix(codes: Tensor, radix: int) -> Tensor:
     """(R, t) long codes -> (R,) long mixed-radix keys; t = 0 gives key 0 for every row."""
+    check_int("radix", radix, low=1)
     key = torch.zeros(codes.shape[0], dtype=torch.long, device=codes.device)
     for i in range(codes.shape[1]):
         key = key * radix + codes[:, i]
@@ -39,14 +42,14 @@ def build_prefix_tables(codes: Tensor) -> tuple[list[Tensor], list[Tensor], int]
         allowed: list of L tensors, allowed[t] (P_t, R) bool, codes allowed after each prefix;
         radix: R.
     """
-    if codes.dim() != 2 or codes.shape[0] == 0:
-        raise ValueError(f"codes must be a non-empty (N, L) tensor, got shape {tuple(codes.shape)}")
+    if codes.dim() != 2 or codes.shape[0] == 0 or codes.shape[1] == 0:
+        raise ConfigError(f"codes must be a non-empty (N, L) tensor, got shape {tuple(codes.shape)}", argument="codes")
     if codes.min() < 0:
-        raise ValueError("codes must be non-negative")
+        raise ConfigError(f"codes must be non-negative, got a minimum of {int(codes.min())}", argument="codes")
     radix = int(codes.max().item()) + 1
     n_levels = codes.shape[1]
     if radix ** n_levels >= 2**62:
-        raise ValueError(f"radix {radix} ** depth {n_levels} overflows int64 prefix keys")
+        raise ConfigError(f"codes must fit int64 prefix keys: radix {radix} ** depth {n_levels} overflows", argument="codes")
     keys, allowed = [], []
     for t in range(n_levels):
         prefix_key = pack_prefix(codes[:, :t], radix)  # (N,)

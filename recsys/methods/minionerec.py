@@ -48,17 +48,47 @@ from recsys.models.generative import (
     sid_token,
 )
 from vlkit.functional.policy import aggregate_tokens, clipped_surrogate, group_advantages, kl_penalty
+from vlkit.errors import (
+    ConfigError,
+    check_choice,
+    check_file,
+    check_int,
+    check_int_sequence,
+    check_non_negative,
+    check_number,
+    check_positive,
+)
+from vlkit.checkpoints import load_checkpoint, record_class
 
 __all__ = ["LitMiniOneRec", "LitMiniOneRecRL", "random_semantic_ids"]
 
 ITEM_TASKS = ("sid2title", "title2sid")
+AGGREGATIONS = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum")  # vlkit.functional.policy.aggregate_tokens
+
+
+def parse_random_sid_path(sid_path: str) -> tuple[int, int]:
+    """``"random-<K>x<L>"`` -> (K codes per level, L levels), checked (K >= 2, 1 <= L <= 8)."""
+    spec = sid_path.split("-", 1)[1]
+    parts = spec.split("x")
+    if len(parts) != 2 or not all(p.isdigit() for p in parts):
+        raise ConfigError(f"sid_path 'random-<K>x<L>' needs integers K and L, got {sid_path!r}", argument="sid_path")
+    k, l = int(parts[0]), int(parts[1])
+    if k < 2 or not 1 <= l <= 8:
+        raise ConfigError(f"sid_path 'random-<K>x<L>' needs K >= 2 codes and 1 <= L <= 8 levels, got {sid_path!r}",
+                          argument="sid_path")
+    return k, l
 
 
 def random_semantic_ids(item_ids: list[str], codebook_size: int, num_levels: int, seed: int = 0) -> SemanticIDs:
     """Unique random IDs (a seeded permutation written in base ``codebook_size``): for tests and benchmarks."""
     n = len(item_ids)
+    if isinstance(item_ids, str) or n == 0:
+        raise ConfigError(f"item_ids must be a non-empty list of item ids, got {item_ids!r}", argument="item_ids")
+    check_int("codebook_size", codebook_size, low=1)
+    check_int("num_levels", num_levels, low=1, high=8)
     if codebook_size**num_levels < n:
-        raise ValueError(f"{codebook_size}**{num_levels} IDs cannot hold {n} items")
+        raise ConfigError(f"codebook_size**num_levels must be >= the {n} items, got {codebook_size}**{num_levels} = "
+                          f"{codebook_size**num_levels}", argument="codebook_size")
     g = torch.Generator().manual_seed(seed)
     numbers = torch.randperm(codebook_size**num_levels, generator=g)[:n]  # (N,)
     digits = [(numbers // codebook_size ** (num_levels - 1 - l)) % codebook_size for l in range(num_levels)]
@@ -111,11 +141,41 @@ class LitMiniOneRec(L.LightningModule):
         init_checkpoint: str | None = None,
     ) -> None:
         super().__init__()
+        if not isinstance(sid_path, str) or not sid_path.strip():
+            raise ConfigError(f"sid_path must be a sid_index.json path, 'released' or 'random-<K>x<L>', got {sid_path!r}",
+                              argument="sid_path")
+        if sid_path.startswith("random-"):
+            parse_random_sid_path(sid_path)
+        if not isinstance(backbone, str) or not backbone.strip():
+            raise ConfigError(f"backbone must be 'scratch', 'smollm2' or a Hugging Face causal-LM path/id, got {backbone!r}",
+                              argument="backbone")
+        check_int("hidden_size", hidden_size, low=1)
+        check_int("num_layers", num_layers, low=1)
+        check_int("num_heads", num_heads, low=1)
+        if backbone == "scratch" and hidden_size % num_heads:
+            raise ConfigError(f"hidden_size must be divisible by num_heads={num_heads}, got {hidden_size}", argument="hidden_size")
+        check_int("max_words", max_words, low=1)
+        check_int("lora_r", lora_r, low=0)
+        if lora_r > 0 and backbone == "scratch":
+            raise ConfigError(f"lora_r must be 0 for backbone='scratch' (LoRA wraps Hugging Face backbones; the scratch "
+                              f"decoder is trained fully), got {lora_r}", argument="lora_r")
+        check_positive("lora_alpha", lora_alpha)
+        if isinstance(tasks, str) or not isinstance(tasks, (list, tuple)):
+            raise ConfigError(f"tasks must be a non-empty subset of {sorted(TASKS)}, got {tasks!r}", argument="tasks")
         unknown = [t for t in tasks if t not in TASKS]
         if unknown or not tasks:
-            raise ValueError(f"tasks must be a non-empty subset of {sorted(TASKS)}, got {list(tasks)}")
-        if test_num_beams < 1 or val_num_beams < 1:
-            raise ValueError(f"beam counts must be >= 1, got val {val_num_beams}, test {test_num_beams}")
+            raise ConfigError(f"tasks must be a non-empty subset of {sorted(TASKS)}, got {list(tasks)}", argument="tasks")
+        check_int("max_prompt_tokens", max_prompt_tokens, low=1)
+        check_positive("lr", lr)
+        check_non_negative("weight_decay", weight_decay)
+        check_int("warmup_steps", warmup_steps, low=0)
+        check_int("val_num_beams", val_num_beams, low=1)
+        check_int("test_num_beams", test_num_beams, low=1)
+        check_int("max_exact_rows", max_exact_rows, low=1, allow_none=True)
+        check_int_sequence("ks", ks, low=1)
+        if init_checkpoint is not None and (not isinstance(init_checkpoint, str) or not init_checkpoint.strip()):
+            raise ConfigError(f"init_checkpoint must be a checkpoint path or None, got {init_checkpoint!r}",
+                              argument="init_checkpoint")
         self.save_hyperparameters()
         self.model = None
         self.tokenizer = None
@@ -130,6 +190,8 @@ class LitMiniOneRec(L.LightningModule):
         if self.model is not None:
             return
         hp = self.hparams
+        if hp.init_checkpoint:
+            check_file("init_checkpoint", hp.init_checkpoint)  # before any backbone is loaded
         self.data = data
         self.sids = self._load_sids(data)
         if hp.backbone == "scratch":
@@ -148,8 +210,8 @@ class LitMiniOneRec(L.LightningModule):
             self.model = load_hf_causal_lm(path, len(self.tokenizer), new_ids, hp.lora_r, hp.lora_alpha)
         vocab = self.model.get_output_embeddings().weight.shape[0]
         if vocab < len(self.tokenizer):
-            raise ValueError(f"ID vocabulary does not match the model: tokenizer has {len(self.tokenizer)} tokens, "
-                             f"model output {vocab}")
+            raise ConfigError(f"ID vocabulary does not match the model: tokenizer has {len(self.tokenizer)} tokens, "
+                              f"model output {vocab}", argument="backbone")
         level_ids = [
             torch.tensor(self.tokenizer.convert_tokens_to_ids([sid_token(l, c) for c in range(size)]))
             for l, size in enumerate(self.sids.codebook_sizes)
@@ -161,25 +223,33 @@ class LitMiniOneRec(L.LightningModule):
     def _load_sids(self, data) -> SemanticIDs:
         path = self.hparams.sid_path
         if path.startswith("random-"):
-            k, l = (int(x) for x in path.split("-", 1)[1].split("x"))
+            k, l = parse_random_sid_path(path)
             return random_semantic_ids(data.item_ids, k, l)
         if path == "released":
             path = released_sid_path(data.name) or ""
             if not path:
-                raise ValueError(f"sid_path='released' needs an amazon18-* data set, got {data.name!r}")
+                raise ConfigError(f"sid_path='released' needs an amazon18-* data set with its released index, got {data.name!r}",
+                                  argument="sid_path")
         if not Path(path).exists():
             raise FileNotFoundError(f"sid_path {path!r} does not exist (run LitRQVAE first, or use 'released')")
         return SemanticIDs.load(path, data.item_ids, dedup=True)
 
     def load_weights(self, checkpoint: str) -> None:
-        state = torch.load(checkpoint, map_location="cpu", weights_only=False)["state_dict"]
+        """Load the weights of a LitMiniOneRec / LitMiniOneRecRL checkpoint (``init_checkpoint``).
+
+        Read with ``weights_only=True``; a missing or unreadable file, another class's checkpoint, another
+        ID vocabulary or missing weights raise a ConfigError naming ``init_checkpoint``."""
+        state = load_checkpoint(checkpoint, (LitMiniOneRec, LitMiniOneRecRL), argument="init_checkpoint")["state_dict"]
         own = self.state_dict()
         bad = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
         if bad:
-            raise ValueError(f"checkpoint {checkpoint} does not match this model's ID vocabulary/shape: {bad[:3]}")
+            raise ConfigError(
+                f"init_checkpoint {checkpoint!r} does not match this model's ID vocabulary/shape: {bad[:3]}",
+                argument="init_checkpoint",
+            )
         missing, unexpected = self.load_state_dict(state, strict=False)
         if missing:
-            raise ValueError(f"checkpoint {checkpoint} lacks weights {missing[:3]}")
+            raise ConfigError(f"init_checkpoint {checkpoint!r} lacks weights {missing[:3]}", argument="init_checkpoint")
 
     def setup(self, stage: str) -> None:
         dm = self.trainer.datamodule
@@ -200,7 +270,16 @@ class LitMiniOneRec(L.LightningModule):
         return self.encode_prompt(prompt), self.tokenizer.encode(response)[:48] + [self.tokenizer.eos_token_id]
 
     def recommendation_prompt(self, history) -> list[int]:
-        """The one prompt used for the next-ID task in SFT, RL and evaluation."""
+        """The one prompt used for the next-ID task in SFT, RL and evaluation; ``history`` is a non-empty
+        list of catalogue item ids (oldest first)."""
+        if self.sids is None:
+            raise RuntimeError("call build(data) (or fit/load the module) before asking for recommendations")
+        if isinstance(history, str) or not history:
+            raise ConfigError(f"history must be a non-empty list of item ids, got {history!r}", argument="history")
+        unknown = [item for item in history if item not in self.data.index]
+        if unknown:
+            raise ConfigError(f"history must hold catalogue item ids of {self.data.name!r} ({len(self.data.item_ids)} items), "
+                              f"got unknown {unknown[:5]}", argument="history")
         return self.example("sid_seq", history, history[-1])[0]
 
     def train_rows(self, data) -> list:
@@ -243,6 +322,9 @@ class LitMiniOneRec(L.LightningModule):
         self.log("train/loss", loss, prog_bar=True)
         return loss
 
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        record_class(checkpoint, self)  # checkpoint["vlkit_class"]: which class wrote it
+
     def configure_optimizers(self):
         params = [p for p in self.model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
@@ -261,6 +343,7 @@ class LitMiniOneRec(L.LightningModule):
     # -- evaluation -----------------------------------------------------------------------------
     def recommend(self, prompts: list[list[int]], num_beams: int) -> torch.Tensor:
         """(B, num_beams) item indices by constrained beam search (-1 = no valid beam left)."""
+        check_int("num_beams", num_beams, low=1)
         num_beams = min(num_beams, self.trie.codes.shape[0])
         was_training = self.model.training
         self.model.eval()
@@ -356,10 +439,14 @@ class LitMiniOneRecRL(LitMiniOneRec):
             max_prompt_tokens, lr, weight_decay, warmup_steps, val_num_beams, test_num_beams, exact_ranking,
             max_exact_rows, ks, init_checkpoint,
         )
-        if group_size < 2:
-            raise ValueError(f"group_size must be >= 2, got {group_size}")
-        if updates_per_rollout < 1:
-            raise ValueError(f"updates_per_rollout must be >= 1, got {updates_per_rollout}")
+        check_int("group_size", group_size, low=2)
+        check_non_negative("beta", beta)
+        check_positive("clip_eps", clip_eps)
+        check_int("updates_per_rollout", updates_per_rollout, low=1)
+        check_number("rule_weight", rule_weight)
+        check_number("rank_weight", rank_weight)
+        check_choice("aggregation", aggregation, AGGREGATIONS)
+        check_positive("max_grad_norm", max_grad_norm)
         self.automatic_optimization = False
         self._reference = []  # [frozen copy]; a list so that it is neither a submodule nor saved
 

@@ -23,7 +23,9 @@ from recsys.data.sequences import released_sid_path
 from recsys.functional.quantize import append_dedup_level, codebook_usage, collision_groups, sinkhorn_assign
 from recsys.models.generative import SemanticIDs
 from recsys.models.rqvae import RQVAE
-from recsys.models.text_encoder import cached_item_embeddings
+from recsys.models.text_encoder import cached_item_embeddings, check_encoder_name
+from vlkit.errors import ConfigError, check_file, check_int, check_int_sequence, check_non_negative, check_number, check_positive
+from vlkit.checkpoints import record_class
 
 __all__ = ["LitRQVAE"]
 
@@ -66,8 +68,24 @@ class LitRQVAE(L.LightningModule):
         reference_sid_path: str | None = "auto",
     ) -> None:
         super().__init__()
-        if num_levels < 1 or codebook_size < 2:
-            raise ValueError(f"need num_levels >= 1 and codebook_size >= 2, got {num_levels}, {codebook_size}")
+        check_encoder_name(text_encoder)
+        check_int_sequence("hidden_dims", hidden_dims, low=1, allow_empty=True)
+        check_int("latent_dim", latent_dim, low=1)
+        check_int("num_levels", num_levels, low=1, high=7)  # + a dedup level: at most 8 letters <a_..> .. <h_..>
+        check_int("codebook_size", codebook_size, low=2)
+        check_non_negative("commitment_weight", commitment_weight)
+        check_int("kmeans_iters", kmeans_iters, low=1)
+        check_number("ema_decay", ema_decay, low=0, high=1, high_open=True)
+        check_non_negative("threshold_ema_dead_code", threshold_ema_dead_code)
+        check_positive("lr", lr)
+        check_non_negative("weight_decay", weight_decay)
+        check_positive("sinkhorn_epsilon", sinkhorn_epsilon)
+        check_int("sinkhorn_iters", sinkhorn_iters, low=1)
+        check_int("sinkhorn_rounds", sinkhorn_rounds, low=0)
+        if sid_path is not None and (not isinstance(sid_path, str) or not sid_path.strip()):
+            raise ConfigError(f"sid_path must be a file path or None, got {sid_path!r}", argument="sid_path")
+        if reference_sid_path not in (None, "auto"):
+            check_file("reference_sid_path", reference_sid_path)
         self.save_hyperparameters()
         self.net: RQVAE | None = None
         self.semantic_ids: SemanticIDs | None = None
@@ -83,6 +101,9 @@ class LitRQVAE(L.LightningModule):
                 embeddings.shape[1], tuple(hp.hidden_dims), hp.latent_dim, hp.num_levels, hp.codebook_size,
                 hp.commitment_weight, True, hp.kmeans_iters, hp.ema_decay, hp.threshold_ema_dead_code,
             )
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        record_class(checkpoint, self)  # checkpoint["vlkit_class"]: which class wrote it
 
     def configure_optimizers(self):
         return torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
@@ -156,7 +177,7 @@ class LitRQVAE(L.LightningModule):
             ref = released_sid_path(self.trainer.datamodule.hparams.dataset)
         if not ref:
             return {}
-        ref_ids = SemanticIDs.load(ref, item_ids, dedup=False)
+        ref_ids = SemanticIDs.load(ref, item_ids, dedup=False, allow_collisions=True)  # collisions are what we measure
         stats = codebook_usage(ref_ids.codes)
         out = {"ref_collision_rate": stats["collision_rate"], "ref_items_in_collisions": stats["items_in_collisions"]}
         out.update({f"ref_{k}": v for k, v in stats.items() if k.startswith("level")})

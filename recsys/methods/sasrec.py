@@ -10,6 +10,8 @@ import torch
 from recsys.functional.metrics import target_rank_from_scores
 from recsys.training import DEFAULT_KS, log_ranking
 from recsys.models.sasrec import SASRec
+from vlkit.errors import ConfigError, check_int, check_int_sequence, check_non_negative, check_number, check_positive
+from vlkit.checkpoints import record_class
 
 __all__ = ["LitSASRec"]
 
@@ -34,6 +36,16 @@ class LitSASRec(L.LightningModule):
         ks: tuple[int, ...] = DEFAULT_KS,
     ) -> None:
         super().__init__()
+        check_int("hidden_size", hidden_size, low=1)
+        check_int("num_layers", num_layers, low=1)
+        check_int("num_heads", num_heads, low=1)
+        if hidden_size % num_heads:
+            raise ConfigError(f"hidden_size must be divisible by num_heads={num_heads}, got {hidden_size}", argument="hidden_size")
+        check_number("dropout", dropout, low=0, high=1, high_open=True)
+        check_int("max_length", max_length, low=1)
+        check_positive("lr", lr)
+        check_non_negative("weight_decay", weight_decay)
+        check_int_sequence("ks", ks, low=1)
         self.save_hyperparameters()
         self.net: SASRec | None = None
         self._ranks: dict[str, list[torch.Tensor]] = {"val": [], "test": []}
@@ -43,6 +55,9 @@ class LitSASRec(L.LightningModule):
         if self.net is None:
             hp = self.hparams
             self.net = SASRec(len(data.item_ids), hp.hidden_size, hp.num_layers, hp.num_heads, hp.dropout, hp.max_length)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        record_class(checkpoint, self)  # checkpoint["vlkit_class"]: which class wrote it
 
     def configure_optimizers(self):
         return torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)

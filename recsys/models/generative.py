@@ -14,6 +14,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from vlkit.errors import ConfigError, check_choice, check_file, check_int, check_number, check_positive
+
 __all__ = [
     "SemanticIDs",
     "sid_token",
@@ -33,6 +35,9 @@ _SID_PATTERN = re.compile(r"<([a-h])_(\d+)>")
 
 def sid_token(level: int, code: int) -> str:
     """The token of code ``code`` at level ``level``: ``<a_12>``, ``<b_3>``, ... (MiniOneRec's format)."""
+    if not 0 <= level < len(LEVEL_LETTERS) or code < 0:
+        raise ConfigError(f"level must be in [0, {len(LEVEL_LETTERS)}) and code >= 0, got level {level}, code {code}",
+                          argument="level")
     return f"<{LEVEL_LETTERS[level]}_{code}>"
 
 
@@ -52,6 +57,25 @@ class SemanticIDs:
     item_ids: list[str]
     codes: Tensor
     codebook_sizes: list[int]
+
+    def __post_init__(self) -> None:
+        n = len(self.item_ids)
+        if n == 0:
+            raise ConfigError("item_ids must be a non-empty list of item ids, got []", argument="item_ids")
+        if not isinstance(self.codes, Tensor) or self.codes.dim() != 2 or self.codes.shape[0] != n:
+            raise ConfigError(f"codes must be an (N={n}, L) tensor, got {tuple(getattr(self.codes, 'shape', ()))}",
+                              argument="codes")
+        if not 1 <= self.codes.shape[1] <= len(LEVEL_LETTERS):
+            raise ConfigError(f"semantic IDs must have 1 to {len(LEVEL_LETTERS)} levels, got {self.codes.shape[1]}",
+                              argument="codes")
+        if len(self.codebook_sizes) != self.codes.shape[1]:
+            raise ConfigError(f"codebook_sizes must have one size per level ({self.codes.shape[1]}), got {list(self.codebook_sizes)}",
+                              argument="codebook_sizes")
+        for level, size in enumerate(self.codebook_sizes):
+            column = self.codes[:, level]  # (N,)
+            if int(column.min()) < 0 or int(column.max()) >= size:
+                raise ConfigError(f"codes of level {level} must lie in [0, {size}), got [{int(column.min())}, {int(column.max())}]",
+                                  argument="codes")
 
     @property
     def num_levels(self) -> int:
@@ -73,26 +97,52 @@ class SemanticIDs:
         atomic_write_text(path, json.dumps(payload))
 
     @classmethod
-    def load(cls, path: str | Path, item_ids: list[str], dedup: bool = True) -> "SemanticIDs":
-        """Read an index JSON for the given catalogue; collisions get a dedup level when ``dedup``."""
-        from recsys.functional.quantize import append_dedup_level
+    def load(cls, path: str | Path, item_ids: list[str], dedup: bool = True, allow_collisions: bool = False) -> "SemanticIDs":
+        """Read an index JSON for the given catalogue; collisions get a dedup level when ``dedup``.
 
-        raw = json.loads(Path(path).read_text())
+        Without ``dedup``, items sharing an ID are an error (constrained decoding needs unique IDs) unless
+        ``allow_collisions`` (collision statistics of a reference index).
+        """
+        from recsys.functional.quantize import append_dedup_level, collision_groups
+
+        check_file("sid_path", path)
+        if isinstance(item_ids, str) or not item_ids:
+            raise ConfigError(f"item_ids must be a non-empty list of item ids, got {item_ids!r}", argument="item_ids")
+        try:
+            raw = json.loads(Path(path).read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ConfigError(f"sid index {path} must be JSON {{item: [tokens]}}, got invalid JSON ({err})", argument="sid_path") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"sid index {path} must be a JSON object {{item: [tokens]}}, got {type(raw).__name__}", argument="sid_path")
         missing = [i for i in item_ids if i not in raw]
         if missing:
-            raise ValueError(f"sid index {path} lacks {len(missing)} of the {len(item_ids)} items, e.g. {missing[:3]}")
+            raise ConfigError(f"sid index {path} lacks {len(missing)} of the {len(item_ids)} items, e.g. {missing[:3]}",
+                              argument="sid_path")
         rows = []
         for item in item_ids:
             tokens = raw[item]
-            parsed = [_SID_PATTERN.fullmatch(t) for t in tokens]
+            if isinstance(tokens, str) or not isinstance(tokens, list) or not tokens:
+                raise ConfigError(f"sid index {path}: item {item!r} must map to a non-empty list of tokens, got {tokens!r}",
+                                  argument="sid_path")
+            parsed = [_SID_PATTERN.fullmatch(t) if isinstance(t, str) else None for t in tokens]
             if not all(parsed) or [LEVEL_LETTERS.index(m.group(1)) for m in parsed] != list(range(len(tokens))):
-                raise ValueError(f"sid index {path}: item {item!r} has malformed tokens {tokens}")
+                raise ConfigError(f"sid index {path}: item {item!r} has malformed tokens {tokens}", argument="sid_path")
             rows.append([int(m.group(2)) for m in parsed])
         if len({len(r) for r in rows}) != 1:
-            raise ValueError(f"sid index {path}: IDs must all have the same depth")
+            raise ConfigError(f"sid index {path}: IDs must all have the same depth, got depths {sorted({len(r) for r in rows})}",
+                              argument="sid_path")
         codes = torch.tensor(rows, dtype=torch.long)  # (N, L)
         if dedup:
             codes = append_dedup_level(codes)
+        elif not allow_collisions:
+            _, counts = collision_groups(codes)  # (N,) size of each item's ID group
+            if int(counts.max()) > 1:
+                shared = [item_ids[i] for i in torch.nonzero(counts > 1).flatten()[:3].tolist()]
+                raise ConfigError(
+                    f"sid index {path} with dedup=False must give every item a unique ID, got "
+                    f"{int((counts > 1).sum())} items sharing IDs (e.g. {shared}); load with dedup=True to add a dedup level",
+                    argument="dedup",
+                )
         sizes = [int(codes[:, l].max()) + 1 for l in range(codes.shape[1])]
         return cls(list(item_ids), codes, sizes)
 
@@ -113,8 +163,9 @@ TASKS: dict[str, tuple[str, str, str]] = {
 
 def build_example(task: str, history: list[str], target: str, sid_of, title_of) -> tuple[str, str]:
     """(prompt, response) for one task; ``sid_of``/``title_of`` map an item id to its ID string / title."""
-    if task not in TASKS:
-        raise ValueError(f"task must be one of {sorted(TASKS)}, got {task!r}")
+    check_choice("task", task, sorted(TASKS))
+    if not history and TASKS[task][1].startswith("history"):
+        raise ConfigError(f"history must hold at least one item for task {task!r}, got []", argument="history")
     instruction, shown, answer = TASKS[task]
     fields = {
         "history_sids": lambda: " ".join(sid_of(i) for i in history),
@@ -136,6 +187,8 @@ class WordTokenizer:
     PATTERN = re.compile(r"<[a-h]_\d+>|[a-z]+|\d|[^\sa-z\d]")
 
     def __init__(self, texts: list[str], sid_tokens: list[str], max_words: int = 4000, min_freq: int = 2) -> None:
+        check_int("max_words", max_words, low=0)
+        check_int("min_freq", min_freq, low=1)
         counts = Counter(w for text in texts for w in self.PATTERN.findall(text.lower()) if not w.startswith("<"))
         words = [w for w, c in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])) if c >= min_freq][:max_words]
         self.vocab = [*self.SPECIALS, *sid_tokens, *words]
@@ -188,8 +241,11 @@ def build_scratch_decoder(
     """A small Llama-architecture decoder with random weights (TIGER-sized by default)."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
+    for name, value in (("vocab_size", vocab_size), ("hidden_size", hidden_size), ("num_layers", num_layers),
+                        ("num_heads", num_heads), ("max_positions", max_positions)):
+        check_int(name, value, low=1)
     if hidden_size % num_heads:
-        raise ValueError(f"hidden_size {hidden_size} must be divisible by num_heads {num_heads}")
+        raise ConfigError(f"hidden_size must be divisible by num_heads={num_heads}, got {hidden_size}", argument="hidden_size")
     config = LlamaConfig(
         vocab_size=vocab_size, hidden_size=hidden_size, intermediate_size=4 * hidden_size,
         num_hidden_layers=num_layers, num_attention_heads=num_heads, num_key_value_heads=num_heads,
@@ -210,6 +266,13 @@ def load_hf_causal_lm(
     """
     from transformers import AutoModelForCausalLM
 
+    check_int("vocab_size", vocab_size, low=1)
+    check_int("lora_r", lora_r, low=0)
+    check_positive("lora_alpha", lora_alpha)
+    check_number("lora_dropout", lora_dropout, low=0, high=1, high_open=True)
+    if lora_r > 0 and (isinstance(target_modules, str) or not target_modules):
+        raise ConfigError(f"target_modules must be a non-empty list of module names, got {target_modules!r}",
+                          argument="target_modules")
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
     model.resize_token_embeddings(vocab_size)
     if lora_r > 0:

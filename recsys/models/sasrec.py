@@ -6,6 +6,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from vlkit.errors import ConfigError, check_int, check_number
+
 __all__ = ["SASRec"]
 
 
@@ -17,8 +19,15 @@ class SASRec(nn.Module):
         dropout: float = 0.2, max_length: int = 50,
     ) -> None:
         super().__init__()
-        if num_items < 1:
-            raise ValueError(f"num_items must be >= 1, got {num_items}")
+        check_int("num_items", num_items, low=1)
+        check_int("hidden_size", hidden_size, low=1)
+        check_int("num_layers", num_layers, low=1)
+        check_int("num_heads", num_heads, low=1)
+        check_number("dropout", dropout, low=0, high=1, high_open=True)
+        check_int("max_length", max_length, low=1)
+        if hidden_size % num_heads:
+            raise ConfigError(f"hidden_size must be divisible by num_heads={num_heads}, got {hidden_size}", argument="hidden_size")
+        self.num_items = num_items
         self.item_embedding = nn.Embedding(num_items + 1, hidden_size, padding_idx=0)
         self.position_embedding = nn.Embedding(max_length, hidden_size)
         layer = nn.TransformerEncoderLayer(
@@ -35,6 +44,12 @@ class SASRec(nn.Module):
 
     def forward(self, history: Tensor) -> Tensor:
         """history (B, T) left-padded 1-based item indices -> (B, N) scores over items 1..N."""
+        if history.dim() != 2 or history.shape[1] == 0 or history.dtype not in (torch.long, torch.int32):
+            raise ConfigError(f"history must be a (B, T) integer tensor with T >= 1, got {history.dtype} {tuple(history.shape)}",
+                              argument="history")
+        if history.numel() and (int(history.min()) < 0 or int(history.max()) > self.num_items):
+            raise ConfigError(f"history must hold item indices in [0, {self.num_items}] (0 = padding), got "
+                              f"[{int(history.min())}, {int(history.max())}]", argument="history")
         history = history[:, -self.max_length :]  # (B, T)
         B, T = history.shape
         positions = torch.arange(T, device=history.device).unsqueeze(0).expand(B, T)  # (B, T)

@@ -12,7 +12,21 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-__all__ = ["encode_texts", "cached_item_embeddings", "resolve_encoder"]
+from vlkit.errors import ConfigError, check_int
+
+__all__ = ["encode_texts", "cached_item_embeddings", "resolve_encoder", "check_encoder_name"]
+
+
+def check_encoder_name(encoder) -> str:
+    """``"minilm"``, ``"hash-<D>"`` with an integer D >= 1, or a non-empty path/id (not loaded here)."""
+    if not isinstance(encoder, str) or not encoder.strip():
+        raise ConfigError(f"text_encoder must be 'minilm', 'hash-<D>' or a Hugging Face path/id, got {encoder!r}",
+                          argument="text_encoder")
+    if encoder.startswith("hash-"):
+        dim = encoder.split("-", 1)[1]
+        if not dim.isdigit() or int(dim) < 1:
+            raise ConfigError(f"text_encoder 'hash-<D>' needs an integer D >= 1, got {encoder!r}", argument="text_encoder")
+    return encoder
 
 
 def resolve_encoder(encoder: str) -> str:
@@ -37,11 +51,15 @@ def _hash_embed(texts: list[str], dim: int) -> Tensor:
 @torch.no_grad()
 def encode_texts(texts: list[str], encoder: str = "minilm", batch_size: int = 64, max_length: int = 128) -> Tensor:
     """(N,) texts -> (N, D) float32 embeddings, masked mean pooling of the last hidden state, L2-normalised."""
-    if not texts:
-        raise ValueError("texts must be a non-empty list")
+    if isinstance(texts, str) or not texts:
+        raise ConfigError(f"texts must be a non-empty list of str, got {texts!r}", argument="texts")
     empty = [i for i, t in enumerate(texts) if not str(t).strip()]
     if empty:
-        raise ValueError(f"items without text at positions {empty[:5]} (every item needs a title)")
+        raise ConfigError(f"texts must all be non-empty: items without text at positions {empty[:5]} (every item needs a title)",
+                          argument="texts")
+    check_encoder_name(encoder)
+    check_int("batch_size", batch_size, low=1)
+    check_int("max_length", max_length, low=1)
     if encoder.startswith("hash-"):
         return _hash_embed(texts, int(encoder.split("-", 1)[1]))
     from transformers import AutoModel, AutoTokenizer
@@ -66,6 +84,8 @@ def cached_item_embeddings(
     texts: list[str], encoder: str = "minilm", cache_dir: str | Path | None = None, max_length: int = 128
 ) -> Tensor:
     """:func:`encode_texts` with an on-disk cache (``$VLKIT_CACHE/item_embeddings/<hash>.pt``)."""
+    check_encoder_name(encoder)
+    check_int("max_length", max_length, low=1)
     if cache_dir is None:
         from vlkit.models.pretrained import cache_root
 
