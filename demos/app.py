@@ -1,14 +1,24 @@
 """One Gradio app with a tab per method, each tab the method's own ``demos/<stem>.py`` ``build_demo()``.
 
-    vlkit demo                      # http://127.0.0.1:7860
-    python -m demos --port 7861     # the same app
-    vlkit demo --host 0.0.0.0       # reachable from other machines (think twice: no authentication)
+    vlkit demo                                   # http://127.0.0.1:7860, this machine only
+    python -m demos --port 7861                  # the same app
+    vlkit demo --checkpoint-dir runs/ckpts       # the ARES tab offers the *.ckpt files in runs/ckpts
+    vlkit demo --host 0.0.0.0 --auth user:pass   # reachable from other machines, behind a login
 
-Safety defaults: binds 127.0.0.1; every request goes through Gradio's queue with a small concurrency
-limit (CPU-heavy callbacks do not pile up); uploads are limited in size (``max_file_size``) and the
-only upload components are image components, whose files are decoded by PIL (anything else is
-rejected by the component); long callbacks show progress (TFUP's ``gr.Progress``, ProAPO's
-generation-by-generation streaming).
+Safety (``demos/_safety.py`` holds the checks):
+
+* Network: binds 127.0.0.1. Any other address needs ``--auth USER:PASSWORD`` (Gradio's login) or a
+  deliberate ``--no-auth``; otherwise the launch is refused before anything is served (exit 2).
+* Checkpoints: a visitor picks a checkpoint *name* from a dropdown of the ``*.ckpt`` files directly in
+  the operator's ``--checkpoint-dir``; the server checks the name again (no URL, no absolute path, no
+  ``..``, no separator, symlinks must stay inside the folder) and reads the file with
+  ``weights_only=True`` (``vlkit.checkpoints.load_checkpoint``), refusing another method's checkpoint.
+  Without ``--checkpoint-dir`` no checkpoint can be loaded.
+* Uploads: limited in size (``max_file_size``); the only upload components are image components, and
+  each uploaded image is decoded and verified by Pillow (PNG, JPEG, WebP, BMP, GIF; at most 40
+  megapixels) before any handler sees it. Errors shown to visitors name no server path.
+* Load: every request goes through Gradio's queue with a small concurrency limit (CPU-heavy callbacks do
+  not pile up); long callbacks show progress (TFUP's ``gr.Progress``, ProAPO's streaming).
 """
 
 from __future__ import annotations
@@ -53,6 +63,7 @@ def build_app(
     minionerec_dataset: str | None = None,
     concurrency_limit: int = 2,
     max_queue_size: int = 64,
+    checkpoint_dir: str | None = None,
 ):
     """The whole app (not launched): a ``gr.Blocks`` with one ``gr.Tab`` per method.
 
@@ -64,10 +75,14 @@ def build_app(
             untrained tiny model on synthetic data).
         concurrency_limit: events of one kind that run at once; the rest wait in the queue.
         max_queue_size: requests waiting beyond this are refused with "queue full".
+        checkpoint_dir: the folder whose ``*.ckpt`` files visitors may pick (ARES tab) and in which
+            ``minionerec_checkpoint`` is looked up by name; None: no visitor can load a checkpoint.
     """
     import importlib
 
     import gradio as gr
+
+    from demos._safety import guard_image_inputs
 
     keys = list(TABS) if tabs is None else list(tabs)
     unknown = [k for k in keys if k not in TABS]
@@ -79,7 +94,8 @@ def build_app(
         raise ValueError(f"max_queue_size must be >= 1, got {max_queue_size}")
     arguments = {
         "tfup": dict(backbone=tfup_backbone, subset_size=tfup_subset_size, cache_dir=cache_dir),
-        "minionerec": dict(checkpoint=minionerec_checkpoint, dataset=minionerec_dataset),
+        "minionerec": dict(checkpoint=minionerec_checkpoint, dataset=minionerec_dataset, checkpoint_dir=checkpoint_dir),
+        "ares": dict(checkpoint_dir=checkpoint_dir),
     }
     # Build every demo *outside* the app's context: a gr.Blocks created inside another one renders itself
     # there at once, and the .render() below would then show it twice (seen in the browser tests).
@@ -94,6 +110,7 @@ def build_app(
             with gr.Tab(TABS[key][0], id=key):
                 demos[key].render()
     _restrict_uploads(app)
+    guard_image_inputs(app)  # each demo guards its own; this catches a demo that forgot
     app.queue(default_concurrency_limit=concurrency_limit, max_size=max_queue_size)
     return app
 
@@ -103,20 +120,26 @@ def launch(
     port: int = 7860,
     max_file_size: str | int = DEFAULT_MAX_FILE_SIZE,
     prevent_thread_lock: bool = False,
+    auth: str | None = None,
+    no_auth: bool = False,
     **app_options,
 ):
     """Build the app and serve it on ``host:port`` (127.0.0.1 by default: local only).
 
-    ``app_options`` go to :func:`build_app`. With ``prevent_thread_lock`` it returns the running app
-    (tests; call ``app.close()``), otherwise it blocks until interrupted."""
-    if not isinstance(host, str) or not host:
-        raise ValueError(f"host must be a non-empty string, got {host!r}")
+    A non-loopback ``host`` needs ``auth`` (``"user:password"``, Gradio's login) or ``no_auth=True``;
+    otherwise a :class:`vlkit.errors.ConfigError` is raised before anything is built or bound.
+    ``app_options`` go to :func:`build_app` (``checkpoint_dir`` among them). With ``prevent_thread_lock``
+    it returns the running app (tests; call ``app.close()``), otherwise it blocks until interrupted."""
+    from demos._safety import check_launch
+
+    credentials = check_launch(host, auth, no_auth)  # host type, loopback or login
     if not isinstance(port, int) or not 0 <= port <= 65535:
         raise ValueError(f"port must be an int in [0, 65535], got {port!r}")
     app = build_app(**app_options)
     app.launch(
         server_name=host,
         server_port=port,
+        auth=credentials,
         max_file_size=max_file_size,
         prevent_thread_lock=prevent_thread_lock,
         show_error=True,

@@ -1,7 +1,12 @@
 """ARES demo: enter a problem, sample an answer, see each token coloured by its entropy with the high
 window-entropy (HWE) tokens and their windows marked, and the reward the answer would get under AEPO.
 
-    python demos/ares.py            # http://127.0.0.1:7860
+    python demos/ares.py                                  # http://127.0.0.1:7860
+    python demos/ares.py --checkpoint-dir runs/ares/ckpts # also offer the LitARES checkpoints in that folder
+
+A visitor picks a checkpoint by file name from the operator's ``--checkpoint-dir`` (a dropdown; the name is
+checked again on the server by ``demos._safety.resolve_checkpoint``) and the file is read with
+``weights_only=True``; without a directory no checkpoint can be loaded.
 """
 
 from __future__ import annotations
@@ -15,13 +20,21 @@ _CACHE: dict[str, object] = {}
 _SAMPLING_LOCK = threading.Lock()
 
 
-def _module(model_name: str, checkpoint: str | None):
+def _module(model_name: str, checkpoint: str | None, checkpoint_dir: str | None = None):
+    """The policy to sample from: a fresh ``model_name`` or the LitARES checkpoint named ``checkpoint`` in
+    ``checkpoint_dir`` (one model kept in memory)."""
+    from vlkit.checkpoints import load_checkpoint
     from vlkit.methods.ares import LitARES
 
-    key = checkpoint or model_name
+    from demos._safety import resolve_checkpoint
+
+    path = resolve_checkpoint(checkpoint, checkpoint_dir) if checkpoint else None
+    key = f"{path}@{path.stat().st_mtime_ns}" if path is not None else model_name  # a rewritten file reloads
     if key not in _CACHE:
-        if checkpoint:
-            module = LitARES.load_from_checkpoint(checkpoint, map_location="cpu")
+        if path is not None:
+            # weights_only=True; refuses another class's checkpoint with a message naming both classes
+            load_checkpoint(path, LitARES, name=checkpoint)
+            module = LitARES.load_from_checkpoint(path, map_location="cpu", weights_only=True)
         else:
             module = LitARES(model_name=model_name, lora_r=0, kl_coef=0.0, group_size=2)
         _CACHE.clear()  # keep one model in memory
@@ -59,12 +72,16 @@ def render_tokens(pieces: list[str], entropy: list[float], hwe: list[bool], wind
     return legend + "<div style='font-family:monospace;line-height:1.9'>" + "".join(spans) + "</div>"
 
 
-def analyze(problem: str, answer: str, model_name: str, checkpoint: str, bucket: str, target: float, alpha: float,
-            temperature: float, max_new_tokens: int, seed: int):
-    """Sample one answer and score it. Returns (token HTML, reward markdown)."""
+def analyze(problem: str, answer: str, model_name: str, checkpoint: str | None, bucket: str, target: float, alpha: float,
+            temperature: float, max_new_tokens: int, seed: int, checkpoint_dir: str | None = None):
+    """Sample one answer and score it. Returns (token HTML, reward markdown).
+
+    ``checkpoint`` is empty (a fresh ``model_name``) or a file name inside ``checkpoint_dir`` (the operator's
+    ``--checkpoint-dir``; None refuses every name)."""
     import torch
 
     from vlkit.data.reasoning import ANSWER_INSTRUCTION, check_answer, parse_number
+    from vlkit.errors import check_choice
     from vlkit.functional.aepo import shaped_rewards
     from vlkit.functional.entropy import (
         hwe_token_mask,
@@ -77,7 +94,8 @@ def analyze(problem: str, answer: str, model_name: str, checkpoint: str, bucket:
         raise ValueError("problem must be a non-empty question")
     if bucket not in BUCKETS:
         raise ValueError(f"bucket must be one of {BUCKETS}, got {bucket!r}")
-    module = _module(model_name, checkpoint.strip() or None)
+    check_choice("model", model_name, MODELS)  # a client can send any string: never a path or a hub id
+    module = _module(model_name, (checkpoint or "").strip() or None, checkpoint_dir)
     hp = module.hparams
     prompt = problem.strip()
     if "\\boxed" not in prompt:
@@ -123,9 +141,25 @@ def analyze(problem: str, answer: str, model_name: str, checkpoint: str, bucket:
     return html_tokens, summary
 
 
-def build_demo():
-    """The Gradio app (no launch)."""
+def build_demo(checkpoint_dir: str | None = None):
+    """The Gradio app (no launch). ``checkpoint_dir``: the folder whose ``*.ckpt`` files visitors may load
+    (None: the checkpoint box is disabled and the server refuses every name)."""
     import gradio as gr
+
+    from vlkit.errors import check_dir
+
+    from demos._safety import checkpoint_choices
+
+    if checkpoint_dir is not None:
+        checkpoint_dir = str(check_dir("checkpoint_dir", checkpoint_dir).resolve())
+    names = checkpoint_choices(checkpoint_dir)
+
+    def handler(problem, answer, model_name, checkpoint, bucket, target, alpha, temperature, max_new_tokens, seed):
+        """:func:`analyze` with the operator's checkpoint folder bound in (the visitor sends only a name)."""
+        return analyze(problem, answer, model_name, checkpoint, bucket, target, alpha, temperature, max_new_tokens,
+                       seed, checkpoint_dir=checkpoint_dir)
+
+    handler.__name__ = "analyze"  # the event's name, as before
 
     with gr.Blocks(title="ARES: entropy-shaped reasoning rewards") as demo:
         gr.Markdown("# ARES / AEPO\nSample an answer and see where the model is uncertain (token entropy), which "
@@ -135,7 +169,12 @@ def build_demo():
             answer = gr.Textbox(label="reference answer", value="89")
         with gr.Row():
             model = gr.Dropdown(MODELS, value=MODELS[0], label="model")
-            checkpoint = gr.Textbox(label="LitARES checkpoint (optional)", value="")
+            checkpoint = gr.Dropdown(
+                [("none: the model above, untrained", "")] + [(n, n) for n in names], value="",
+                label="LitARES checkpoint", interactive=checkpoint_dir is not None,
+                info=(f"{len(names)} *.ckpt file(s) in the --checkpoint-dir folder" if checkpoint_dir is not None
+                      else "start the app with --checkpoint-dir DIR to offer the checkpoints in DIR"),
+            )
             bucket = gr.Dropdown(BUCKETS, value="medium", label="difficulty bucket")
         with gr.Row():
             target = gr.Number(label="HWE target", value=2)
@@ -146,10 +185,14 @@ def build_demo():
         run = gr.Button("sample and score", variant="primary")
         tokens = gr.HTML(label="tokens by entropy")
         summary = gr.Markdown(label="reward")
-        run.click(analyze, [problem, answer, model, checkpoint, bucket, target, alpha, temperature, max_new, seed],
-                  [tokens, summary])
+        run.click(handler, [problem, answer, model, checkpoint, bucket, target, alpha, temperature, max_new, seed],
+                  [tokens, summary], api_name="analyze")
     return demo
 
 
 if __name__ == "__main__":
-    build_demo().launch()
+    import argparse
+
+    parser = argparse.ArgumentParser(description="ARES demo (binds 127.0.0.1)")
+    parser.add_argument("--checkpoint-dir", default=None, help="folder of LitARES *.ckpt files visitors may load")
+    build_demo(parser.parse_args().checkpoint_dir).launch(server_name="127.0.0.1")

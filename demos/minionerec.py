@@ -13,28 +13,46 @@ import argparse
 __all__ = ["build_demo", "load_recommender"]
 
 
-def load_recommender(checkpoint: str | None = None, dataset: str | None = None):
+def load_recommender(checkpoint: str | None = None, dataset: str | None = None, checkpoint_dir: str | None = None):
     """(module, data): a LitMiniOneRec with weights from ``checkpoint`` (its own data set unless ``dataset``
-    is given), or an untrained tiny one on synthetic data."""
-    import torch
+    is given), or an untrained tiny one on synthetic data.
 
+    ``checkpoint`` is the operator's launch argument: a path, or, when ``checkpoint_dir`` is given, a file
+    name inside that folder (resolved by ``demos._safety.resolve_checkpoint``). It is read with
+    ``weights_only=True`` and must be a LitMiniOneRec (or LitMiniOneRecRL) checkpoint."""
     from recsys.data.sequences import load_seqrec
-    from recsys.methods.minionerec import LitMiniOneRec
+    from recsys.methods.minionerec import LitMiniOneRec, LitMiniOneRecRL
+    from vlkit.checkpoints import load_checkpoint
+    from vlkit.errors import ConfigError, check_file
+
+    from demos._safety import resolve_checkpoint
 
     if checkpoint is None:
         data = load_seqrec(dataset or "synthetic")
         module = LitMiniOneRec(sid_path="random-8x2", hidden_size=32, num_layers=1, num_heads=2)
         module.build(data)
         return module.eval(), data
-    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=False)
-    hparams = dict(ckpt["hyper_parameters"])
+    if checkpoint_dir is not None:
+        path = resolve_checkpoint(checkpoint, checkpoint_dir)
+    else:
+        path = check_file("checkpoint", checkpoint, suffixes=[".ckpt"])
+    ckpt = load_checkpoint(path, (LitMiniOneRec, LitMiniOneRecRL), name=str(checkpoint))
+    hparams = dict(ckpt.get("hyper_parameters", {}))
     hparams["init_checkpoint"] = None
     allowed = LitMiniOneRec.__init__.__code__.co_varnames
     module = LitMiniOneRec(**{k: v for k, v in hparams.items() if k in allowed})
     data_hp = ckpt.get("datamodule_hyper_parameters", {})
     data = load_seqrec(dataset or data_hp.get("dataset", "synthetic"), root=data_hp.get("root"))
     module.build(data)
-    module.load_weights(checkpoint)
+    own = module.state_dict()
+    state = ckpt["state_dict"]
+    bad = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
+    if bad:
+        raise ConfigError(f"checkpoint {str(checkpoint)!r} does not match this model's ID vocabulary/shape: {bad[:3]}",
+                          argument="checkpoint")
+    missing, _ = module.load_state_dict(state, strict=False)
+    if missing:
+        raise ConfigError(f"checkpoint {str(checkpoint)!r} lacks weights {missing[:3]}", argument="checkpoint")
     return module.eval(), data
 
 
@@ -80,10 +98,11 @@ def allowed_next(module, prefix: str) -> str:
     return f"{len(names)} allowed: " + " ".join(names)
 
 
-def build_demo(checkpoint: str | None = None, dataset: str | None = None):
+def build_demo(checkpoint: str | None = None, dataset: str | None = None, checkpoint_dir: str | None = None):
+    """The Gradio app (no launch) around :func:`load_recommender`'s model; visitors choose no checkpoint."""
     import gradio as gr
 
-    module, data = load_recommender(checkpoint, dataset)
+    module, data = load_recommender(checkpoint, dataset, checkpoint_dir)
     users = {s.user: s for s in data.splits["test"]}
     user_ids = sorted(users)[:500]
 
@@ -119,8 +138,9 @@ def build_demo(checkpoint: str | None = None, dataset: str | None = None):
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="MiniOneRec demo")
-    parser.add_argument("--checkpoint", default=None)
+    parser.add_argument("--checkpoint", default=None, help="a .ckpt path (a file name with --checkpoint-dir)")
+    parser.add_argument("--checkpoint-dir", default=None, help="folder that --checkpoint is looked up in")
     parser.add_argument("--dataset", default=None)
     parser.add_argument("--port", type=int, default=7860)
     ns = parser.parse_args()
-    build_demo(ns.checkpoint, ns.dataset).launch(server_port=ns.port)
+    build_demo(ns.checkpoint, ns.dataset, ns.checkpoint_dir).launch(server_name="127.0.0.1", server_port=ns.port)

@@ -112,6 +112,8 @@ def _example_to_editor(class_name: str, index: float):
 def build_demo():
     import gradio as gr
 
+    from demos._safety import guard_image_inputs
+
     from vlkit.data.episodes import FASHION_MNIST_CLASSNAMES
 
     with gr.Blocks(title="RePRI few-shot segmentation") as demo:
@@ -136,7 +138,8 @@ def build_demo():
         info = gr.Markdown()
         load.click(_example_to_editor, [class_name, index], [support, query])
         run.click(_run, [support, query], [out_repri, out_proto, info])
-    return demo
+    # every uploaded image is decoded and verified (Pillow, pixel limit) before Gradio hands it over
+    return guard_image_inputs(demo)
 
 
 if __name__ == "__main__":

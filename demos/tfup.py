@@ -65,6 +65,8 @@ class TFUPExplainer:
 def build_demo(backbone: str = "offline-lite0-minilm", subset_size: int = 1000, cache_dir: str = ".cache/vlkit"):
     import gradio as gr
 
+    from demos._safety import guard_image_inputs
+
     state: dict = {}
 
     def explainer() -> TFUPExplainer:
@@ -98,7 +100,8 @@ def build_demo(backbone: str = "offline-lite0-minilm", subset_size: int = 1000, 
             tf = gr.Label(num_top_classes=5, label="TFUP")
         gallery = gr.Gallery(label="cache entries that added the most to TFUP's logits", columns=6, height=200)
         button.click(run, [upload, index], [shown, zs, tf, gallery, summary])
-    return demo
+    # every uploaded image is decoded and verified (Pillow, pixel limit) before Gradio hands it over
+    return guard_image_inputs(demo)
 
 
 if __name__ == "__main__":

@@ -151,6 +151,11 @@ def load_checkpoint(
     except pickle.UnpicklingError as error:
         # torch's message names the offending global (e.g. "Unsupported global: GLOBAL foo.Bar")
         detail = next((line.strip() for line in str(error).splitlines() if "global" in line.lower()), "")
+        if not detail:  # no class named: not a torch.save file at all (a text file, a truncated download)
+            raise ConfigError(
+                f"{argument} {shown} is not a readable torch checkpoint (not a file written by torch.save)",
+                argument=argument,
+            ) from None
         raise ConfigError(
             f"{argument} {shown} holds objects other than tensors and plain values, which the kit refuses to "
             f"unpickle (weights_only=True){': ' + detail if detail else ''}",

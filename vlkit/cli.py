@@ -2,41 +2,197 @@
 
 LightningCLI in subclass mode: configs name the LightningModule and LightningDataModule by
 ``class_path``, so this file imports no method and no data module.
+
+User errors print as one line and exit with status 2: a :class:`~vlkit.errors.ConfigError` raised while
+the classes are built or before the run starts (``error: model.init_args.lr must be > 0, got -0.1``, its
+argument prefixed with the config key that holds it), and a ``--ckpt_path`` written by another class or
+by no kit module at all (checked before Lightning opens it). jsonargparse's own parse errors keep their
+usage line and also exit 2. ``--debug`` (anywhere on the command line) or ``VLKIT_DEBUG=1`` shows the
+traceback instead. Checkpoints are loaded with ``weights_only=True``.
 """
 
 from __future__ import annotations
 
+import importlib
+import os
 import sys
+from typing import Any
 
-from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch import LightningDataModule, LightningModule
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+
+from vlkit.checkpoints import allowed_globals, load_checkpoint
+from vlkit.errors import ConfigError
+
+__all__ = ["VlkitCLI", "find_config_error", "main"]
+
+# ckpt_path values Lightning resolves itself: no file of that name to check
+_LIGHTNING_CKPT_NAMES = ("best", "last", "hpc")
+
+
+def find_config_error(error: BaseException | None) -> ConfigError | None:
+    """The kit's ConfigError behind ``error``: ``error`` itself or one among its causes and contexts.
+
+    jsonargparse re-raises a ConfigError from a class ``__init__`` inside its own "Does not validate
+    against any of the Union subtypes" error; the original stays in the exception chain."""
+    queue, seen = [error], set()
+    while queue:
+        current = queue.pop(0)
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, ConfigError):
+            return current
+        queue += [current.__cause__, current.__context__]
+    return None
+
+
+def _component_of(error: BaseException) -> str | None:
+    """``"model"`` or ``"data"``: the innermost LightningModule / LightningDataModule method in the
+    traceback of ``error`` (the class whose code raised it), or None."""
+    found, tb = None, error.__traceback__
+    while tb is not None:
+        owner = tb.tb_frame.f_locals.get("self")
+        if isinstance(owner, LightningModule):
+            found = "model"
+        elif isinstance(owner, LightningDataModule):
+            found = "data"
+        tb = tb.tb_next
+    return found
+
+
+def _class_from_path(path: Any) -> type | None:
+    if not isinstance(path, str) or "." not in path:
+        return None
+    module, _, name = path.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError):
+        return None
+
+
+class VlkitArgumentParser(LightningArgumentParser):
+    """LightningArgumentParser that lets a ConfigError raised while parsing (a class ``__init__`` run by
+    jsonargparse) through as itself, instead of burying its message in jsonargparse's union text."""
+
+    def error(self, message: str, ex: Exception | None = None):
+        config_error = find_config_error(ex)
+        if config_error is not None:
+            raise config_error
+        return super().error(message, ex)
 
 
 class VlkitCLI(LightningCLI):
-    """LightningCLI with the kit's defaults (config saved next to the logs, overwritten on rerun)."""
+    """LightningCLI with the kit's defaults (config saved next to the logs, overwritten on rerun), user
+    errors as one line (see the module docstring) and checkpoints read with ``weights_only=True``."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("parser_class", VlkitArgumentParser)
+        try:
+            super().__init__(*args, **kwargs)
+        except Exception as error:
+            config_error = find_config_error(error)
+            if config_error is not None and not hasattr(config_error, "config_key"):
+                config_error.config_key = self._config_key(config_error)
+            raise
+
+    def _config_key(self, error: ConfigError) -> str | None:
+        """Where ``error.argument`` sits in the parsed config: ``model.init_args.lr``, ``data.init_args.shots``,
+        ``ckpt_path``; None when the config does not hold it (or was not parsed yet)."""
+        config, argument = getattr(self, "config", None), error.argument
+        if config is None or not argument:
+            return None
+        try:
+            section = config[config["subcommand"]] if config.get("subcommand") else config
+            holders = [c for c in ("model", "data") if argument in (section.get(f"{c}.init_args") or {})]
+            if len(holders) > 1:
+                holders = [c for c in holders if c == _component_of(error)] or holders[:1]
+            if holders:
+                return f"{holders[0]}.init_args.{argument}"
+            return argument if argument in section else None
+        except (KeyError, TypeError, AttributeError):
+            return None
+
+    def _prepare_subcommand_parser(self, klass: type, subcommand: str, **kwargs: Any) -> LightningArgumentParser:
+        parser = super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
+        if "weights_only" in self._subcommand_method_arguments.get(subcommand, ()):
+            parser.set_defaults(weights_only=True)  # Trainer.fit/validate/test/predict(weights_only=...)
+        return parser
+
+    def _parse_ckpt_path(self) -> None:
+        # Lightning opens ckpt_path here to read its hyperparameters: check what wrote it first
+        subcommand = self.config.get("subcommand")
+        if subcommand:
+            self._check_ckpt_path(self.config[subcommand])
+        with allowed_globals():
+            super()._parse_ckpt_path()
+
+    def _check_ckpt_path(self, section) -> None:
+        """A ``--ckpt_path`` file must be a checkpoint of the configured model class (one ConfigError if not)."""
+        ckpt_path = section.get("ckpt_path")
+        if not ckpt_path or not isinstance(ckpt_path, (str, os.PathLike)):
+            return
+        text = str(ckpt_path)
+        if text in _LIGHTNING_CKPT_NAMES or text.startswith("registry") or "://" in text:
+            return
+        checkpoint = load_checkpoint(ckpt_path, _class_from_path(section.get("model.class_path")), argument="ckpt_path")
+        if "pytorch-lightning_version" not in checkpoint:  # what Lightning's restore reads first
+            keys = sorted(str(k) for k in checkpoint)[:4]
+            raise ConfigError(
+                f"ckpt_path must be a Lightning checkpoint (written by `vlkit fit` or Trainer.save_checkpoint), got "
+                f"{text!r}, a dict with keys {keys} and no 'pytorch-lightning_version'",
+                argument="ckpt_path",
+            )
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        with allowed_globals():  # the kit's registered plain-data classes load under weights_only=True
+            super()._run_subcommand(subcommand)
+
+
+def _user_error_line(error: ConfigError) -> str:
+    """``error: <message>``, the argument at the start of the message replaced by its config key."""
+    message = " ".join(str(error).splitlines())
+    key, argument = getattr(error, "config_key", None), error.argument
+    if key and argument and key != argument:
+        if message.startswith(argument) and not message[len(argument) : len(argument) + 1].isidentifier():
+            message = key + message[len(argument) :]
+        else:
+            message = f"{key}: {message}"
+    return f"error: {message}"
 
 
 def main(args: list[str] | None = None) -> None:
+    """``vlkit <subcommand> ...``; ``args`` replaces ``sys.argv[1:]`` (tests call it in-process)."""
     argv = list(sys.argv[1:] if args is None else args)
+    debug = "--debug" in argv or os.environ.get("VLKIT_DEBUG", "").strip().lower() not in ("", "0", "false", "no")
+    argv = [a for a in argv if a != "--debug"]
+    if args is None:
+        sys.argv[1:] = argv  # LightningCLI reads sys.argv itself when given no args
     if argv and argv[0] == "demo":
-        import argparse
+        # the same options as `python -m demos` (--host, --port, --checkpoint-dir, --auth, --no-auth, ...),
+        # checked before gradio is imported; a refused setting exits 2 with one line
+        from demos.__main__ import main as demo_main
 
-        parser = argparse.ArgumentParser(prog="vlkit demo", description="One Gradio app with a tab per method.")
-        parser.add_argument("--host", default="127.0.0.1")
-        parser.add_argument("--port", type=int, default=7860)
-        ns = parser.parse_args(argv[1:])
-        from demos.app import launch  # heavy import (gradio) only here
-
-        launch(host=ns.host, port=ns.port)
+        demo_main(argv[1:], prog="vlkit demo")
         return
-    VlkitCLI(
-        model_class=None,
-        datamodule_class=None,
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        save_config_kwargs={"overwrite": True},
-        args=argv if args is not None else None,
-        auto_configure_optimizers=False,
-    )
+    try:
+        VlkitCLI(
+            model_class=None,
+            datamodule_class=None,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            save_config_kwargs={"overwrite": True},
+            args=argv if args is not None else None,
+            auto_configure_optimizers=False,
+        )
+    except Exception as error:
+        config_error = find_config_error(error)
+        if config_error is None:
+            raise
+        if debug:  # the kit's error itself, with the frames that raised it (not jsonargparse's wrapper)
+            raise config_error
+        print(_user_error_line(config_error), file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

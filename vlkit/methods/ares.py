@@ -32,7 +32,17 @@ import lightning as L
 import torch
 from torch import Tensor
 
+from vlkit.checkpoints import record_class
 from vlkit.data.reasoning import check_answer
+from vlkit.errors import (
+    ConfigError,
+    check_choice,
+    check_int,
+    check_non_negative,
+    check_number,
+    check_positive,
+    check_probability,
+)
 from vlkit.functional.aepo import TOKEN_SELECTIONS, accuracy_group_mask, aepo_loss, shaped_rewards
 from vlkit.functional.entropy import (
     BUCKET_NAMES,
@@ -59,6 +69,31 @@ from vlkit.models.language import (
 __all__ = ["LitARES", "LitColdStartSFT", "completion_mask_after_eos", "estimate_pass_rates", "plot_training_history"]
 
 ALGORITHMS = ("aepo", "grpo")
+DTYPES = ("float32", "bfloat16", "float16")
+KL_ESTIMATORS = ("k1", "k2", "k3")
+
+
+def _check_model_args(model_name, dtype, lora_r, lora_alpha, lora_dropout, lora_target_modules, learning_rate,
+                      weight_decay) -> None:
+    """Arguments shared by LitARES and LitColdStartSFT, checked before the model is built."""
+    if not isinstance(model_name, str) or not model_name.strip():
+        raise ConfigError(
+            f"model_name must be a non-empty string (a preset or a Hugging Face id / directory), got {model_name!r}",
+            argument="model_name",
+        )
+    check_choice("dtype", dtype, DTYPES)
+    check_int("lora_r", lora_r, low=0)
+    check_positive("lora_alpha", lora_alpha)
+    check_probability("lora_dropout", lora_dropout, open_high=True)
+    if lora_target_modules is not None and not isinstance(lora_target_modules, str):
+        if not lora_target_modules or not all(isinstance(m, str) and m for m in lora_target_modules):
+            raise ConfigError(
+                f"lora_target_modules must be 'all-linear', a module name or a non-empty list of names, "
+                f"got {lora_target_modules!r}",
+                argument="lora_target_modules",
+            )
+    check_positive("learning_rate", learning_rate)
+    check_non_negative("weight_decay", weight_decay)
 _CONTROLLER_KEYS = ("hwe_threshold", "hwe_targets", "entropy_alpha", "kl_ema", "kl_error_ema", "kl_log_beta", "controller_steps")
 
 
@@ -132,7 +167,11 @@ class _PolicyMixin:
         """Left-padded model inputs for a list of prompts (and one image each for VLMs)."""
         tok = self.bundle.tokenizer
         if images is not None and not self.bundle.is_multimodal:
-            raise ValueError("the batch holds images but the model has no image processor (not a vision-language model)")
+            raise ConfigError(
+                "the batch holds images but the model has no image processor: model_name must be a vision-language "
+                "model for image data",
+                argument="model_name",
+            )
         chat = self.bundle.processor if self.bundle.is_multimodal else tok
         texts = [chat.apply_chat_template(self._messages(p, images is not None), tokenize=False, add_generation_prompt=True)
                  for p in prompts]
@@ -180,32 +219,36 @@ class LitARES(_PolicyMixin, L.LightningModule):
         model_name: a ``vlkit.models.language`` preset (``tiny-random-lm``, ``tiny-random-qwen2-vl``,
             ``smollm2-135m-instruct``) or a Hugging Face id / directory.
         dtype: weights dtype (``float32``, ``bfloat16``, ``float16``).
-        lora_r: LoRA rank; 0 trains all weights (and keeps a frozen copy as the reference policy).
-        lora_alpha, lora_dropout, lora_target_modules: peft LoRA settings.
+        lora_r: LoRA rank, an int >= 0; 0 trains all weights (and keeps a frozen copy as the reference policy).
+        lora_alpha, lora_dropout, lora_target_modules: peft LoRA settings (lora_alpha > 0, lora_dropout in
+            [0, 1)).
         algorithm: ``"aepo"`` (accuracy + hierarchical entropy reward) or ``"grpo"`` (accuracy only).
-        group_size: G samples per prompt (authors: 8); must be >= 2.
-        max_new_tokens: completion budget per sample.
-        temperature, top_p: rollout sampling (authors: 1.0, 0.99).
-        eval_temperature: validation/test sampling temperature (authors: 0.5); 0 means greedy.
-        learning_rate, weight_decay: AdamW (authors: 1e-6, 1e-2 for full fine-tuning).
-        clip_low, clip_high, dual_clip: PPO clip range and dual clip (authors: 0.2, 0.3, 3.0).
-        kl_coef: base KL coefficient (authors: 1e-2); 0 disables the reference pass.
+        group_size: G samples per prompt (authors: 8); an int >= 2.
+        max_new_tokens: completion budget per sample, an int >= 1.
+        temperature, top_p: rollout sampling, temperature > 0, top_p in (0, 1] (authors: 1.0, 0.99).
+        eval_temperature: validation/test sampling temperature, >= 0 (authors: 0.5); 0 means greedy.
+        learning_rate, weight_decay: AdamW, > 0 and >= 0 (authors: 1e-6, 1e-2 for full fine-tuning).
+        clip_low, clip_high, dual_clip: PPO clip range and dual clip, clip_low in [0, 1), clip_high >= 0 or
+            None (= clip_low), dual_clip > 1 or None (authors: 0.2, 0.3, 3.0).
+        kl_coef: base KL coefficient, >= 0 (authors: 1e-2); 0 disables the reference pass.
         kl_estimator: ``k1``, ``k2`` or ``k3`` (authors: k3, "low_var_kl").
         dynamic_kl: per-bucket beta controller (authors: on); off means a constant kl_coef.
-        kl_target: KL target per bucket (easy, medium, hard) (authors: 0.01 each).
-        kl_update_interval: optimiser steps between beta updates (see docs: authors' 100 micro-batches ~ 1 step).
-        entropy_window: w, tokens in the window (authors: 4).
+        kl_target: KL target per bucket (easy, medium, hard), 3 values > 0 (authors: 0.01 each).
+        kl_update_interval: optimiser steps between beta updates, an int >= 1 (see docs: authors' 100
+            micro-batches ~ 1 step).
+        entropy_window: w, tokens in the window, an int >= 1 (authors: 4).
         window_includes_current: False = tokens t+1..t+w (authors' code), True = t..t+w-1 (paper).
-        threshold_quantile: per-response percentile of window entropy (authors: 0.95).
-        threshold_decay: tau <- decay tau + (1 - decay) median (authors: 0.99).
+        threshold_quantile: per-response percentile of window entropy, in [0, 1] (authors: 0.95).
+        threshold_decay: tau <- decay tau + (1 - decay) median, decay in [0, 1] (authors: 0.99).
         trigger_words: restrict HWE tokens to these words' first tokens (authors: a 174-word list);
             ``None`` counts every high window-entropy token (the paper's definition); ``["default"]``
             uses ``vlkit.models.language.DEFAULT_TRIGGER_WORDS``.
-        alpha_init, alpha_step: entropy-reward scale per bucket and its update step (authors: 0.5, 0.05).
+        alpha_init, alpha_step: entropy-reward scale per bucket and its update step (authors: 0.5, 0.05);
+            alpha_init in [0, 2] (the range alpha is clipped to), alpha_step >= 0.
         filter_groups: mask groups whose pass rate is 0 or 1 (DAPO dynamic sampling, on accuracy).
         token_selection: ``all``, ``top_entropy`` (80/20), ``clip_cov`` or ``kl_cov``.
-        top_entropy_rho: fraction of tokens kept by ``top_entropy`` (0.2).
-        entropy_chunk_size: rows per chunk of the full-vocabulary entropy.
+        top_entropy_rho: fraction of tokens kept by ``top_entropy``, in (0, 1] (0.2).
+        entropy_chunk_size: rows per chunk of the full-vocabulary entropy, an int >= 1.
         system_prompt: optional system message.
         plot_dir: where to write ``ares_training.png`` and ``ares_history.json`` at the end of fit
             (default: the trainer's log directory).
@@ -252,22 +295,42 @@ class LitARES(_PolicyMixin, L.LightningModule):
         seed: int = 0,
     ):
         super().__init__()
-        if algorithm not in ALGORITHMS:
-            raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {algorithm!r}")
-        if group_size < 2:
-            raise ValueError(f"group_size must be >= 2 (advantages are relative to the group), got {group_size}")
-        if token_selection not in TOKEN_SELECTIONS:
-            raise ValueError(f"token_selection must be one of {TOKEN_SELECTIONS}, got {token_selection!r}")
-        if max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-        if len(kl_target) != 3 or any(t <= 0 for t in kl_target):
-            raise ValueError(f"kl_target must be 3 positive values (easy, medium, hard), got {kl_target}")
-        if kl_coef < 0:
-            raise ValueError(f"kl_coef must be >= 0, got {kl_coef}")
-        if kl_update_interval < 1:
-            raise ValueError(f"kl_update_interval must be >= 1, got {kl_update_interval}")
-        if not 0.0 < top_p <= 1.0 or temperature <= 0:
-            raise ValueError(f"need temperature > 0 and top_p in (0, 1], got {temperature} and {top_p}")
+        _check_model_args(model_name, dtype, lora_r, lora_alpha, lora_dropout, lora_target_modules, learning_rate,
+                          weight_decay)
+        check_choice("algorithm", algorithm, ALGORITHMS)
+        check_int("group_size", group_size, low=2)  # advantages are relative to the group
+        check_choice("token_selection", token_selection, TOKEN_SELECTIONS)
+        check_int("max_new_tokens", max_new_tokens, low=1)
+        check_positive("temperature", temperature)
+        check_probability("top_p", top_p, open_low=True)
+        check_non_negative("eval_temperature", eval_temperature)
+        check_probability("clip_low", clip_low, open_high=True)
+        check_non_negative("clip_high", clip_high, allow_none=True)
+        check_number("dual_clip", dual_clip, low=1, low_open=True, allow_none=True)
+        check_non_negative("kl_coef", kl_coef)
+        check_choice("kl_estimator", kl_estimator, KL_ESTIMATORS)
+        if isinstance(kl_target, (str, int, float)) or len(kl_target) != 3:
+            raise ConfigError(
+                f"kl_target must be 3 positive values (easy, medium, hard), got {kl_target!r}", argument="kl_target"
+            )
+        for target in kl_target:
+            check_positive("kl_target", target)
+        check_int("kl_update_interval", kl_update_interval, low=1)
+        check_int("entropy_window", entropy_window, low=1)
+        check_probability("threshold_quantile", threshold_quantile)
+        check_probability("threshold_decay", threshold_decay)
+        if trigger_words is not None and (
+            isinstance(trigger_words, str) or not trigger_words or not all(isinstance(w, str) and w for w in trigger_words)
+        ):
+            raise ConfigError(
+                f"trigger_words must be None, ['default'] or a non-empty list of words, got {trigger_words!r}",
+                argument="trigger_words",
+            )
+        check_number("alpha_init", alpha_init, low=0, high=2)
+        check_non_negative("alpha_step", alpha_step)
+        check_probability("top_entropy_rho", top_entropy_rho, open_low=True)
+        check_int("entropy_chunk_size", entropy_chunk_size, low=1)
+        check_int("seed", seed)
         self.save_hyperparameters()
         self.system_prompt = system_prompt
         self.bundle = create_language_model(model_name, dtype=dtype, seed=seed)
@@ -331,6 +394,13 @@ class LitARES(_PolicyMixin, L.LightningModule):
         from transformers import GenerationConfig
 
         hp = self.hparams
+        if isinstance(prompts, str) or not prompts:
+            raise ConfigError(f"prompts must be a non-empty list of strings, got {prompts!r}"[:200], argument="prompts")
+        if images is not None and len(images) != len(prompts):
+            raise ConfigError(f"images must hold one image per prompt ({len(prompts)}), got {len(images)}", argument="images")
+        check_int("group_size", group_size, low=1)
+        check_non_negative("temperature", temperature, allow_none=True)
+        check_int("max_new_tokens", max_new_tokens, low=1, allow_none=True)  # 0 must not fall back to the default
         rep_prompts = [p for p in prompts for _ in range(group_size)]
         rep_images = None if images is None else [im for im in images for _ in range(group_size)]
         enc = self._encode_prompts(rep_prompts, rep_images)
@@ -341,7 +411,7 @@ class LitARES(_PolicyMixin, L.LightningModule):
             temperature=temperature if temperature > 0 else None,
             top_p=hp.top_p if temperature > 0 else None,
             top_k=0 if temperature > 0 else None,  # authors: top_p only (vLLM top_k = -1)
-            max_new_tokens=max_new_tokens or hp.max_new_tokens,
+            max_new_tokens=hp.max_new_tokens if max_new_tokens is None else max_new_tokens,
             pad_token_id=tok.pad_token_id,
             eos_token_id=tok.eos_token_id,
             suppress_tokens=self._suppressed_token_ids(),
@@ -394,7 +464,7 @@ class LitARES(_PolicyMixin, L.LightningModule):
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
         G = self.hparams.group_size
         if not batch["prompt"]:
-            raise ValueError("empty batch: no prompts")
+            raise ConfigError("batch['prompt'] must hold at least one prompt, got an empty batch", argument="batch")
         roll = self.generate(batch["prompt"], batch.get("image"), group_size=G)
         texts = self._decode(roll["completion_ids"], roll["completion_mask"])
         answers = [a for a in batch["answer"] for _ in range(G)]
@@ -557,6 +627,7 @@ class LitARES(_PolicyMixin, L.LightningModule):
         return torch.optim.AdamW(params, lr=self.hparams.learning_rate, weight_decay=self.hparams.weight_decay)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
+        record_class(checkpoint, self)  # checkpoint["vlkit_class"]: which class wrote it
         checkpoint["ares_controller"] = self.controller_state()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
@@ -583,9 +654,9 @@ class LitARES(_PolicyMixin, L.LightningModule):
 @torch.no_grad()
 def estimate_pass_rates(module: LitARES, problems: list, samples: int = 4, batch_prompts: int = 8) -> list[float]:
     """Measured pass rate of ``module``'s policy on each problem (``samples`` completions each), the input
-    of ``vlkit.data.reasoning.build_adaptive_cold_start``."""
-    if samples < 1:
-        raise ValueError(f"samples must be >= 1, got {samples}")
+    of ``vlkit.data.reasoning.build_adaptive_cold_start``. ``samples`` and ``batch_prompts``: ints >= 1."""
+    check_int("samples", samples, low=1)
+    check_int("batch_prompts", batch_prompts, low=1)
     rates: list[float] = []
     for start in range(0, len(problems), batch_prompts):
         chunk = problems[start : start + batch_prompts]
@@ -603,8 +674,8 @@ class LitColdStartSFT(_PolicyMixin, L.LightningModule):
 
     Args:
         model_name, dtype, lora_r, lora_alpha, lora_dropout, lora_target_modules: as in ``LitARES``.
-        learning_rate, weight_decay: AdamW.
-        max_length: truncate prompt + response to this many tokens.
+        learning_rate, weight_decay: AdamW, > 0 and >= 0.
+        max_length: truncate prompt + response to this many tokens, an int >= 2.
         system_prompt: optional system message.
         seed: initialisation seed of random tiny presets.
     """
@@ -624,13 +695,19 @@ class LitColdStartSFT(_PolicyMixin, L.LightningModule):
         seed: int = 0,
     ):
         super().__init__()
-        if max_length < 2:
-            raise ValueError(f"max_length must be >= 2, got {max_length}")
+        _check_model_args(model_name, dtype, lora_r, lora_alpha, lora_dropout, lora_target_modules, learning_rate,
+                          weight_decay)
+        check_int("max_length", max_length, low=2)
+        check_int("seed", seed)
         self.save_hyperparameters()
         self.system_prompt = system_prompt
         self.bundle = create_language_model(model_name, dtype=dtype, seed=seed)
         if self.bundle.is_multimodal:
-            raise ValueError("LitColdStartSFT trains text-only pairs; pass a causal LM preset or id")
+            raise ConfigError(
+                f"model_name must be a causal LM preset or id (LitColdStartSFT trains text-only pairs), got the "
+                f"vision-language model {model_name!r}",
+                argument="model_name",
+            )
         self.model = apply_lora(self.bundle.model, lora_r, lora_alpha, lora_dropout, lora_target_modules) if lora_r > 0 else self.bundle.model
         self.bundle.model = self.model
 
@@ -674,6 +751,9 @@ class LitColdStartSFT(_PolicyMixin, L.LightningModule):
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         loss, _ = self._loss(batch)
         self.log("val/loss", loss, prog_bar=True, batch_size=len(batch["prompt"]), sync_dist=True)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        record_class(checkpoint, self)  # checkpoint["vlkit_class"]: which class wrote it
 
     def configure_optimizers(self):
         params = [p for p in self.model.parameters() if p.requires_grad]

@@ -37,7 +37,17 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassJaccardIndex
 
+from vlkit.checkpoints import load_checkpoint, record_class
 from vlkit.data.episodes import fold_classes
+from vlkit.errors import (
+    ConfigError,
+    check_choice,
+    check_finite_tensor,
+    check_int,
+    check_non_negative,
+    check_number,
+    check_positive,
+)
 from vlkit.functional.repri import (
     IGNORE_INDEX,
     downsample_mask,
@@ -65,23 +75,24 @@ class LitRePRI(L.LightningModule):
     Args:
         backbone: dense backbone preset (``lite0-offline``, ``tiny-random``, ``timm:<name>``,
             ``open_clip:<arch>/<tag>``; see ``vlkit.models.dense``).
-        out_indices: feature levels for timm backbones (None: the preset's default, (2, 3) for lite0).
+        out_indices: feature levels for timm backbones, distinct ints >= 0 (None: the preset's default, (2, 3)
+            for lite0).
         head_checkpoint: a ``LitRePRIBaseTraining`` checkpoint; RePRI then runs on its bottleneck features.
-        temperature: tau in ``tau * cos`` (authors: 20).
-        lr: SGD learning rate on (prototype, bias) (authors: 0.025).
-        iterations: the authors' ``adapt_iter`` (50 = 49 SGD steps).
-        ce_weight: lambda_CE (1).
-        kl_weight, entropy_weight: lambda_KL, lambda_H; None = 1/K (the authors' ``'auto'``).
-        proportion_update_at: the authors' ``FB_param_update`` ([10]).
-        kl_boost: added to lambda_KL at each proportion update (authors: 1).
+        temperature: tau in ``tau * cos``, > 0 (authors: 20).
+        lr: SGD learning rate on (prototype, bias), > 0 (authors: 0.025).
+        iterations: the authors' ``adapt_iter``, an int >= 1 (50 = 49 SGD steps).
+        ce_weight: lambda_CE, >= 0 (1).
+        kl_weight, entropy_weight: lambda_KL, lambda_H, >= 0; None = 1/K (the authors' ``'auto'``).
+        proportion_update_at: the authors' ``FB_param_update``, ints >= 1 ([10]).
+        kl_boost: added to lambda_KL at each proportion update, >= 0 (authors: 1).
         variants: which of ``prototype``, ``repri``, ``oracle`` to score on the same episodes.
-        oracle_iterations: iterations of the oracle variant (authors' oracle script: 300).
-        oracle_weights: (lambda_CE, lambda_KL, lambda_H) of the oracle variant (authors: 1, 1, 0.1).
+        oracle_iterations: iterations of the oracle variant, an int >= 1 (authors' oracle script: 300).
+        oracle_weights: (lambda_CE, lambda_KL, lambda_H) of the oracle variant, each >= 0 (authors: 1, 1, 0.1).
         protocol: ``"strict"`` or ``"paper"`` (see the module docstring).
         feature_cache: keep backbone features of pool images (float16, in memory and on disk under the kit's
             cache, keyed by backbone and pool fingerprints, written atomically; a corrupt file is rebuilt), so
             each image is encoded once across episodes and runs. Only inside ``vlkit test``/``validate``.
-        encode_batch_size: images per backbone forward.
+        encode_batch_size: images per backbone forward, an int >= 1.
     """
 
     def __init__(
@@ -106,17 +117,39 @@ class LitRePRI(L.LightningModule):
     ) -> None:
         super().__init__()
         unknown = [v for v in variants if v not in VARIANTS]
-        if unknown or not variants:
-            raise ValueError(f"variants must be a non-empty subset of {VARIANTS}, got {variants}")
-        if protocol not in ("strict", "paper"):
-            raise ValueError(f"protocol must be 'strict' or 'paper', got {protocol!r}")
-        if len(oracle_weights) != 3:
-            raise ValueError(f"oracle_weights must be (ce, kl, entropy), got {oracle_weights}")
-        if temperature <= 0 or lr <= 0 or iterations < 1 or oracle_iterations < 1:
-            raise ValueError(
-                f"need temperature > 0, lr > 0, iterations >= 1, oracle_iterations >= 1; got {temperature}, {lr}, "
-                f"{iterations}, {oracle_iterations}"
+        if unknown or not variants or isinstance(variants, str):
+            raise ConfigError(f"variants must be a non-empty subset of {VARIANTS}, got {variants!r}", argument="variants")
+        check_choice("protocol", protocol, ("strict", "paper"))
+        if isinstance(oracle_weights, str) or len(oracle_weights) != 3:
+            raise ConfigError(
+                f"oracle_weights must be 3 values (ce, kl, entropy) >= 0, got {oracle_weights!r}", argument="oracle_weights"
             )
+        for w in oracle_weights:
+            check_non_negative("oracle_weights", w)
+        if out_indices is not None:
+            if isinstance(out_indices, (str, int)) or not out_indices or len(set(out_indices)) != len(out_indices):
+                raise ConfigError(
+                    f"out_indices must be None or a non-empty list of distinct ints >= 0, got {out_indices!r}",
+                    argument="out_indices",
+                )
+            for i in out_indices:
+                check_int("out_indices", i, low=0)
+        check_positive("temperature", temperature)
+        check_positive("lr", lr)
+        check_int("iterations", iterations, low=1)
+        check_int("oracle_iterations", oracle_iterations, low=1)
+        check_non_negative("ce_weight", ce_weight)
+        check_non_negative("kl_weight", kl_weight, allow_none=True)
+        check_non_negative("entropy_weight", entropy_weight, allow_none=True)
+        if isinstance(proportion_update_at, (str, int)):
+            raise ConfigError(
+                f"proportion_update_at must be a list of ints >= 1, got {proportion_update_at!r}",
+                argument="proportion_update_at",
+            )
+        for step in proportion_update_at:
+            check_int("proportion_update_at", step, low=1)
+        check_non_negative("kl_boost", kl_boost)
+        check_int("encode_batch_size", encode_batch_size, low=1)
         self.save_hyperparameters()
         self.backbone = _build_backbone(backbone, out_indices)
         self.head: SegmentationHead | None = None
@@ -201,8 +234,23 @@ class LitRePRI(L.LightningModule):
         (foreground where > 0), and for ``repri`` also ``proportion_repri`` (B,) and ``proportion_init`` (B,).
         """
         variants = list(self.hparams.variants if variants is None else variants)
+        unknown = [v for v in variants if v not in VARIANTS]
+        if unknown:
+            raise ConfigError(f"variants must be a subset of {VARIANTS}, got {variants!r}", argument="variants")
         hp = self.hparams
+        missing = [k for k in ("support_images", "support_masks", "query_image", "query_valid") if k not in batch]
+        if missing:
+            raise ConfigError(f"batch must hold the episode keys of vlkit.data.episodes, missing {missing}", argument="batch")
         s_img, q_img = batch["support_images"], batch["query_image"]  # (B, K, 3, S, S), (B, 1, 3, S, S)
+        if s_img.dim() != 5 or q_img.dim() != 5 or q_img.shape[1] != 1 or s_img.shape[0] != q_img.shape[0]:
+            raise ConfigError(
+                f"support_images must be (B, K, 3, S, S) and query_image (B, 1, 3, S, S), got {tuple(s_img.shape)} "
+                f"and {tuple(q_img.shape)}",
+                argument="support_images",
+            )
+        # before the backbone: one NaN pixel would silently turn the whole episode's prediction into noise
+        check_finite_tensor("support_images", s_img)
+        check_finite_tensor("query_image", q_img)
         b, k = s_img.shape[:2]
         s_keys = batch.get("support_index")
         q_keys = batch.get("query_index")
@@ -229,7 +277,10 @@ class LitRePRI(L.LightningModule):
             out["proportion_init"] = res.proportion_init
         if "oracle" in variants:
             if "query_mask" not in batch:
-                raise ValueError("the oracle variant needs the query label (batch key 'query_mask')")
+                raise ConfigError(
+                    "the oracle variant needs the query label (batch key 'query_mask'), got a batch without it",
+                    argument="variants",
+                )
             q_small = downsample_mask(batch["query_mask"], size)  # (B, 1, h, w)
             truth = oracle_foreground_proportion(q_small)  # (B,)
             ce_w, kl_w, h_w = hp.oracle_weights
@@ -278,6 +329,9 @@ class LitRePRI(L.LightningModule):
             for f in folds:
                 metrics[f"{v}_fb{f}"] = MulticlassJaccardIndex(2, average="macro", ignore_index=IGNORE_INDEX)
         self._metrics = nn.ModuleDict(metrics)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        record_class(checkpoint, self)  # checkpoint["vlkit_class"]: which class wrote it
 
     def configure_optimizers(self):
         return None  # RePRI trains nothing; its per-episode SGD lives in vlkit.functional.repri
@@ -362,10 +416,12 @@ class LitRePRIBaseTraining(L.LightningModule):
 
     Args:
         backbone, out_indices: as in :class:`LitRePRI`.
-        num_base_classes: base classes of the fold (8 on Fashion scenes, 15 on PASCAL-5i, 60 on COCO-20i).
-        bottleneck: channels of the head's embedding (the authors' PSPNet: 512).
-        lr, momentum, weight_decay: SGD (authors: 0.0025, 0.9 Nesterov, 1e-4).
-        label_smoothing: epsilon of the cross-entropy (authors: 0.1).
+        num_base_classes: base classes of the fold, an int >= 1 (8 on Fashion scenes, 15 on PASCAL-5i, 60 on
+            COCO-20i).
+        bottleneck: channels of the head's embedding, an int >= 1 (the authors' PSPNet: 512).
+        lr, momentum, weight_decay: SGD, lr > 0, momentum in (0, 1) (Nesterov needs > 0), weight_decay >= 0
+            (authors: 0.0025, 0.9 Nesterov, 1e-4).
+        label_smoothing: epsilon of the cross-entropy, in [0, 1) (authors: 0.1).
     """
 
     def __init__(
@@ -380,8 +436,12 @@ class LitRePRIBaseTraining(L.LightningModule):
         label_smoothing: float = 0.1,
     ) -> None:
         super().__init__()
-        if num_base_classes < 1 or bottleneck < 1 or lr <= 0:
-            raise ValueError(f"need num_base_classes, bottleneck >= 1 and lr > 0; got {num_base_classes}, {bottleneck}, {lr}")
+        check_int("num_base_classes", num_base_classes, low=1)
+        check_int("bottleneck", bottleneck, low=1)
+        check_positive("lr", lr)
+        check_number("momentum", momentum, low=0, high=1, low_open=True, high_open=True)
+        check_non_negative("weight_decay", weight_decay)
+        check_number("label_smoothing", label_smoothing, low=0, high=1, high_open=True)
         self.save_hyperparameters()
         self.backbone = _build_backbone(backbone, out_indices)
         self.head = SegmentationHead(self.backbone.out_channels, num_base_classes + 1, bottleneck)
@@ -394,7 +454,10 @@ class LitRePRIBaseTraining(L.LightningModule):
         if dm is not None and hasattr(dm, "base_classes"):
             n = len(dm.base_classes())
             if n != self.hparams.num_base_classes:
-                raise ValueError(f"num_base_classes={self.hparams.num_base_classes} but the data's fold has {n} base classes")
+                raise ConfigError(
+                    f"num_base_classes must equal the data fold's {n} base classes, got {self.hparams.num_base_classes}",
+                    argument="num_base_classes",
+                )
 
     def forward(self, images: Tensor) -> Tensor:
         logits = self.head(self.backbone(images))  # (B, C + 1, h, w)
@@ -414,6 +477,9 @@ class LitRePRIBaseTraining(L.LightningModule):
         self.log("val/base_miou", self.val_miou.compute())
         self.val_miou.reset()
 
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        record_class(checkpoint, self)  # checkpoint["vlkit_class"]: which class wrote it
+
     def configure_optimizers(self):
         hp = self.hparams
         opt = torch.optim.SGD(self.head.parameters(), lr=hp.lr, momentum=hp.momentum, nesterov=True, weight_decay=hp.weight_decay)
@@ -424,17 +490,21 @@ class LitRePRIBaseTraining(L.LightningModule):
     @staticmethod
     def load_head(checkpoint: str, in_channels: int) -> SegmentationHead:
         """The trained head of a checkpoint written by ``vlkit fit`` with this module."""
-        path = Path(checkpoint)
-        if not path.exists():
-            raise FileNotFoundError(f"head_checkpoint {checkpoint} does not exist")
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        # weights_only=True; a missing or unreadable file, or another class's checkpoint, is a ConfigError
+        ckpt = load_checkpoint(checkpoint, LitRePRIBaseTraining, argument="head_checkpoint")
         hp = ckpt.get("hyper_parameters", {})
         state = {k[len("head.") :]: v for k, v in ckpt["state_dict"].items() if k.startswith("head.")}
         if not state:
-            raise ValueError(f"{checkpoint} holds no 'head.*' weights: not a LitRePRIBaseTraining checkpoint")
+            raise ConfigError(
+                f"head_checkpoint must be a LitRePRIBaseTraining checkpoint, got {checkpoint} (no 'head.*' weights)",
+                argument="head_checkpoint",
+            )
         got = state["bottleneck.0.weight"].shape[1]
         if got != in_channels:
-            raise ValueError(f"head_checkpoint expects {got}-channel features but the backbone gives {in_channels}")
+            raise ConfigError(
+                f"head_checkpoint expects {got}-channel features but the backbone gives {in_channels}",
+                argument="head_checkpoint",
+            )
         head = SegmentationHead(in_channels, hp.get("num_base_classes", state["classifier.weight"].shape[0] - 1) + 1,
                                 hp.get("bottleneck", state["classifier.weight"].shape[1]))  # fmt: skip
         head.load_state_dict(state)

@@ -18,6 +18,17 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
+from vlkit.checkpoints import record_class
+from vlkit.errors import (
+    ConfigError,
+    check_choice,
+    check_file,
+    check_int,
+    check_non_negative,
+    check_number,
+    check_positive,
+    check_probability,
+)
 from vlkit.functional.tfup import (
     cache_logits,
     marginal_entropy,
@@ -33,6 +44,38 @@ from vlkit.models.zeroshot import build_text_classifier
 __all__ = ["LitTFUP", "LitTFUPT", "resolve_templates"]
 
 _TEMPLATE_SETS = ("simple", "imagenet")
+MODES = ("zeroshot", "tfup", "tip-adapter")
+SELECTIONS = ("last", "paper-test-best")
+
+
+def _check_text_head_args(template_set: str | None, templates: list[str] | None, class_prompts_file: str | None) -> None:
+    """The text head's arguments, checked at construction (the files and strings, not the backbone)."""
+    check_choice("template_set", template_set, ("auto", *_TEMPLATE_SETS, "none", None))
+    if templates is not None:
+        bad = [t for t in templates if not isinstance(t, str) or t.count("{}") != 1]
+        if isinstance(templates, str) or bad:
+            raise ConfigError(
+                f"templates must be a list of strings with exactly one '{{}}' slot each, got {templates!r}",
+                argument="templates",
+            )
+    if class_prompts_file is not None:
+        check_file("class_prompts_file", class_prompts_file)
+    if template_set in (None, "none") and not templates and class_prompts_file is None:
+        raise ConfigError(
+            f"template_set={template_set!r} with no templates and no class_prompts_file leaves the text head "
+            "without prompts; give one of them",
+            argument="template_set",
+        )
+
+
+def _check_cache_args(alpha, beta, temperature, cache_proportion, min_shots, max_shots) -> None:
+    """TFUP's cache hyperparameters (shared by LitTFUP and LitTFUPT)."""
+    check_non_negative("alpha", alpha)
+    check_non_negative("beta", beta)
+    check_positive("temperature", temperature)
+    check_probability("cache_proportion", cache_proportion)
+    check_int("min_shots", min_shots, low=1)
+    check_int("max_shots", max_shots, low=min_shots)
 
 
 def resolve_templates(
@@ -52,7 +95,9 @@ def resolve_templates(
         return [SIMPLE_TEMPLATE]
     if template_set == "imagenet":
         return imagenet_templates()
-    raise ValueError(f"template_set must be one of {_TEMPLATE_SETS}, 'auto' or 'none', got {template_set!r}")
+    raise ConfigError(
+        f"template_set must be one of {_TEMPLATE_SETS}, 'auto' or 'none', got {template_set!r}", argument="template_set"
+    )
 
 
 class _FeatureClassifier(L.LightningModule):
@@ -70,7 +115,10 @@ class _FeatureClassifier(L.LightningModule):
         if dm is None and self._trainer is not None:
             dm = self.trainer.datamodule
         if dm is None or not hasattr(dm, "connect"):
-            raise ValueError(f"{type(self).__name__} needs a FewShotDataModule-like datamodule with connect(backbone)")
+            raise ConfigError(
+                f"{type(self).__name__} needs a FewShotDataModule-like datamodule with connect(backbone), got {dm!r}",
+                argument="datamodule",
+            )
         if getattr(self, "_head_ready", False):
             return
         # kept outside the module tree: the frozen towers are only needed here, and must not bloat
@@ -85,7 +133,10 @@ class _FeatureClassifier(L.LightningModule):
             class_prompts = load_class_prompts(h.class_prompts_file, self.classnames)
         templates = resolve_templates(h.template_set, h.templates, h.class_prompts_file)
         if templates is None and class_prompts is None:
-            raise ValueError("give templates, template_set or class_prompts_file: the text head needs prompts")
+            raise ConfigError(
+                "the text head needs prompts: give templates, template_set or class_prompts_file, got none",
+                argument="template_set",
+            )
         weights = build_text_classifier(self.backbone, self.classnames, templates=templates, class_prompts=class_prompts)
         self.register_buffer("class_weights", weights.float().cpu(), persistent=False)  # (C, D)
         self.logit_scale = float(self.backbone.logit_scale)
@@ -146,11 +197,11 @@ class LitTFUP(_FeatureClassifier):
             templates) or ``None`` (no template).
         templates: explicit templates (override ``template_set``).
         class_prompts_file: a class -> sentences JSON (CuPL, DCLIP or ProAPO output) for the text head.
-        alpha: residual weight of the cache logits (TFUP: 0.3).
-        beta: sharpness of the cache kernel exp(-beta (1 - A)) (TFUP: 1).
-        temperature: softmax temperature of the selection and MSM probabilities (TFUP: 10).
-        cache_proportion: TFUP's K = min(max_shots, max(min_shots, floor(proportion N / C))) (0.3).
-        min_shots, max_shots: the bounds of K (9 and 16).
+        alpha: residual weight of the cache logits, >= 0 (TFUP: 0.3).
+        beta: sharpness of the cache kernel exp(-beta (1 - A)), >= 0 (TFUP: 1).
+        temperature: softmax temperature of the selection and MSM probabilities, > 0 (TFUP: 10).
+        cache_proportion: TFUP's K = min(max_shots, max(min_shots, floor(proportion N / C))), in [0, 1] (0.3).
+        min_shots, max_shots: the bounds of K, integers with 1 <= min_shots <= max_shots (9 and 16).
     """
 
     def __init__(
@@ -168,10 +219,9 @@ class LitTFUP(_FeatureClassifier):
         max_shots: int = 16,
     ) -> None:
         super().__init__()
-        if mode not in ("zeroshot", "tfup", "tip-adapter"):
-            raise ValueError(f"mode must be 'zeroshot', 'tfup' or 'tip-adapter', got {mode!r}")
-        if alpha < 0 or beta < 0 or temperature <= 0:
-            raise ValueError(f"alpha, beta must be >= 0 and temperature > 0, got {alpha}, {beta}, {temperature}")
+        check_choice("mode", mode, MODES)
+        _check_text_head_args(template_set, templates, class_prompts_file)
+        _check_cache_args(alpha, beta, temperature, cache_proportion, min_shots, max_shots)
         self.save_hyperparameters()
 
     def setup(self, stage: str) -> None:
@@ -190,7 +240,7 @@ class LitTFUP(_FeatureClassifier):
             self.cache_label_accuracy = float((dm.eval_labels[index.flatten()] == pseudo).float().mean())  # diagnostic
         elif h.mode == "tip-adapter":
             if dm.shot_features is None:
-                raise ValueError("mode='tip-adapter' needs labelled shots: set data.shots > 0")
+                raise ConfigError("mode='tip-adapter' needs labelled shots: set data.shots >= 1, got 0", argument="shots")
             self.cache_keys = dm.shot_features
             self.cache_values = F.one_hot(dm.shot_labels, num_classes).float()
 
@@ -211,6 +261,9 @@ class LitTFUP(_FeatureClassifier):
             temperature=h.temperature,
             similarity="msm" if h.mode == "tfup" else "cosine",
         )
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        record_class(checkpoint, self)  # checkpoint["vlkit_class"]: which class wrote it
 
     def configure_optimizers(self):
         return None
@@ -252,7 +305,12 @@ class LitTFUPT(_FeatureClassifier):
             CLI config adds a ModelCheckpoint on ``val/acc`` computed on the test labels). Every result
             records which one produced it.
         lr, weight_decay, adam_eps: AdamW settings (authors: 0.012 at batch 256, 0.1, 3e-3), cosine
-            schedule over the real number of steps.
+            schedule over the real number of steps; lr > 0, weight_decay >= 0, adam_eps > 0.
+        training_proportion: K_t's proportion of the warm-up subset, in [0, 1] (0.75).
+        adapter_ratio: in [0, 1] (0.2). text_ratio: in (0, 1] (0.5).
+        adapter_reduction: hidden width D / r of the adapter, an int >= 1 with D / r >= 1 (4).
+        warmup_epochs: an int >= 0 (5). confidence_threshold: in [0, 1) (0.9; at 1 no sample is ever confident).
+        marginal_weight: >= 0 (0.3).
         Other arguments as in ``LitTFUP``.
     """
 
@@ -281,10 +339,19 @@ class LitTFUPT(_FeatureClassifier):
         selection: str = "last",
     ) -> None:
         super().__init__()
-        if selection not in ("last", "paper-test-best"):
-            raise ValueError(f"selection must be 'last' or 'paper-test-best', got {selection!r}")
-        if not 0 <= adapter_ratio <= 1 or not 0 < text_ratio <= 1:
-            raise ValueError(f"adapter_ratio must be in [0, 1] and text_ratio in (0, 1], got {adapter_ratio}, {text_ratio}")
+        check_choice("selection", selection, SELECTIONS)
+        _check_text_head_args(template_set, templates, class_prompts_file)
+        _check_cache_args(alpha, beta, temperature, cache_proportion, min_shots, max_shots)
+        check_probability("training_proportion", training_proportion)
+        check_probability("adapter_ratio", adapter_ratio)
+        check_probability("text_ratio", text_ratio, open_low=True)
+        check_int("adapter_reduction", adapter_reduction, low=1)
+        check_int("warmup_epochs", warmup_epochs, low=0)
+        check_probability("confidence_threshold", confidence_threshold, open_high=True)
+        check_non_negative("marginal_weight", marginal_weight)
+        check_positive("lr", lr)
+        check_non_negative("weight_decay", weight_decay)
+        check_positive("adam_eps", adam_eps)
         self.save_hyperparameters()
         self.adapter = None
 
@@ -294,6 +361,7 @@ class LitTFUPT(_FeatureClassifier):
             return
         h, dm = self.hparams, self.datamodule
         num_classes, dim = self.class_weights.shape
+        check_number("adapter_reduction", h.adapter_reduction, high=dim)  # the hidden layer keeps >= 1 unit
         self.adapter = ImageAdapter(dim, h.adapter_reduction)
         self.text_residual = nn.Parameter(torch.zeros(num_classes, dim))  # (C, D), R = 0 at start
         feats = dm.unlabeled_features  # (N, D)
@@ -355,6 +423,9 @@ class LitTFUPT(_FeatureClassifier):
             prog_bar=True,
         )
         return loss
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        record_class(checkpoint, self)  # checkpoint["vlkit_class"]: which class wrote it
 
     def configure_optimizers(self):
         h = self.hparams
