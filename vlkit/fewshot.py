@@ -15,6 +15,8 @@ from collections.abc import Sequence
 
 import torch
 
+from vlkit.errors import ConfigError, check_choice, check_file, check_int
+
 __all__ = ["METHODS", "evaluate", "to_markdown", "per_class_accuracy", "summarize"]
 
 # method name -> (LightningModule class path, fixed init args)
@@ -56,26 +58,53 @@ def evaluate(
     Args:
         method: ``"zeroshot"``, ``"tfup"``, ``"tip-adapter"`` (labelled ``shots``) or ``"tfup-t"``.
         backbone: any ``create_backbone`` name.
-        dataset: ``"fashion-mnist"``, ``"imagefolder:<dir>"`` or ``"torchvision:<Name>"``.
-        shots: labelled shots per class (Tip-Adapter); the unsupervised methods ignore labels.
-        seeds: one run per seed (shot sampling and TFUP-T's training).
-        subset_size: evaluate on this seeded subset of the test split (None: all of it).
-        template_set / class_prompts_file: the text head (e.g. a ProAPO prompt file).
-        max_epochs, selection, augment_views: TFUP-T only; ``selection="paper-test-best"`` reproduces
-            the authors' test-set epoch selection and is labelled ``paper-compat`` in the rows.
+        dataset: ``"fashion-mnist"``, ``"imagefolder:<dir>"`` (with ``train/`` and ``test/`` inside),
+            ``"imagefolder:<dir>?test_fraction=0.2&seed=0"`` (a seeded split of one folder) or
+            ``"torchvision:<Name>"``.
+        shots: labelled shots per class, an int >= 0 (Tip-Adapter needs >= 1); the unsupervised methods
+            ignore labels.
+        seeds: one run per seed (shot sampling and TFUP-T's training); a non-empty list of distinct ints.
+        subset_size: evaluate on this seeded subset of the test split, an int >= 1 (None: all of it).
+        template_set / class_prompts_file: the text head (e.g. a ProAPO prompt file, which must exist).
+        max_epochs, selection, augment_views: TFUP-T only (max_epochs an int >= 1, augment_views an int >= 0);
+            ``selection="paper-test-best"`` reproduces the authors' test-set epoch selection and is labelled
+            ``paper-compat`` in the rows.
     Returns:
-        Rows with method, mode, dataset, backbone, shots, seed, accuracy, mean_per_class_recall, seconds.
+        Rows with method, mode, dataset, split (how train and test images were separated, e.g.
+        ``"seeded test_fraction=0.2 seed=0"``), backbone, shots, seed, accuracy, mean_per_class_recall, seconds.
     """
     import lightning as L
 
-    from vlkit.data.fewshot import FewShotDataModule
+    from vlkit.data.fewshot import FewShotDataModule, describe_split
 
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {sorted(METHODS)}, got {method!r}")
+    # every argument is checked here, before any dataset is read or any backbone is built
+    check_choice("method", method, sorted(METHODS))
+    if not isinstance(backbone, str) or not backbone:
+        raise ConfigError(f"backbone must be a backbone name string, got {backbone!r}", argument="backbone")
+    if not isinstance(dataset, str) or not dataset:
+        raise ConfigError(f"dataset must be a dataset name string, got {dataset!r}", argument="dataset")
+    check_int("shots", shots, low=0)
     if method == "tip-adapter" and shots < 1:
-        raise ValueError("method='tip-adapter' needs shots >= 1 (labelled images per class)")
-    if selection not in ("last", "paper-test-best"):
-        raise ValueError(f"selection must be 'last' or 'paper-test-best', got {selection!r}")
+        raise ConfigError(f"method='tip-adapter' needs shots >= 1 (labelled images per class), got {shots}",
+                          argument="shots")
+    if isinstance(seeds, (str, int)) or not seeds:
+        raise ConfigError(f"seeds must be a non-empty list of ints, got {seeds!r}", argument="seeds")
+    for seed in seeds:
+        check_int("seeds", seed)
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"seeds must be distinct (one row per seed), got {list(seeds)}", argument="seeds")
+    check_int("subset_size", subset_size, low=1, allow_none=True)
+    check_choice("template_set", template_set, ("auto", "simple", "imagenet", "none", None))
+    if class_prompts_file is not None:
+        check_file("class_prompts_file", class_prompts_file)
+    elif template_set in (None, "none"):
+        raise ConfigError(
+            f"template_set={template_set!r} without a class_prompts_file leaves the text head without prompts",
+            argument="template_set",
+        )
+    check_int("max_epochs", max_epochs, low=1)
+    check_choice("selection", selection, ("last", "paper-test-best"))
+    check_int("augment_views", augment_views, low=0)
     class_path, fixed = METHODS[method]
     rows = []
     for seed in seeds:
@@ -90,6 +119,10 @@ def evaluate(
             augment_views=augment_views if method == "tfup-t" else 0,
             cache_dir=cache_dir,
         )
+        if class_prompts_file is not None:  # the file's classes must be the dataset's, checked before any encoding
+            from vlkit.data.prompts import load_class_prompts
+
+            load_class_prompts(class_prompts_file, datamodule.classnames)
         init = dict(backbone=backbone, template_set=template_set, class_prompts_file=class_prompts_file, **fixed)
         if method == "tfup-t":
             init["selection"] = selection
@@ -131,6 +164,7 @@ def evaluate(
             "method": method,
             "mode": "paper-compat (test-selected epoch)" if selection == "paper-test-best" and method == "tfup-t" else "strict",
             "dataset": dataset,
+            "split": describe_split(dataset),
             "backbone": backbone,
             "prompts": class_prompts_file or (template_set if template_set != "auto" else "simple"),
             "shots": shots,
@@ -149,7 +183,12 @@ def evaluate(
 
 
 def per_class_accuracy(predictions: torch.Tensor, num_classes: int) -> list[float]:
-    """Accuracy per class from an (N, 3) [index, prediction, label] tensor (``test_predictions``)."""
+    """Accuracy per class from an (N, 3) [index, prediction, label] tensor (``test_predictions``);
+    ``num_classes``: an int >= 1."""
+    check_int("num_classes", num_classes, low=1)
+    if predictions.dim() != 2 or predictions.shape[1] != 3:
+        raise ConfigError(f"predictions must be (N, 3) [index, prediction, label], got {tuple(predictions.shape)}",
+                          argument="predictions")
     pred, label = predictions[:, 1], predictions[:, 2]
     out = []
     for c in range(num_classes):

@@ -3,6 +3,7 @@ sampling, and ``FewShotDataModule`` (encoded features, cached on disk, served as
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import os
 from pathlib import Path
@@ -13,39 +14,197 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
 from vlkit.data.features import encode_dataset
+from vlkit.errors import ConfigError, check_choice, check_int
 
-__all__ = ["build_dataset", "sample_few_shot", "sample_subset", "FewShotDataModule", "ImageFolderDataset"]
+__all__ = [
+    "build_dataset",
+    "sample_few_shot",
+    "sample_subset",
+    "FewShotDataModule",
+    "ImageFolderDataset",
+    "IMAGE_EXTENSIONS",
+    "check_image_folder",
+    "describe_split",
+    "parse_imagefolder",
+    "split_image_folder",
+]
+
+
+# the image extensions torchvision's ImageFolder reads (torchvision.datasets.folder.IMG_EXTENSIONS)
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+
+
+def check_image_folder(root: str, argument: str = "dataset") -> Path:
+    """``root`` is a directory of ``<class>/<image>`` files, every class folder holding at least one image
+    with one of :data:`IMAGE_EXTENSIONS`; otherwise a ConfigError naming the folder and the extensions."""
+    folder = Path(root).expanduser()
+    if not folder.is_dir():
+        raise ConfigError(f"{argument} image folder must be an existing directory, got {str(root)!r} (no such directory)",
+                          argument=argument)
+    classes = sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
+    empty = [d.name for d in classes if not any(f.suffix.lower() in IMAGE_EXTENSIONS for f in d.rglob("*") if f.is_file())]
+    if not classes or empty:
+        got = "no class folders" if not classes else f"no images in class folder(s) {empty[:5]}"
+        raise ConfigError(
+            f"{argument} image folder {str(root)!r} must hold <class>/<image> files with one of the extensions "
+            f"{', '.join(IMAGE_EXTENSIONS)}, got {got}",
+            argument=argument,
+        )
+    return folder
 
 
 class ImageFolderDataset(Dataset):
-    """``root/<class>/<image>``; class names are folder names with '_' read as spaces."""
+    """``root/<class>/<image>``; class names are folder names with '_' read as spaces.
 
-    def __init__(self, root: str, transform=None) -> None:
+    ``indices`` keeps only those images (one side of a seeded split, see :func:`split_image_folder`) and
+    ``split`` names that selection in the fingerprint. ``labels`` (N,) holds the kept images' classes,
+    read from the folder names without decoding any image.
+    """
+
+    def __init__(self, root: str, transform=None, indices=None, split: str = "") -> None:
         from torchvision.datasets import ImageFolder
 
-        if not os.path.isdir(root):
-            raise FileNotFoundError(f"image folder root {root!r} does not exist")
+        check_image_folder(root)
+        self.root = root
         self.inner = ImageFolder(root)
         self.transform = transform
         self.classnames = [c.replace("_", " ") for c in self.inner.classes]
-        digest = hashlib.sha1("\n".join(p for p, _ in self.inner.samples).encode()).hexdigest()[:12]
-        self.fingerprint = f"imagefolder:{os.path.abspath(root)}:{len(self.inner)}:{digest}"
+        self._select(range(len(self.inner)) if indices is None else indices, split)
+
+    def _select(self, indices, split: str) -> None:
+        self.indices = [int(i) for i in indices]
+        self.labels = torch.tensor([self.inner.targets[i] for i in self.indices], dtype=torch.long)  # (N,)
+        digest = hashlib.sha1("\n".join(self.inner.samples[i][0] for i in self.indices).encode()).hexdigest()[:12]
+        selection = f"{split}:" if split else ""
+        self.fingerprint = f"imagefolder:{os.path.abspath(self.root)}:{selection}{len(self.indices)}:{digest}"
+
+    def select(self, indices, split: str) -> ImageFolderDataset:
+        """A view of this folder keeping only ``indices`` (positions in the whole folder), named ``split``
+        in its fingerprint; the folder is not walked again."""
+        view = copy.copy(self)
+        view._select(indices, split)
+        return view
 
     def __len__(self) -> int:
-        return len(self.inner)
+        return len(self.indices)
 
     def __getitem__(self, index: int):
-        image, label = self.inner[index]
+        image, label = self.inner[self.indices[index]]
         image = image.convert("RGB")
         return (self.transform(image) if self.transform else image), label
+
+
+_IMAGEFOLDER_KEYS = ("test_fraction", "seed")
+IMAGEFOLDER_HELP = (
+    "'imagefolder:<dir>' with train/ and test/ class folders inside, or 'imagefolder:<dir>?test_fraction=0.2&seed=0' "
+    "for a seeded per-class split of one folder (test_fraction=1: the whole folder is the test split, no train split)"
+)
+
+
+def parse_imagefolder(name: str) -> tuple[str, float | None, int]:
+    """``"imagefolder:<dir>[?test_fraction=F&seed=S]"`` -> (dir, F or None, S); S defaults to 0."""
+    from urllib.parse import parse_qsl
+
+    body = name.removeprefix("imagefolder:")
+    folder, question, query = body.partition("?")
+    if not folder:
+        raise ConfigError(f"dataset must be {IMAGEFOLDER_HELP}, got {name!r}", argument="dataset")
+    if not question:
+        return folder, None, 0
+    options = dict(parse_qsl(query, keep_blank_values=True))
+    for key in options:
+        if key not in _IMAGEFOLDER_KEYS:
+            raise ConfigError(
+                f"dataset options after '?' must be among {list(_IMAGEFOLDER_KEYS)}, got {key!r} in {name!r}",
+                argument="dataset",
+            )
+    if "test_fraction" not in options:
+        raise ConfigError(f"dataset must give test_fraction in {name!r} (e.g. ?test_fraction=0.2&seed=0)", argument="dataset")
+    try:
+        fraction, seed = float(options["test_fraction"]), int(options.get("seed", 0))
+    except ValueError:
+        raise ConfigError(
+            f"dataset test_fraction must be a number in (0, 1] and seed an integer, got {query!r} in {name!r}",
+            argument="dataset",
+        ) from None
+    if not 0 < fraction <= 1:
+        raise ConfigError(f"dataset test_fraction must be in (0, 1], got {fraction} in {name!r}", argument="dataset")
+    return folder, fraction, seed
+
+
+def split_image_folder(labels: Tensor, test_fraction: float, seed: int) -> tuple[Tensor, Tensor]:
+    """A seeded per-class split of one folder: (train indices, test indices), disjoint, each sorted.
+
+    Each class c with n_c images gives round(n_c * test_fraction) of them (at least 1, and at most
+    n_c - 1 unless ``test_fraction == 1``) to the test side, drawn by a generator seeded with ``seed``.
+    """
+    labels = torch.as_tensor(labels)  # (N,)
+    generator = torch.Generator().manual_seed(seed)
+    train, test = [], []
+    for c in torch.unique(labels).tolist():
+        members = torch.nonzero(labels == c).flatten()  # (n_c,)
+        n = members.numel()
+        if test_fraction < 1 and n < 2:
+            raise ConfigError(
+                f"dataset test_fraction={test_fraction} needs >= 2 images in every class (one per side), got {n} in class {c}",
+                argument="dataset",
+            )
+        n_test = n if test_fraction >= 1 else min(n - 1, max(1, round(n * test_fraction)))
+        shuffled = members[torch.randperm(n, generator=generator)]  # (n_c,)
+        test.append(shuffled[:n_test])
+        train.append(shuffled[n_test:])
+    return torch.cat(train).sort().values, torch.cat(test).sort().values
+
+
+def describe_split(name: str) -> str:
+    """How a dataset name splits train from test, for result rows: ``"official"``, ``"folders train/ test/"``
+    or ``"seeded test_fraction=0.2 seed=0"``."""
+    if not name.startswith("imagefolder:"):
+        return "official"
+    _, fraction, seed = parse_imagefolder(name)
+    return "folders train/ test/" if fraction is None else f"seeded test_fraction={fraction:g} seed={seed}"
+
+
+def _image_folder_split(name: str, split: str) -> ImageFolderDataset:
+    folder, fraction, seed = parse_imagefolder(name)
+    root = Path(folder).expanduser()
+    if not root.is_dir():
+        raise ConfigError(f"dataset image folder must be an existing directory, got {folder!r} (no such directory)",
+                          argument="dataset")
+    if fraction is None:
+        # one folder per split; never the same folder for two splits
+        present = [d for d in ("train", "val", "test") if (root / d).is_dir()]
+        if not present:
+            raise ConfigError(f"dataset must be {IMAGEFOLDER_HELP}, got {name!r}: no train/ or test/ folder in it",
+                              argument="dataset")
+        if split not in present:
+            raise ConfigError(
+                f"dataset {name!r} must have a {split}/ folder for the {split!r} split, got only {[d + '/' for d in present]}",
+                argument="dataset",
+            )
+        return ImageFolderDataset(str(root / split))
+    if split not in ("train", "test"):
+        raise ConfigError(f"split of a seeded image-folder split must be 'train' or 'test', got {split!r} ({name!r})",
+                          argument="split")
+    whole = ImageFolderDataset(str(root))
+    train, test = split_image_folder(whole.labels, fraction, seed)
+    indices = train if split == "train" else test
+    if indices.numel() == 0:
+        raise ConfigError(
+            f"dataset {name!r} leaves no images for the 'train' split (test_fraction=1 makes the whole folder the "
+            "test split); use test_fraction < 1 for labelled shots",
+            argument="dataset",
+        )
+    return whole.select(indices.tolist(), f"{split}-f{fraction:g}-s{seed}")
 
 
 class _TorchvisionDataset(Dataset):
     def __init__(self, name: str, root: str, split: str, download: bool) -> None:
         import torchvision.datasets as tvd
 
-        if not hasattr(tvd, name):
-            raise ValueError(f"dataset: torchvision has no dataset {name!r}")
+        if not name or not hasattr(tvd, name):
+            raise ConfigError(f"dataset must name a torchvision dataset class ('torchvision:<Name>'), got {name!r}",
+                              argument="dataset")
         cls = getattr(tvd, name)
         try:
             self.inner = cls(root, train=split == "train", download=download)
@@ -63,48 +222,58 @@ class _TorchvisionDataset(Dataset):
 
 
 def build_dataset(name: str, split: str = "test", root: str | None = None, download: bool = False) -> Dataset:
-    """``"fashion-mnist"``, ``"imagefolder:<dir>"`` (split ignored: one folder per split) or
-    ``"torchvision:<ClassName>"`` (with ``root``). Items are ``(PIL image, label)``; ``.classnames`` and
-    ``.fingerprint`` are set."""
+    """``"fashion-mnist"``, ``"imagefolder:<dir>"`` (``<dir>/<split>/<class>/<image>``: one folder per
+    split), ``"imagefolder:<dir>?test_fraction=0.2&seed=0"`` (a seeded per-class split of
+    ``<dir>/<class>/<image>``, see :func:`split_image_folder`) or ``"torchvision:<ClassName>"`` (with
+    ``root``). Items are ``(PIL image, label)``; ``.classnames`` and ``.fingerprint`` are set. The train and
+    test splits of an image folder never share an image."""
     if name == "fashion-mnist":
         from vlkit.data.fashion_mnist import FashionMNIST
 
         return FashionMNIST(split=split, root=root, download=download)
     if name.startswith("imagefolder:"):
-        folder = name.removeprefix("imagefolder:")
-        split_dir = Path(folder) / split
-        return ImageFolderDataset(str(split_dir if split_dir.is_dir() else folder))
+        return _image_folder_split(name, split)
     if name.startswith("torchvision:"):
         if root is None:
-            raise ValueError(f"dataset {name!r} needs root= (the directory torchvision reads or downloads into)")
+            raise ConfigError(
+                f"root must be the directory torchvision reads or downloads into for dataset {name!r}, got None",
+                argument="root",
+            )
         return _TorchvisionDataset(name.removeprefix("torchvision:"), root, split, download)
-    raise ValueError(f"dataset must be 'fashion-mnist', 'imagefolder:<dir>' or 'torchvision:<Name>', got {name!r}")
+    raise ConfigError(
+        f"dataset must be 'fashion-mnist', 'imagefolder:<dir>' or 'torchvision:<Name>', got {name!r}", argument="dataset"
+    )
 
 
 def sample_few_shot(labels: Tensor, shots: int, seed: int) -> Tensor:
     """K indices per class, drawn without replacement by a generator seeded with ``seed``.
 
     Returns (C*K,) indices grouped by class (class 0's K first). Raises if a class has fewer than K.
+    ``labels``: (N,) non-empty; ``shots``: an int >= 1; ``seed``: an int.
     """
     labels = torch.as_tensor(labels)
-    if shots < 1:
-        raise ValueError(f"shots must be >= 1, got {shots}")
+    check_int("shots", shots, low=1)
+    check_int("seed", seed)
+    if labels.dim() != 1 or labels.numel() == 0:
+        raise ConfigError(f"labels must be a non-empty (N,) tensor, got shape {tuple(labels.shape)}", argument="labels")
     generator = torch.Generator().manual_seed(seed)
     chosen = []
     for c in torch.unique(labels).tolist():
         members = torch.nonzero(labels == c).flatten()  # (n_c,)
         if members.numel() < shots:
-            raise ValueError(f"shots={shots} but class {c} has only {members.numel()} samples")
+            raise ConfigError(f"shots={shots} but class {c} has only {members.numel()} samples", argument="shots")
         chosen.append(members[torch.randperm(members.numel(), generator=generator)[:shots]])
     return torch.cat(chosen)  # (C*K,)
 
 
 def sample_subset(num_items: int, size: int | None, seed: int) -> Tensor:
-    """A seeded random subset of ``size`` indices (sorted), or all indices when size is None."""
+    """A seeded random subset of ``size`` indices (sorted), or all indices when size is None.
+
+    ``num_items``: an int >= 0; ``size``: None or an int >= 1 (sizes >= num_items keep everything)."""
+    check_int("num_items", num_items, low=0)
+    check_int("subset_size", size, low=1, allow_none=True)
     if size is None or size >= num_items:
         return torch.arange(num_items)
-    if size < 1:
-        raise ValueError(f"subset_size must be >= 1 or None, got {size}")
     return torch.randperm(num_items, generator=torch.Generator().manual_seed(seed))[:size].sort().values
 
 
@@ -123,20 +292,23 @@ class FewShotDataModule(L.LightningDataModule):
     ``shot_features`` (C*K, D) / ``shot_labels`` (C*K,) when ``shots > 0``.
 
     Args:
-        dataset: ``"fashion-mnist"``, ``"imagefolder:<dir>"`` or ``"torchvision:<Name>"``.
+        dataset: ``"fashion-mnist"``, ``"imagefolder:<dir>"`` (with ``train/`` and ``test/`` inside),
+            ``"imagefolder:<dir>?test_fraction=0.2&seed=0"`` (a seeded split of one folder) or
+            ``"torchvision:<Name>"``.
         root: data root (Fashion-MNIST defaults to Debian's ``/usr/share/datasets/fashion-mnist``).
-        eval_split: split scored (and, transductively as in TFUP, also the unlabeled set).
-        labelled_split: split the labelled K shots come from.
-        subset_size: evaluate on a seeded subset of this many images (None: all).
-        subset_seed: seed of that subset (fixed across methods so all see the same images).
-        shots: labelled shots per class (0: none, the unsupervised setting).
-        seed: seed of the shot sampling.
-        augment_views: augmented views per unlabeled image, pre-encoded once (TFUP-T's strong view).
-        batch_size: batch size of the training feature loader.
-        eval_batch_size: batch size of the val/test/predict loaders (features are small: large batches
-            keep Lightning's per-step overhead out of the per-epoch curve).
+        eval_split: split scored (and, transductively as in TFUP, also the unlabeled set); it must exist
+            (``"train"`` or ``"test"`` for Fashion-MNIST).
+        labelled_split: split the labelled K shots come from (checked like ``eval_split`` when shots > 0).
+        subset_size: evaluate on a seeded subset of this many images, an int >= 1 (None: all).
+        subset_seed: seed of that subset, an int (fixed across methods so all see the same images).
+        shots: labelled shots per class, an int >= 0 (0: none, the unsupervised setting).
+        seed: seed of the shot sampling, an int.
+        augment_views: augmented views per unlabeled image, an int >= 0, pre-encoded once (TFUP-T's strong view).
+        batch_size: batch size of the training feature loader, an int >= 1.
+        eval_batch_size: batch size of the val/test/predict loaders, an int >= 1 (features are small: large
+            batches keep Lightning's per-step overhead out of the per-epoch curve).
         cache_dir: feature cache directory (None: no cache).
-        encode_batch_size: image batch size while encoding.
+        encode_batch_size: image batch size while encoding, an int >= 1.
     """
 
     def __init__(
@@ -157,15 +329,31 @@ class FewShotDataModule(L.LightningDataModule):
         download: bool = False,
     ) -> None:
         super().__init__()
-        if shots < 0:
-            raise ValueError(f"shots must be >= 0, got {shots}")
-        if augment_views < 0:
-            raise ValueError(f"augment_views must be >= 0, got {augment_views}")
-        if batch_size < 1 or eval_batch_size < 1:
-            raise ValueError(f"batch_size and eval_batch_size must be >= 1, got {batch_size}, {eval_batch_size}")
+        if not isinstance(dataset, str) or not dataset:
+            raise ConfigError(f"dataset must be a dataset name string, got {dataset!r}", argument="dataset")
+        check_int("subset_size", subset_size, low=1, allow_none=True)
+        check_int("subset_seed", subset_seed)
+        check_int("shots", shots, low=0)
+        check_int("seed", seed)
+        check_int("augment_views", augment_views, low=0)
+        check_int("batch_size", batch_size, low=1)
+        check_int("eval_batch_size", eval_batch_size, low=1)
+        check_int("encode_batch_size", encode_batch_size, low=1)
+        if dataset == "fashion-mnist":  # the split names are known without reading a file
+            check_choice("eval_split", eval_split, ("train", "test"))
+            if shots > 0:
+                check_choice("labelled_split", labelled_split, ("train", "test"))
+        if shots > 0 and labelled_split == eval_split:  # the labelled shots would be scored images
+            raise ConfigError(
+                f"labelled_split must differ from eval_split ({eval_split!r}) when shots > 0, got {labelled_split!r}",
+                argument="labelled_split",
+            )
         self.save_hyperparameters()
         self.backbone = None
         self.classnames: list[str] = list(build_dataset(dataset, eval_split, root, download).classnames)
+        if not self.classnames:
+            raise ConfigError(f"dataset {dataset!r} split {eval_split!r} must hold at least one class, got none",
+                              argument="dataset")
 
     # -- model-dependent part -------------------------------------------------------------------------
     def connect(self, backbone) -> FewShotDataModule:

@@ -22,6 +22,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pickle
+import re
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -30,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from vlkit.errors import ConfigError, closest_names
 from vlkit.functional.ridge import ridge_fit
 from vlkit.models.pretrained import cache_root, efficientnet_lite0_weights_path, load_efficientnet_lite0, minilm_dir
 
@@ -270,29 +273,66 @@ def _offline(ridge_lambda: float = OFFLINE_RIDGE_LAMBDA, image_size: int = 224, 
     return OfflineLite0MiniLM(ridge_lambda=ridge_lambda, image_size=image_size, cache_dir=cache_dir)
 
 
+def _check_open_clip_arch(arch: str) -> None:
+    import open_clip
+
+    known = open_clip.list_models()
+    if arch not in known:
+        close = closest_names(arch, known)
+        hint = f" (closest: {', '.join(close)})" if close else ""
+        raise ConfigError(
+            f"arch must be an open_clip architecture (open_clip.list_models()), got {arch!r}{hint}", argument="arch"
+        )
+
+
+def _summarise_load_error(error: Exception) -> str:
+    """One line from torch's multi-line ``load_state_dict`` error: counts of missing, unexpected and
+    mis-shaped tensors with an example of each."""
+    text = str(error)
+    parts = []
+    for label, pattern in (("missing", r"Missing key\(s\) in state_dict: (.*)"), ("unexpected", r"Unexpected key\(s\) in state_dict: (.*)")):
+        match = re.search(pattern, text)
+        if match:
+            keys = re.findall(r'"([^"]+)"', match.group(1))
+            parts.append(f"{len(keys)} {label} tensors (e.g. {keys[0]!r})" if keys else f"{label} tensors")
+    shapes = re.findall(r"size mismatch for ([^:]+):", text)
+    if shapes:
+        parts.append(f"{len(shapes)} shape mismatches (e.g. {shapes[0]!r})")
+    return ", ".join(parts) if parts else (text.strip().splitlines() or [type(error).__name__])[0]
+
+
 def _open_clip(arch: str, pretrained: str | None = None, **kwargs) -> DualEncoder:
     import open_clip
 
-    if arch not in open_clip.list_models():
-        raise ValueError(f"arch: unknown open_clip architecture {arch!r}; see open_clip.list_models()")
+    _check_open_clip_arch(arch)
     if pretrained and os.path.isfile(pretrained):
-        model, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=None, **kwargs)
-        state = torch.load(pretrained, map_location="cpu", weights_only=True)
-        state = state.get("state_dict", state)
-        state = {k.removeprefix("module."): v for k, v in state.items()}
-        expected = model.state_dict()
-        bad = [k for k, v in state.items() if k in expected and expected[k].shape != v.shape]
-        missing = [k for k in expected if k not in state]
-        if bad or len(missing) > len(expected) // 2:
-            detail = bad[:3] or missing[:3]
-            raise ValueError(
-                f"checkpoint {pretrained!r} does not match architecture {arch!r} "
-                f"({len(bad)} shape mismatches, {len(missing)} missing tensors, e.g. {detail})"
-            )
-        model.load_state_dict(state, strict=False)
+        # open_clip loads a local file strictly (every tensor present, every shape equal) with
+        # torch.load(weights_only=True); its errors become one ConfigError naming the file and the arch
+        try:
+            model, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=pretrained, weights_only=True, **kwargs)
+        except pickle.UnpicklingError:
+            raise ConfigError(
+                f"backbone checkpoint {pretrained!r} holds objects other than tensors and plain values, which the kit "
+                "refuses to unpickle (weights_only=True)",
+                argument="backbone",
+            ) from None
+        except (RuntimeError, KeyError, StopIteration, AttributeError, EOFError, ValueError) as error:
+            raise ConfigError(
+                f"backbone checkpoint {pretrained!r} does not match architecture {arch!r}: {_summarise_load_error(error)}",
+                argument="backbone",
+            ) from None
         digest = hashlib.sha1(f"{pretrained}:{os.path.getsize(pretrained)}:{os.path.getmtime(pretrained)}".encode()).hexdigest()[:12]
         fingerprint = f"open_clip:{arch}:file-{digest}"
     else:
+        tags = open_clip.list_pretrained_tags_by_model(arch)
+        if pretrained and pretrained not in tags:
+            close = closest_names(pretrained, tags)
+            raise ConfigError(
+                f"the pretrained tag of open_clip architecture {arch!r} must be one of its {len(tags)} tags "
+                f"(open_clip.list_pretrained_tags_by_model({arch!r})) or an existing checkpoint file, got "
+                f"{pretrained!r}{' (closest: ' + ', '.join(close) + ')' if close else ''}",
+                argument="backbone",
+            )
         model, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=pretrained, **kwargs)
         fingerprint = f"open_clip:{arch}:{pretrained}"
     size = model.visual.image_size
@@ -322,6 +362,16 @@ def list_backbones() -> list[str]:
 _INSTANCES: dict[str, DualEncoder] = {}
 
 
+def _names_open_clip_arch(name: str) -> bool:
+    """Whether ``name`` reads ``"<arch>/<tag>"`` with an open_clip architecture before the slash."""
+    arch, slash, tag = name.partition("/")
+    if not slash or not arch or not tag or "/" in tag:
+        return False
+    import open_clip
+
+    return arch in open_clip.list_models()
+
+
 def create_backbone(name: str, **overrides) -> DualEncoder:
     """Build a frozen dual encoder by preset name, open_clip tag, checkpoint file or HF directory.
 
@@ -335,6 +385,8 @@ def create_backbone(name: str, **overrides) -> DualEncoder:
     memo_key = f"{name}|{sorted(overrides.items())!r}"
     if memo_key in _INSTANCES:
         return _INSTANCES[memo_key]
+    # order: preset names, the explicit prefixes, then what is on disk, then a bare open_clip
+    # "<arch>/<tag>"; a name that is none of these is refused naming the closest presets
     if name in PRESETS:
         builder, fixed = PRESETS[name]
         backbone = builder(**{**fixed, **overrides})
@@ -345,19 +397,31 @@ def create_backbone(name: str, **overrides) -> DualEncoder:
         backbone = HFClipEncoder(name.removeprefix("hf:"))
     elif os.path.isfile(name):
         if "arch" not in overrides:
-            raise ValueError(f"a checkpoint file needs its architecture: create_backbone({name!r}, arch='ViT-B-32')")
+            raise ConfigError(
+                f"arch must name the open_clip architecture of checkpoint file {name!r}, got none: "
+                f"create_backbone({name!r}, arch='ViT-B-32')",
+                argument="arch",
+            )
         arch = overrides.pop("arch")
         backbone = _open_clip(arch, name, **overrides)
     elif os.path.isdir(name):
         if not (Path(name) / "config.json").exists():
-            raise ValueError(f"directory {name!r} holds no config.json of a Hugging Face CLIPModel")
+            raise ConfigError(
+                f"backbone directory {name!r} must hold the config.json of a Hugging Face CLIPModel, got none",
+                argument="backbone",
+            )
         backbone = HFClipEncoder(name)
-    elif os.sep in name or name.endswith((".pt", ".pth", ".bin", ".safetensors")):
-        raise FileNotFoundError(f"backbone checkpoint or directory {name!r} does not exist")
+    elif _names_open_clip_arch(name):  # "<arch>/<tag>": _open_clip checks the tag
+        arch, _, tag = name.partition("/")
+        backbone = _open_clip(arch, tag, **overrides)
     else:
-        raise ValueError(
-            f"unknown backbone {name!r}; expected one of {list_backbones()}, 'open_clip:<arch>/<tag>', "
-            "'hf:<id>', a checkpoint file or a Hugging Face directory"
+        close = closest_names(name, list_backbones())
+        hint = f"closest presets: {', '.join(close)}; " if close else ""
+        what = "no preset, open_clip <arch>/<tag>, file or directory of that name" if "/" in name else "unknown backbone"
+        raise ConfigError(
+            f"backbone must be a preset, 'open_clip:<arch>/<tag>', '<arch>/<tag>', 'hf:<id>', an existing checkpoint "
+            f"file or a Hugging Face directory, got {name!r}: {what} ({hint}all presets: {', '.join(list_backbones())})",
+            argument="backbone",
         )
     for p in backbone.parameters():
         p.requires_grad_(False)

@@ -94,7 +94,8 @@ def test_bad_hyperparameters_are_rejected():
         LitRePRI(backbone="tiny-random", protocol="loose")
     with pytest.raises(ValueError, match="unknown dense backbone"):
         LitRePRI(backbone="resnet-fantasy")
-    with pytest.raises(FileNotFoundError, match="head_checkpoint"):
+    # a missing checkpoint is a user error (ConfigError, a ValueError) naming the argument
+    with pytest.raises(ValueError, match="head_checkpoint must be an existing checkpoint file"):
         LitRePRI(backbone="tiny-random", head_checkpoint="/nonexistent.ckpt")
 
 

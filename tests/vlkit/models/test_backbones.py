@@ -19,9 +19,10 @@ def test_tiny_random_encodes_images_and_texts():
 
 
 def test_unknown_preset_names_the_choices():
-    with pytest.raises(ValueError, match="unknown backbone 'clip-xxl'.*offline-lite0-minilm"):
+    with pytest.raises(ValueError, match="got 'clip-xxl': unknown backbone.*offline-lite0-minilm"):
         create_backbone("clip-xxl")
-    with pytest.raises(FileNotFoundError, match="does not exist"):
+    # a missing path is a user error (ConfigError, a ValueError) that says it is neither a preset nor a file
+    with pytest.raises(ValueError, match="got '/no/such/ckpt.pt': no preset, open_clip <arch>/<tag>, file or directory"):
         create_backbone("/no/such/ckpt.pt", arch="ViT-B-32")
     assert "tiny-random" in list_backbones()
 
