@@ -33,7 +33,9 @@ __all__ = [
     "NOT_AN_IMAGE",
     "check_launch",
     "checkpoint_choices",
+    "guard_handlers",
     "guard_image_inputs",
+    "public_message",
     "is_loopback",
     "open_image",
     "parse_auth",
@@ -218,6 +220,81 @@ def guard_image_inputs(blocks, max_pixels: int = MAX_IMAGE_PIXELS):
         else:
             continue
         block._vlkit_image_guard = True
+    return blocks
+
+
+# ------------------------------------------------------------------------------------------------ handlers
+_PATH = re.compile(r"(?:[A-Za-z]:)?(?:[\\/][\w.@~+-]+){2,}[\\/]?")  # /tmp/gradio/ab12/x.png, C:\\Users\\...
+INTERNAL_ERROR = "something went wrong on the server (the operator's log has the details)"
+
+
+def public_message(error: BaseException) -> str:
+    """What a visitor may read about ``error``: the text of a user error (``ValueError``, the kit's
+    ``ConfigError`` among them) with every absolute path replaced by ``<path>``; for anything else only
+    :data:`INTERNAL_ERROR` (its details may name server files or internals)."""
+    if isinstance(error, ValueError):
+        return _PATH.sub("<path>", str(error)) or INTERNAL_ERROR
+    return INTERNAL_ERROR
+
+
+def _guarded_handler(fn):
+    """``fn`` with every exception turned into a ``gr.Error`` carrying :func:`public_message` (the full
+    traceback is logged on the server). Generators (streaming handlers) and coroutines keep their kind."""
+    import functools
+    import inspect
+    import logging
+
+    import gradio as gr
+
+    log = logging.getLogger("vlkit.demos")
+
+    def translate(error: BaseException) -> BaseException:
+        if isinstance(error, gr.Error):
+            return error
+        log.exception("demo handler %s failed", getattr(fn, "__name__", fn))
+        return gr.Error(public_message(error), print_exception=False)
+
+    if inspect.isasyncgenfunction(fn):
+        @functools.wraps(fn)
+        async def wrapper(*args, **kwargs):
+            try:
+                async for item in fn(*args, **kwargs):
+                    yield item
+            except Exception as error:  # noqa: BLE001  (every failure reaches the visitor as a clean message)
+                raise translate(error) from None
+    elif inspect.iscoroutinefunction(fn):
+        @functools.wraps(fn)
+        async def wrapper(*args, **kwargs):
+            try:
+                return await fn(*args, **kwargs)
+            except Exception as error:  # noqa: BLE001
+                raise translate(error) from None
+    elif inspect.isgeneratorfunction(fn):
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            try:
+                yield from fn(*args, **kwargs)
+            except Exception as error:  # noqa: BLE001
+                raise translate(error) from None
+    else:
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            try:
+                return fn(*args, **kwargs)
+            except Exception as error:  # noqa: BLE001
+                raise translate(error) from None
+    wrapper._vlkit_handler_guard = True
+    return wrapper
+
+
+def guard_handlers(blocks):
+    """Wrap every event handler of ``blocks`` so that a failure shows the visitor a ``gr.Error`` with a
+    path-free message (user errors: their text; anything else: a generic line) and never a traceback or
+    a server path; the app then launches with ``show_error=False``. Idempotent; returns ``blocks``."""
+    for block_fn in blocks.fns.values():
+        fn = getattr(block_fn, "fn", None)
+        if fn is not None and not getattr(fn, "_vlkit_handler_guard", False):
+            block_fn.fn = _guarded_handler(fn)
     return blocks
 
 

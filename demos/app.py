@@ -82,7 +82,7 @@ def build_app(
 
     import gradio as gr
 
-    from demos._safety import guard_image_inputs
+    from demos._safety import guard_handlers, guard_image_inputs
 
     keys = list(TABS) if tabs is None else list(tabs)
     unknown = [k for k in keys if k not in TABS]
@@ -111,6 +111,7 @@ def build_app(
                 demos[key].render()
     _restrict_uploads(app)
     guard_image_inputs(app)  # each demo guards its own; this catches a demo that forgot
+    guard_handlers(app)  # failures reach visitors as path-free gr.Error messages, never tracebacks
     app.queue(default_concurrency_limit=concurrency_limit, max_size=max_queue_size)
     return app
 
@@ -142,7 +143,7 @@ def launch(
         auth=credentials,
         max_file_size=max_file_size,
         prevent_thread_lock=prevent_thread_lock,
-        show_error=True,
+        show_error=False,  # handlers raise gr.Error with public messages (guard_handlers)
         quiet=prevent_thread_lock,
     )
     return app

@@ -81,7 +81,7 @@ def analyze(problem: str, answer: str, model_name: str, checkpoint: str | None, 
     import torch
 
     from vlkit.data.reasoning import ANSWER_INSTRUCTION, check_answer, parse_number
-    from vlkit.errors import check_choice
+    from vlkit.errors import ConfigError, check_choice, check_number, check_whole_number
     from vlkit.functional.aepo import shaped_rewards
     from vlkit.functional.entropy import (
         hwe_token_mask,
@@ -91,10 +91,15 @@ def analyze(problem: str, answer: str, model_name: str, checkpoint: str | None, 
     )
 
     if not problem or not problem.strip():
-        raise ValueError("problem must be a non-empty question")
+        raise ConfigError("problem must be a non-empty question, got an empty text", argument="problem")
     if bucket not in BUCKETS:
-        raise ValueError(f"bucket must be one of {BUCKETS}, got {bucket!r}")
+        raise ConfigError(f"bucket must be one of {BUCKETS}, got {bucket!r}", argument="bucket")
     check_choice("model", model_name, MODELS)  # a client can send any string: never a path or a hub id
+    check_number("target", target, low=0)  # an HWE count target: tokens per answer
+    check_number("alpha", alpha, low=0)
+    check_number("temperature", temperature, low=0, low_open=True, high=10)
+    check_whole_number("max_new_tokens", max_new_tokens, low=1, high=1024)
+    check_whole_number("seed", seed, low=0)
     module = _module(model_name, (checkpoint or "").strip() or None, checkpoint_dir)
     hp = module.hparams
     prompt = problem.strip()

@@ -8,6 +8,8 @@ Without a checkpoint it runs an untrained tiny model on the synthetic data set (
 
 from __future__ import annotations
 
+from vlkit.errors import ConfigError
+
 import argparse
 
 __all__ = ["build_demo", "load_recommender"]
@@ -62,10 +64,10 @@ def _resolve_titles(text: str, data) -> list[str]:
     for line in [l.strip() for l in text.splitlines() if l.strip()]:
         item = by_title.get(line.lower()) or next((i for t, i in by_title.items() if line.lower() in t), None)
         if item is None:
-            raise ValueError(f"unknown item title {line!r}: no catalogue title contains it")
+            raise ConfigError(f"history: unknown item title {line!r}: no catalogue title contains it", argument="history")
         history.append(item)
     if not history:
-        raise ValueError("the history is empty: give at least one title")
+        raise ConfigError("history: the history is empty: give at least one title", argument="history")
     return history
 
 
@@ -93,8 +95,7 @@ def allowed_next(module, prefix: str) -> str:
         return "(nothing: this prefix is not part of any item's ID)"
     if allowed == [module.tokenizer.eos_token_id]:
         return "(complete ID: only end-of-sequence)"
-    vocab = getattr(module.tokenizer, "vocab", None)
-    names = [vocab[i] for i in allowed] if vocab else [module.tokenizer.tok.convert_ids_to_tokens(i) for i in allowed]
+    names = module.tokenizer.convert_ids_to_tokens(allowed)
     return f"{len(names)} allowed: " + " ".join(names)
 
 
@@ -107,7 +108,10 @@ def build_demo(checkpoint: str | None = None, dataset: str | None = None, checkp
     user_ids = sorted(users)[:500]
 
     def by_user(user: str):
-        sample = users[user]
+        """The chosen test user's history, the model's top 10 and the held-out item."""
+        from vlkit.errors import check_choice
+
+        sample = users[check_choice("user", user, user_ids)]
         history = "\n".join(data.title(i) for i in sample.history)
         return history, recommend_table(module, data, list(sample.history)), f"held-out next item: {data.title(sample.target)}"
 

@@ -19,14 +19,21 @@ def run_search(dataset: str, backbone: str, seed: int, template_generations: int
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from prompts_evo import prepare_search
+    from prompts_evo import SearchSettings, prepare_search
 
-    if dataset not in DATASETS:
-        raise ValueError(f"dataset must be one of {DATASETS}, got {dataset!r}")
+    from vlkit.errors import check_choice, check_whole_number
+
+    # a Gradio client can send any string: only the listed choices reach the kit (never a path or hub id)
+    check_choice("dataset", dataset, DATASETS)
+    check_choice("backbone", backbone, BACKBONES)
+    check_choice("description_source", description_source, SOURCES)
+    check_whole_number("template_generations", template_generations, low=1, high=10)
+    check_whole_number("description_generations", description_generations, low=0, high=6)
+    check_whole_number("seed", seed, low=0)
     run = prepare_search(
         backbone, dataset, shots=1, seed=int(seed), template_library_name=library, description_source=description_source,
-        heldout_size=int(heldout_size), test_size=int(test_size), template_generations=int(template_generations),
-        inner_generations=int(description_generations),
+        heldout_size=int(heldout_size), test_size=int(test_size),
+        settings=SearchSettings(template_generations=int(template_generations), inner_generations=int(description_generations)),
     )
     search = run.search
     base = run.accuracy(run.single_template_embeddings(), "test")

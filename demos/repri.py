@@ -10,6 +10,8 @@ mask overlaid next to the inductive prototype baseline, and RePRI's foreground-p
 
 from __future__ import annotations
 
+from vlkit.errors import ConfigError
+
 from functools import lru_cache
 
 import numpy as np
@@ -40,7 +42,7 @@ def example(class_name: str, index: int = 0) -> tuple[np.ndarray, np.ndarray, np
     from vlkit.data.episodes import FASHION_MNIST_CLASSNAMES
 
     if class_name not in FASHION_MNIST_CLASSNAMES:
-        raise ValueError(f"class_name must be one of {FASHION_MNIST_CLASSNAMES}, got {class_name!r}")
+        raise ConfigError(f"class_name must be one of {FASHION_MNIST_CLASSNAMES}, got {class_name!r}", argument="class_name")
     c = FASHION_MNIST_CLASSNAMES.index(class_name)
     pool = _pool()
     scenes = pool.class_to_indices(128)[c]
@@ -93,7 +95,7 @@ def predict(support_image, support_mask, query_image, backbone: str = "lite0-off
 def _run(editor_value, query_image):
     image, mask = editor_mask(editor_value)
     if query_image is None:
-        raise ValueError("pick or upload a query image")
+        raise ConfigError("query_image: pick or upload a query image (got none)", argument="query_image")
     result = predict(image, mask, query_image)
     text = (
         f"Foreground proportion: initial estimate {result['proportion_init']:.3f}, re-estimated "

@@ -6,6 +6,8 @@ Run: ``python -m demos.tfup`` (binds 127.0.0.1:7860).
 
 from __future__ import annotations
 
+from vlkit.errors import ConfigError
+
 import torch
 import torch.nn.functional as F
 
@@ -31,7 +33,7 @@ class TFUPExplainer:
     def explain(self, image=None, test_index: int = 0, top: int = 6) -> dict:
         if image is None:
             if not 0 <= test_index < len(self.subset):
-                raise ValueError(f"test_index must be in [0, {len(self.subset) - 1}], got {test_index}")
+                raise ConfigError(f"test_index must be in [0, {len(self.subset) - 1}], got {test_index}", argument="test_index")
             feature = self.datamodule.eval_features[test_index : test_index + 1]  # (1, D)
             label = self.classnames[int(self.datamodule.eval_labels[test_index])]
             image = self.images.image(int(self.subset[test_index]))

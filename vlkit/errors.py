@@ -28,9 +28,11 @@ __all__ = [
     "check_non_negative",
     "check_probability",
     "check_int",
+    "check_whole_number",
     "check_int_sequence",
     "check_choice",
     "check_non_empty",
+    "check_classnames",
     "check_finite_tensor",
     "check_file",
     "check_dir",
@@ -136,6 +138,14 @@ def check_int_sequence(
     return tuple(values)
 
 
+def check_whole_number(name: str, value: Any, *, low: int | None = None, high: int | None = None) -> int:
+    """A whole number in [low, high], given as an int or an integral float (UI sliders send ``4.0``);
+    returns it as an ``int``."""
+    if _is_real(value) and math.isfinite(float(value)) and float(value).is_integer():
+        return int(check_number(name, int(value), low=low, high=high, integer=True))
+    raise ConfigError(f"{name} must be a whole number, got {_show(value)}", argument=name)
+
+
 def closest_names(value: str, known: Iterable[str], n: int = 3) -> list[str]:
     """The known names closest to ``value`` (difflib), for "did you mean" hints."""
     known = [str(k) for k in known]
@@ -160,6 +170,25 @@ def check_non_empty(name: str, value: Any, what: str = "a non-empty collection")
     if value is None or (isinstance(value, Sized) and len(value) == 0):
         raise ConfigError(f"{name} must be {what}, got {_show(value)}", argument=name)
     return value
+
+
+def check_classnames(classnames: Any, argument: str = "classnames") -> list[str]:
+    """A non-empty list of distinct, non-empty class-name strings (raises ConfigError naming ``argument``).
+
+    Here, below every layer, so that models (text heads, ProAPO's search) and data (prompt files) share
+    one check; ``vlkit.data.prompts`` re-exports it."""
+    if isinstance(classnames, str) or classnames is None:
+        raise ConfigError(f"{argument} must be a list of class names, got {classnames!r}", argument=argument)
+    names = list(classnames)
+    if not names or not all(isinstance(c, str) and c.strip() for c in names):
+        raise ConfigError(f"{argument} must be a non-empty list of non-empty strings, got {names[:5]!r}", argument=argument)
+    seen, dupes = set(), []
+    for c in names:
+        (dupes.append(c) if c in seen else seen.add(c))
+    if dupes:
+        raise ConfigError(f"{argument} must hold distinct names, got duplicate class names {sorted(set(dupes))!r}",
+                          argument=argument)
+    return names
 
 
 def check_finite_tensor(name: str, tensor: Any):

@@ -151,7 +151,7 @@ def test_item_datamodule_batch_size():
 # semantic IDs
 # ----------------------------------------------------------------------------------------------------------
 def test_semantic_ids_without_dedup_refuse_colliding_ids(tmp_path):
-    from recsys.models.generative import SemanticIDs
+    from recsys.data.semantic_ids import SemanticIDs
 
     # items 1 and 2 share <a_0><b_1>: constrained decoding could never tell them apart
     path = _write_sids(tmp_path, {"1": ["<a_0>", "<b_1>"], "2": ["<a_0>", "<b_1>"], "3": ["<a_1>", "<b_0>"]})
@@ -169,21 +169,21 @@ def test_semantic_ids_without_dedup_refuse_colliding_ids(tmp_path):
     ],
 )
 def test_semantic_id_index_content(tmp_path, index, match):
-    from recsys.models.generative import SemanticIDs
+    from recsys.data.semantic_ids import SemanticIDs
 
     with pytest.raises(ConfigError, match=match):
         SemanticIDs.load(_write_sids(tmp_path, index), ["1", "2"])
 
 
 def test_semantic_ids_codes_outside_their_codebook():
-    from recsys.models.generative import SemanticIDs
+    from recsys.data.semantic_ids import SemanticIDs
 
     with pytest.raises(ConfigError, match=r"codes of level 0 must lie in \[0, 2\), got \[0, 5\]"):
         SemanticIDs(["1", "2"], torch.tensor([[0], [5]]), [2])
 
 
 def test_random_ids_too_few_for_the_catalogue():
-    from recsys.methods.minionerec import random_semantic_ids
+    from recsys.data.semantic_ids import random_semantic_ids
 
     # 2 codes x 2 levels = 4 distinct IDs for 5 items
     with pytest.raises(ConfigError, match=r"codebook_size\*\*num_levels must be >= the 5 items, got 2\*\*2 = 4"):
@@ -470,16 +470,28 @@ def test_experiments_module_exits_2_for_an_unknown_stage(tmp_path):
     ],
 )
 def test_litproapo_rejects_bad_arguments(kwargs, match):
-    from prompts_evo.methods.proapo import LitProAPO
+    import dataclasses
 
+    from prompts_evo.data.features import ProAPODataModule
+    from prompts_evo.methods.proapo import LitProAPO
+    from prompts_evo.models.search import SearchSettings
+
+    # issue 11: the data settings live in ProAPODataModule, the search settings in LitProAPO's `search` group
+    data = {"dataset", "shots", "heldout_size", "test_size", "batch_size"}
+    search = {f.name for f in dataclasses.fields(SearchSettings)}
     with pytest.raises(ConfigError, match=match):
-        LitProAPO(**kwargs)
+        if set(kwargs) <= data:
+            ProAPODataModule(**kwargs)
+        elif set(kwargs) <= search:
+            LitProAPO(search=kwargs)
+        else:
+            LitProAPO(**kwargs)
 
 
 def test_prepare_search_names_an_unknown_search_setting_before_loading(monkeypatch):
     import vlkit.models.backbones as backbones
 
-    from prompts_evo.api import prepare_search
+    from prompts_evo.fewshot import prepare_search
 
     def boom(*a, **k):
         raise AssertionError("the backbone must not be built for bad input")
@@ -495,7 +507,7 @@ CLASSES = ["dress", "ankle boot"]
 
 
 def test_prompt_file_with_an_extra_class(tmp_path):
-    from prompts_evo.descriptions import JsonDescriptions, read_class_prompts
+    from prompts_evo.data.prompts import JsonDescriptions, read_class_prompts
 
     path = tmp_path / "prompts.json"
     path.write_text(json.dumps({"dress": ["A dress."], "ankle boot": ["A boot."], "sneaker": ["A shoe."]}))
@@ -507,8 +519,8 @@ def test_prompt_file_with_an_extra_class(tmp_path):
 
 
 def _search(descriptions=None, features=None, labels=None, **kwargs):
-    from prompts_evo.search import ProAPOSearch
-    from prompts_evo.text_cache import PromptEmbeddingCache
+    from prompts_evo.models.prompt_embeddings import PromptEmbeddingCache
+    from prompts_evo.models.search import ProAPOSearch
 
     cache = PromptEmbeddingCache(lambda texts: torch.ones(len(texts), 4), "ones")
     features = torch.eye(2, 4) if features is None else features
@@ -537,17 +549,17 @@ def test_proapo_search_checks_its_data(kwargs, match):
 @pytest.mark.parametrize(
     "make, match",
     [
-        (lambda: __import__("prompts_evo.descriptions", fromlist=["x"]).LLMDescriptions(max_new_tokens=0),
+        (lambda: __import__("prompts_evo.models.descriptions", fromlist=["x"]).LLMDescriptions(max_new_tokens=0),
          r"max_new_tokens must be >= 1, got 0"),
-        (lambda: __import__("prompts_evo.descriptions", fromlist=["x"]).make_description_source("llm", max_new_tokens=0),
+        (lambda: __import__("prompts_evo.methods.proapo", fromlist=["x"]).make_description_source("llm", max_new_tokens=0),
          r"max_new_tokens must be >= 1, got 0"),
-        (lambda: __import__("prompts_evo.descriptions", fromlist=["x"]).LLMDescriptions(temperature=0.0),
+        (lambda: __import__("prompts_evo.models.descriptions", fromlist=["x"]).LLMDescriptions(temperature=0.0),
          r"temperature must be > 0, got 0.0"),
-        (lambda: __import__("prompts_evo.search", fromlist=["x"]).expand_templates(["a {}."], "clothing"),
+        (lambda: __import__("prompts_evo.data.prompts", fromlist=["x"]).expand_type_words(["a {}."], "clothing"),
          r"type_words must be a list of words, got the string 'clothing'"),
-        (lambda: __import__("prompts_evo.text_cache", fromlist=["x"]).PromptEmbeddingCache(lambda t: t, "fp", batch_size=0),
+        (lambda: __import__("prompts_evo.models.prompt_embeddings", fromlist=["x"]).PromptEmbeddingCache(lambda t: t, "fp", batch_size=0),
          r"batch_size must be >= 1, got 0"),
-        (lambda: __import__("prompts_evo.text_cache", fromlist=["x"]).PromptEmbeddingCache(lambda t: t, "fp").embed([]),
+        (lambda: __import__("prompts_evo.models.prompt_embeddings", fromlist=["x"]).PromptEmbeddingCache(lambda t: t, "fp").embed([]),
          r"texts must be non-empty, got \[\]"),
         (lambda: __import__("prompts_evo.data.features", fromlist=["x"]).load_task_features(None, shots=0),
          r"shots must be >= 1, got 0"),
@@ -600,13 +612,16 @@ def test_accepts_boundary_hyperparameters():
     sas = LitSASRec(dropout=0.0, max_length=1, hidden_size=2, num_heads=2)
     assert sas.hparams.max_length == 1
     # the authors' sign of the similarity term (a negative weight) and a zero stage-2 top-1 weight are legal
-    proapo = LitProAPO(shots=1, top_k=1, template_generations=1, heldout_size=0, test_size=0, max_templates=0,
-                       similarity_weight=-1.0, stage2_top1_weight=0.0, description_source="none", type_words=[])
-    assert proapo.hparams.similarity_weight == -1.0
+    from prompts_evo.data.features import ProAPODataModule
+
+    proapo = LitProAPO(search=dict(top_k=1, template_generations=1, max_templates=0, similarity_weight=-1.0,
+                                   stage2_top1_weight=0.0), description_source="none", type_words=[])
+    assert ProAPODataModule(shots=1, heldout_size=0, test_size=0).hparams.heldout_size == 0
+    assert proapo.hparams.search["similarity_weight"] == -1.0
 
 
 def test_accepts_unique_ids_without_dedup_and_dedups_colliding_ones(tmp_path):
-    from recsys.models.generative import SemanticIDs
+    from recsys.data.semantic_ids import SemanticIDs
 
     unique = _write_sids(tmp_path, {"1": ["<a_0>", "<b_1>"], "2": ["<a_0>", "<b_0>"]})
     assert SemanticIDs.load(unique, ["1", "2"], dedup=False).codes.tolist() == [[0, 1], [0, 0]]
@@ -627,7 +642,7 @@ def test_accepts_a_one_item_history_in_recommend_table(recommender):
 
 
 def test_accepts_extra_classes_when_asked_and_known_stages(tmp_path):
-    from prompts_evo.descriptions import read_class_prompts
+    from prompts_evo.data.prompts import read_class_prompts
     from recsys.experiments import parse_stages
 
     path = tmp_path / "prompts.json"

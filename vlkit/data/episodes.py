@@ -59,6 +59,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from vlkit.data.fashion_mnist import FASHION_MNIST_CLASSNAMES, load_fashion_mnist_arrays
+from vlkit.errors import ConfigError, check_choice, check_file, check_int, check_int_sequence, check_number
 
 __all__ = [
     "IGNORE_INDEX",
@@ -97,10 +98,10 @@ PASCAL_CLASSNAMES = [
 def fold_classes(dataset: str, fold: int) -> list[int]:
     """0-based novel classes of ``fold`` for ``dataset`` in {"fashion_scenes", "pascal", "coco"}."""
     folds = {"fashion_scenes": 5, "pascal": 4, "coco": 4}
-    if dataset not in folds:
-        raise ValueError(f"dataset must be one of {sorted(folds)}, got {dataset!r}")
+    check_choice("dataset", dataset, sorted(folds))
+    check_int("fold", fold)
     if not 0 <= fold < folds[dataset]:
-        raise ValueError(f"fold must be in 0..{folds[dataset] - 1} for {dataset}, got {fold}")
+        raise ConfigError(f"fold must be in 0..{folds[dataset] - 1} for {dataset}, got {fold!r}", argument="fold")
     if dataset == "fashion_scenes":
         return [2 * fold, 2 * fold + 1]
     if dataset == "pascal":
@@ -127,11 +128,20 @@ def build_episodes(
     fold: int = 0,
 ) -> list[Episode]:
     """A fixed task list: for each episode a uniform class, then a query and ``max_shots`` distinct supports
-    drawn without replacement from the images holding that class. Depends only on the arguments."""
+    drawn without replacement from the images holding that class. Depends only on the arguments.
+    ``num_episodes``: an int >= 1; ``max_shots``: an int >= 1; ``classes``: non-empty."""
+    check_int("num_episodes", num_episodes, low=1)
+    check_int("max_shots", max_shots, low=1)
+    if not classes:
+        raise ConfigError(f"classes must be a non-empty list of class ids, got {classes!r}", argument="classes")
     usable = [c for c in classes if len(class_to_indices.get(c, [])) >= max_shots + 1]
     if not usable:
         counts = {c: len(class_to_indices.get(c, [])) for c in classes}
-        raise ValueError(f"no class has the {max_shots + 1} images an episode needs; images per class: {counts}")
+        raise ConfigError(
+            f"max_shots={max_shots} needs max_shots + 1 images per class, got none: no class has the {max_shots + 1} "
+            f"images an episode needs; images per class: {counts}",
+            argument="max_shots",
+        )
     rng = np.random.default_rng([seed, fold, 4])
     episodes = []
     for _ in range(num_episodes):
@@ -202,17 +212,28 @@ def render_fashion_scenes(
 
     Args:
         images: (N, 28, 28) uint8 Fashion-MNIST images (0 = background, as in the IDX files).
-        labels: (N,) int64 classes 0..9.
+        labels: (N,) int64 classes 0..9, each class present.
+        num_scenes: an int >= 0. canvas_size: an int >= 8. items_per_scene: (low, high), 1 <= low <= high.
+        item_scale: (low, high) fractions of the canvas, 0 < low <= high <= 1.
 
     Returns:
         ``(scenes, label_maps)``: (num_scenes, S, S, 3) uint8 and (num_scenes, S, S) uint8.
     """
     if images.ndim != 3 or images.shape[0] != labels.shape[0]:
-        raise ValueError(f"images must be (N, 28, 28) with N = len(labels), got {images.shape} and {labels.shape}")
+        raise ConfigError(f"images must be (N, 28, 28) with N = len(labels), got {images.shape} and {labels.shape}",
+                          argument="images")
+    check_int("num_scenes", num_scenes, low=0)
+    check_int("canvas_size", canvas_size, low=8)
     lo, hi = items_per_scene
     if not 1 <= lo <= hi:
-        raise ValueError(f"items_per_scene must be (low, high) with 1 <= low <= high, got {items_per_scene}")
+        raise ConfigError(f"items_per_scene must be (low, high) with 1 <= low <= high, got {items_per_scene}",
+                          argument="items_per_scene")
+    check_number("item_scale", item_scale[0], low=0, high=1, low_open=True)
+    check_number("item_scale", item_scale[1], low=item_scale[0], high=1)
     by_class = [np.flatnonzero(labels == c) for c in range(10)]
+    empty = [c for c in range(10) if not len(by_class[c])]
+    if num_scenes and empty:
+        raise ConfigError(f"labels must hold every class 0..9, got none of classes {empty}", argument="labels")
     size = canvas_size
     scenes = np.empty((num_scenes, size, size, 3), dtype=np.uint8)
     label_maps = np.zeros((num_scenes, size, size), dtype=np.uint8)
@@ -262,10 +283,10 @@ class FashionScenePool:
         seed: int = 0,
         root: str | None = None,
     ) -> None:
-        if split not in self._SPLITS:
-            raise ValueError(f"split must be one of {sorted(self._SPLITS)}, got {split!r}")
-        if num_scenes < 1 or canvas_size < 32:
-            raise ValueError(f"need num_scenes >= 1 and canvas_size >= 32, got {num_scenes} and {canvas_size}")
+        check_choice("split", split, sorted(self._SPLITS))
+        check_int("num_scenes", num_scenes, low=1)
+        check_int("canvas_size", canvas_size, low=32)
+        check_int("seed", seed)
         source, rows, offset = self._SPLITS[split]
         images, labels = load_fashion_mnist_arrays(source, root)
         self.scenes, self.labels = render_fashion_scenes(
@@ -304,8 +325,9 @@ class SegmentationListPool:
     """
 
     def __init__(self, root: str, list_file: str, dataset: str = "pascal") -> None:
-        if dataset not in ("pascal", "coco"):
-            raise ValueError(f"dataset must be 'pascal' or 'coco', got {dataset!r}")
+        check_choice("dataset", dataset, ("pascal", "coco"))
+        if not isinstance(root, (str, os.PathLike)) or not str(root):
+            raise ConfigError(f"root must be the image directory, got {root!r}", argument="root")
         self.root = Path(root)
         list_path = Path(list_file)
         if not list_path.exists():
@@ -317,7 +339,7 @@ class SegmentationListPool:
                 continue
             self.pairs.append((self.root / parts[0], self.root / parts[1]))
         if not self.pairs:
-            raise ValueError(f"list file {list_file} has no 'image label' lines")
+            raise ConfigError(f"list file {list_file} must hold 'image label' lines, got none", argument="list_file")
         self.dataset = dataset
         self.num_classes = 20 if dataset == "pascal" else 80
         self.classnames = PASCAL_CLASSNAMES if dataset == "pascal" else [f"coco_{i}" for i in range(80)]
@@ -368,10 +390,11 @@ def preprocess_image(
     """Resize the long side to ``size`` (bilinear), normalise, pad bottom/right with zeros to (size, size).
 
     image: (H, W, 3) uint8 -> ``(image (3, size, size) float, valid (size, size) bool)``; ``valid`` marks
-    the image area, known from geometry alone.
+    the image area, known from geometry alone. ``size``: an int >= 1.
     """
-    if image.ndim != 3 or image.shape[2] != 3:
-        raise ValueError(f"image must be (H, W, 3) RGB uint8, got shape {image.shape}")
+    check_int("size", size, low=1)
+    if image.ndim != 3 or image.shape[2] != 3 or 0 in image.shape:
+        raise ConfigError(f"image must be (H, W, 3) RGB uint8, got shape {image.shape}", argument="image")
     h, w = _resized_shape(image.shape[0], image.shape[1], size)
     if (h, w) != image.shape[:2]:
         image = np.asarray(Image.fromarray(image).resize((w, h), Image.BILINEAR))
@@ -386,6 +409,9 @@ def preprocess_image(
 
 def preprocess_label(label: np.ndarray, size: int) -> torch.Tensor:
     """Resize a label map's long side to ``size`` (nearest) and pad with 255: (H, W) -> (size, size) long."""
+    check_int("size", size, low=1)
+    if label.ndim != 2 or 0 in label.shape:
+        raise ConfigError(f"label must be a non-empty (H, W) map, got shape {label.shape}", argument="label")
     h, w = _resized_shape(label.shape[0], label.shape[1], size)
     if (h, w) != label.shape:
         label = np.asarray(Image.fromarray(label).resize((w, h), Image.NEAREST))
@@ -407,6 +433,13 @@ def _as_rgb_uint8(image, name: str) -> np.ndarray:
     if isinstance(image, Image.Image):
         return np.asarray(image.convert("RGB"))
     array = np.asarray(image)
+    if array.size == 0 or array.dtype.kind not in "biuf":
+        raise ConfigError(f"{name} must be a non-empty numeric image, got dtype {array.dtype} and shape {array.shape}",
+                          argument=name)
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        # a NaN would become an arbitrary pixel value after the uint8 cast, silently
+        raise ConfigError(f"{name} must be finite, got {int((~np.isfinite(array)).sum())} NaN/inf value(s) in an image "
+                          f"of shape {array.shape}", argument=name)
     if array.dtype != np.uint8:
         if array.dtype.kind == "f" and array.size and array.max() <= 1.0:
             array = array * 255.0
@@ -417,7 +450,7 @@ def _as_rgb_uint8(image, name: str) -> np.ndarray:
         if array.shape[2] == 1:
             return np.repeat(array, 3, axis=2)
         return np.ascontiguousarray(array[..., :3])  # RGBA: drop alpha
-    raise ValueError(f"{name} must be an image (H, W), (H, W, 1|3|4) or PIL, got shape {array.shape}")
+    raise ConfigError(f"{name} must be an image (H, W), (H, W, 1|3|4) or PIL, got shape {array.shape}", argument=name)
 
 
 def make_episode(
@@ -431,14 +464,16 @@ def make_episode(
     """One episode batch (B = 1) from user images, with the same keys as the loaders (no query labels).
 
     Masks: (H, W) arrays, nonzero = foreground (255 kept as ignore); each must match its image's size and
-    hold some foreground. Grayscale and RGBA images are converted to RGB.
+    hold some foreground. Grayscale and RGBA images are converted to RGB. ``image_size``: an int >= 1.
     """
+    check_int("image_size", image_size, low=1)
     if not isinstance(support_images, (list, tuple)) or not isinstance(support_masks, (list, tuple)):
         raise TypeError("support_images and support_masks must be lists (one entry per shot)")
     if len(support_images) != len(support_masks) or not support_images:
-        raise ValueError(
+        raise ConfigError(
             f"need as many support masks as support images (at least one): got {len(support_images)} images "
-            f"and {len(support_masks)} masks"
+            f"and {len(support_masks)} masks",
+            argument="support_masks",
         )
     s_imgs, s_masks = [], []
     for k, (img, mask) in enumerate(zip(support_images, support_masks)):
@@ -447,10 +482,14 @@ def make_episode(
         if mask.ndim == 3:
             mask = mask.max(axis=2)
         if mask.shape != rgb.shape[:2]:
-            raise ValueError(f"support_masks[{k}] has size {mask.shape}, its image {rgb.shape[:2]}; they must match")
+            raise ConfigError(f"support_masks[{k}] has size {mask.shape}, its image {rgb.shape[:2]}; they must match",
+                              argument="support_masks")
         binary = np.where(mask == IGNORE_INDEX, IGNORE_INDEX, (mask > 0).astype(np.uint8)).astype(np.uint8)
         if not (binary == 1).any():
-            raise ValueError(f"support_masks[{k}] has no foreground pixel; paint the object in the support image")
+            raise ConfigError(
+                f"support_masks[{k}] must mark the object, got no foreground pixel; paint the object in the support image",
+                argument="support_masks",
+            )
         x, _ = preprocess_image(rgb, image_size, mean, std)
         s_imgs.append(x)
         s_masks.append(preprocess_label(binary, image_size))
@@ -475,8 +514,11 @@ class EpisodeDataset(Dataset):
     """K-shot episodes over a pool; items are dicts with the keys listed in the module docstring (no B)."""
 
     def __init__(self, pool, episodes: list[Episode], shots: int, image_size: int, mean=IMAGENET_MEAN, std=IMAGENET_STD):
+        check_int("shots", shots, low=1)
+        check_int("image_size", image_size, low=1)
         if episodes and shots > len(episodes[0].supports):
-            raise ValueError(f"shots={shots} exceeds the {len(episodes[0].supports)} supports the task list holds")
+            raise ConfigError(f"shots={shots} exceeds the {len(episodes[0].supports)} supports the task list holds",
+                              argument="shots")
         self.pool, self.episodes, self.shots = pool, episodes, shots
         self.image_size, self.mean, self.std = image_size, mean, std
 
@@ -532,6 +574,8 @@ class BaseSegmentationDataset(Dataset):
     """Dense base-class labels for base training: base classes -> 1..n_base, background 0, rest 255."""
 
     def __init__(self, pool, base_classes: list[int], image_size: int, mean=IMAGENET_MEAN, std=IMAGENET_STD, flip: bool = False):
+        check_int_sequence("base_classes", list(base_classes), low=0, high=253)  # c + 1 must stay below 255 (void)
+        check_int("image_size", image_size, low=1)
         self.pool, self.image_size, self.mean, self.std, self.flip = pool, image_size, mean, std, flip
         lut = np.full(256, IGNORE_INDEX, dtype=np.uint8)
         lut[0] = 0
@@ -556,22 +600,24 @@ class EpisodicDataModule(L.LightningDataModule):
 
     Args:
         dataset: "fashion_scenes" (offline), "pascal" or "coco".
-        folds: folds evaluated together (metrics per fold and their mean); base training needs exactly one.
-        shots: K.
-        episodes_per_fold: tasks per fold (the authors use 1000 x 5 runs on PASCAL).
-        max_shots: the task list holds this many supports; K-shot uses the first K (same queries for all K).
-        seed: task-list seed.
-        image_size: S, the input side: images are resized (long side) to S and padded to S x S.
-        canvas_size: side of the rendered Fashion scenes (their original resolution, where they are scored).
-        batch_size: episodes per batch, optimised together.
-        num_workers: DataLoader workers.
+        folds: distinct folds evaluated together (metrics per fold and their mean); base training needs exactly one.
+        shots: K, an int in 1..max_shots.
+        episodes_per_fold: tasks per fold, an int >= 1 (the authors use 1000 x 5 runs on PASCAL).
+        max_shots: the task list holds this many supports, an int >= 1; K-shot uses the first K (same queries
+            for all K).
+        seed: task-list seed, an int.
+        image_size: S, the input side, an int >= 8: images are resized (long side) to S and padded to S x S.
+        canvas_size: side of the rendered Fashion scenes, an int >= 32 (their original resolution, where they
+            are scored).
+        batch_size: episodes per batch, optimised together; an int >= 1.
+        num_workers: DataLoader workers, an int >= 0.
         root: Fashion-MNIST IDX directory (None: Debian's) or the PASCAL/COCO image root.
         val_list, test_list, train_list: PFENet list files for pascal/coco.
-        test_scenes, val_scenes, train_scenes: rendered pool sizes for fashion_scenes.
-        min_foreground_pixels: an image joins a class's pool only if the class covers this many pixels
-            (None: 128 for fashion scenes, PFENet's 2 x 32 x 32 for pascal/coco).
+        test_scenes, val_scenes, train_scenes: rendered pool sizes for fashion_scenes, ints >= 1.
+        min_foreground_pixels: an image joins a class's pool only if the class covers this many pixels, an
+            int >= 1 (None: 128 for fashion scenes, PFENet's 2 x 32 x 32 for pascal/coco).
         base_training: train/val loaders yield dense base-class batches instead of episodes.
-        base_batch_size: images per base-training batch.
+        base_batch_size: images per base-training batch, an int >= 1.
     """
 
     def __init__(
@@ -599,19 +645,37 @@ class EpisodicDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         n_folds = {"fashion_scenes": 5, "pascal": 4, "coco": 4}
-        if dataset not in n_folds:
-            raise ValueError(f"dataset must be one of {sorted(n_folds)}, got {dataset!r}")
+        check_choice("dataset", dataset, sorted(n_folds))
+        if folds is not None:
+            check_int_sequence("folds", folds, low=0, high=n_folds[dataset] - 1)
+            if len(set(folds)) != len(folds):
+                raise ConfigError(f"folds must be distinct, got {list(folds)}", argument="folds")
         folds = list(range(n_folds[dataset])) if folds is None else list(folds)
         for f in folds:
             fold_classes(dataset, f)  # validates
+        check_int("max_shots", max_shots, low=1)
+        check_int("shots", shots)
         if not 1 <= shots <= max_shots:
-            raise ValueError(f"shots must be in 1..max_shots={max_shots}, got {shots}")
-        if episodes_per_fold < 1 or batch_size < 1:
-            raise ValueError(f"episodes_per_fold and batch_size must be >= 1, got {episodes_per_fold}, {batch_size}")
+            raise ConfigError(f"shots must be in 1..max_shots={max_shots}, got {shots}", argument="shots")
+        check_int("episodes_per_fold", episodes_per_fold, low=1)
+        check_int("seed", seed)
+        check_int("image_size", image_size, low=8)
+        check_int("canvas_size", canvas_size, low=32)
+        check_int("batch_size", batch_size, low=1)
+        check_int("num_workers", num_workers, low=0)
+        check_int("base_batch_size", base_batch_size, low=1)
+        for name, value in (("test_scenes", test_scenes), ("val_scenes", val_scenes), ("train_scenes", train_scenes)):
+            check_int(name, value, low=1)
+        check_int("min_foreground_pixels", min_foreground_pixels, low=1, allow_none=True)
         if base_training and len(folds) != 1:
-            raise ValueError(f"base training is per fold: pass exactly one fold, got folds={folds}")
+            raise ConfigError(f"base training is per fold: pass exactly one fold, got folds={folds}", argument="folds")
         if dataset != "fashion_scenes" and root is None:
-            raise ValueError(f"dataset={dataset!r} needs root= the image directory and the list files")
+            raise ConfigError(f"dataset={dataset!r} needs root= the image directory and the list files, got root=None",
+                              argument="root")
+        if dataset != "fashion_scenes":
+            for name, path in (("val_list", val_list), ("test_list", test_list), ("train_list", train_list)):
+                if path is not None:
+                    check_file(name, path)
         self.save_hyperparameters()
         self.dataset, self.folds, self.shots = dataset, folds, shots
         self.mean, self.std = IMAGENET_MEAN, IMAGENET_STD
@@ -619,7 +683,15 @@ class EpisodicDataModule(L.LightningDataModule):
         self._pools: dict[str, object] = {}
 
     def connect(self, mean=None, std=None, image_size: int | None = None) -> None:
-        """Late-bound preprocessing from the model: normalisation mean/std and the input side."""
+        """Late-bound preprocessing from the model: normalisation mean/std (3 values each, std > 0) and the
+        input side (an int >= 8)."""
+        for name, values in (("mean", mean), ("std", std)):
+            if values is not None:
+                if len(values) != 3:
+                    raise ConfigError(f"{name} must be 3 values (R, G, B), got {tuple(values)!r}", argument=name)
+                for v in values:
+                    check_number(name, float(v), low=0 if name == "std" else None, low_open=True)
+        check_int("image_size", image_size, low=8, allow_none=True)
         if mean is not None:
             self.mean = tuple(float(m) for m in mean)
         if std is not None:
@@ -635,6 +707,7 @@ class EpisodicDataModule(L.LightningDataModule):
 
     def pool(self, split: str):
         """The image pool of ``split`` in {"train", "val", "test"} (rendered or listed once, then kept)."""
+        check_choice("split", split, ("train", "val", "test"))
         if split not in self._pools:
             hp = self.hparams
             if self.dataset == "fashion_scenes":
@@ -643,7 +716,8 @@ class EpisodicDataModule(L.LightningDataModule):
             else:
                 list_file = {"train": hp.train_list, "val": hp.val_list, "test": hp.test_list}[split]
                 if list_file is None:
-                    raise ValueError(f"{split}_list is needed for dataset={self.dataset!r}")
+                    raise ConfigError(f"{split}_list is needed for dataset={self.dataset!r}, got None",
+                                      argument=f"{split}_list")
                 self._pools[split] = SegmentationListPool(hp.root, list_file, self.dataset)
         return self._pools[split]
 
@@ -686,7 +760,10 @@ class EpisodicDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         if not self.hparams.base_training:
-            raise ValueError("train_dataloader needs base_training=True (RePRI itself trains nothing: use `vlkit test`)")
+            raise ConfigError(
+                "train_dataloader needs base_training=True, got False (RePRI itself trains nothing: use `vlkit test`)",
+                argument="base_training",
+            )
         return self._base_loader("train", shuffle=True)
 
     def val_dataloader(self) -> DataLoader:

@@ -12,6 +12,8 @@ import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset
 
+from vlkit.errors import ConfigError, check_choice
+
 __all__ = ["FASHION_MNIST_CLASSNAMES", "DEBIAN_ROOT", "FashionMNIST", "read_idx", "load_fashion_mnist_arrays"]
 
 DEBIAN_ROOT = Path("/usr/share/datasets/fashion-mnist")
@@ -40,13 +42,16 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     with opener(path, "rb") as fh:
         data = fh.read()
     if len(data) < 4 or data[0] != 0 or data[1] != 0:
-        raise ValueError(f"{path} is not an IDX file (bad magic number)")
-    dtype = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}[data[2]]
+        raise ConfigError(f"{path} must be an IDX file, got a bad magic number", argument="root")
+    dtypes = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+    if data[2] not in dtypes:
+        raise ConfigError(f"{path} must be an IDX file, got an unknown type code {data[2]:#x}", argument="root")
+    dtype = dtypes[data[2]]
     ndim = data[3]
     shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     array = np.frombuffer(data, dtype=dtype, offset=4 + 4 * ndim)
     if array.size != int(np.prod(shape)):
-        raise ValueError(f"{path}: header says {shape} but holds {array.size} values (truncated file?)")
+        raise ConfigError(f"{path}: header says {shape} but holds {array.size} values (truncated file?)", argument="root")
     return array.reshape(shape)
 
 
@@ -62,8 +67,7 @@ def _find(root: Path, stem: str) -> Path:
 
 def load_fashion_mnist_arrays(split: str = "test", root: str | os.PathLike | None = None, download: bool = False):
     """Return ``(images uint8 (N, 28, 28), labels int64 (N,))`` for ``split`` in ``{"train", "test"}``."""
-    if split not in _FILES:
-        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    check_choice("split", split, tuple(_FILES))
     root = Path(root) if root is not None else DEBIAN_ROOT
     if download and not (root / "FashionMNIST").exists() and not any(root.glob("*idx*")):
         import torchvision
@@ -72,7 +76,7 @@ def load_fashion_mnist_arrays(split: str = "test", root: str | os.PathLike | Non
     images = read_idx(_find(root, _FILES[split][0]))
     labels = read_idx(_find(root, _FILES[split][1])).astype(np.int64)
     if images.shape[0] != labels.shape[0]:
-        raise ValueError(f"Fashion-MNIST {split}: {images.shape[0]} images but {labels.shape[0]} labels")
+        raise ConfigError(f"Fashion-MNIST {split}: {images.shape[0]} images but {labels.shape[0]} labels", argument="root")
     return images, labels
 
 

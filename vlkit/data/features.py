@@ -17,6 +17,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from vlkit.errors import ConfigError, check_int
+
 __all__ = ["encode_dataset", "feature_cache_path", "atomic_torch_save"]
 
 
@@ -40,9 +42,10 @@ def _dataset_fingerprint(dataset: Dataset) -> str:
         return f"{_dataset_fingerprint(dataset.dataset)}/subset-{len(dataset.indices)}-{digest}"
     fingerprint = getattr(dataset, "fingerprint", None)
     if not fingerprint:
-        raise ValueError(
+        raise ConfigError(
             f"dataset {type(dataset).__name__} has no .fingerprint, so its features cannot be cached; "
-            "set dataset.fingerprint to a string naming the data and split, or pass cache_dir=None"
+            "set dataset.fingerprint to a string naming the data and split, or pass cache_dir=None",
+            argument="dataset",
         )
     return str(fingerprint)
 
@@ -96,12 +99,13 @@ def encode_dataset(
     the result is cached on disk and a second call loads it without touching the image encoder.
     ``device`` defaults to CUDA when available. ``transform`` replaces ``backbone.preprocess`` (e.g. the
     random training augmentation); ``transform_id`` must then name it (and its seed) for the cache key.
+    ``batch_size``: an int >= 1; ``num_workers``: an int >= 0.
     """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    check_int("batch_size", batch_size, low=1)
+    check_int("num_workers", num_workers, low=0)
     n = len(dataset)
     if n == 0:
-        raise ValueError("dataset is empty: nothing to encode")
+        raise ConfigError("dataset must hold at least one image to encode, got an empty dataset", argument="dataset")
     path = key = None
     if cache_dir is not None:
         path, key = feature_cache_path(backbone, dataset, cache_dir, transform_id)
@@ -127,7 +131,11 @@ def encode_dataset(
     for images, targets in iterator:
         out = backbone.encode_image(images.to(device)).float()  # (B, D)
         if not torch.isfinite(out).all():
-            raise ValueError(f"backbone {backbone.fingerprint} produced non-finite image features")
+            raise ConfigError(
+                f"image features must be finite, got non-finite image features from backbone {backbone.fingerprint} "
+                "(a NaN/inf image, or broken weights)",
+                argument="dataset",
+            )
         feats.append(F.normalize(out, dim=-1).cpu())
         labels.append(torch.as_tensor(targets, dtype=torch.long))
     features, labels_t = torch.cat(feats), torch.cat(labels)  # (N, D), (N,)

@@ -9,6 +9,8 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from vlkit.errors import ConfigError, check_classnames, check_file  # check_classnames: re-exported here
+
 __all__ = [
     "SIMPLE_TEMPLATE",
     "imagenet_templates",
@@ -27,40 +29,45 @@ def imagenet_templates() -> list[str]:
     return [template("{}") for template in OPENAI_IMAGENET_TEMPLATES]
 
 
-def check_classnames(classnames: Sequence[str], argument: str = "classnames") -> list[str]:
-    names = list(classnames)
-    if not names or not all(isinstance(c, str) and c.strip() for c in names):
-        raise ValueError(f"{argument} must be a non-empty list of non-empty strings, got {names[:5]!r}")
-    seen, dupes = set(), []
-    for c in names:
-        (dupes.append(c) if c in seen else seen.add(c))
-    if dupes:
-        raise ValueError(f"{argument} holds duplicate class names: {sorted(set(dupes))!r}")
-    return names
-
-
 def load_class_prompts(path: str | os.PathLike, classnames: Sequence[str]) -> dict[str, list[str]]:
-    """Read and validate a class -> sentences JSON file for the given class names (in their order)."""
-    path = Path(path)
+    """Read and validate a class -> sentences JSON file for the given class names (in their order).
+
+    The file's classes must be exactly ``classnames``: a missing class and an extra one (usually a
+    misspelt or foreign class name) both raise ConfigError naming them."""
     names = check_classnames(classnames)
-    if not path.exists():
-        raise FileNotFoundError(f"class_prompts_file {str(path)!r} does not exist")
+    path = check_file("class_prompts_file", path)
     try:
         data = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"class_prompts_file {str(path)!r} is not valid JSON: {err}") from err
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ConfigError(f"class_prompts_file {str(path)!r} must be valid JSON, got a file that is not valid JSON: {err}",
+                          argument="class_prompts_file") from err
     if not isinstance(data, Mapping) or not data:
-        raise ValueError(f"class_prompts_file {str(path)!r} must hold a non-empty object class -> list of sentences")
+        raise ConfigError(
+            f"class_prompts_file {str(path)!r} must hold a non-empty object class -> list of sentences, "
+            f"got {type(data).__name__}",
+            argument="class_prompts_file",
+        )
     missing = [c for c in names if c not in data]
     if missing:
-        raise ValueError(f"class_prompts_file {str(path)!r} lacks classes {missing!r} (has {list(data)[:5]!r}...)")
+        raise ConfigError(f"class_prompts_file {str(path)!r} lacks classes {missing!r} (has {list(data)[:5]!r}...)",
+                          argument="class_prompts_file")
+    extra = [c for c in data if c not in names]
+    if extra:
+        raise ConfigError(
+            f"class_prompts_file {str(path)!r} must hold only the dataset's classes, got extra classes {extra[:5]!r} "
+            f"(dataset classes: {names[:5]!r}...)",
+            argument="class_prompts_file",
+        )
     prompts = {}
     for c in names:
         sentences = data[c]
         if isinstance(sentences, str):
             sentences = [sentences]
         if not isinstance(sentences, list) or not sentences or not all(isinstance(s, str) and s.strip() for s in sentences):
-            raise ValueError(f"class_prompts_file {str(path)!r}: class {c!r} needs a non-empty list of sentences, got {sentences!r}")
+            raise ConfigError(
+                f"class_prompts_file {str(path)!r}: class {c!r} needs a non-empty list of sentences, got {sentences!r}",
+                argument="class_prompts_file",
+            )
         prompts[c] = list(sentences)
     return prompts
 

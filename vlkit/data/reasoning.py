@@ -37,6 +37,8 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from vlkit.errors import ConfigError, check_file, check_int, check_number
+
 __all__ = [
     "ANSWER_TYPES",
     "ReasoningProblem",
@@ -77,14 +79,26 @@ class ReasoningProblem:
 
     def __post_init__(self):
         if not isinstance(self.question, str) or not self.question.strip():
-            raise ValueError(f"question must be a non-empty string, got {self.question!r}")
+            raise ConfigError(f"question must be a non-empty string, got {self.question!r}", argument="question")
         if self.answer is None or not str(self.answer).strip():
-            raise ValueError(f"problem {self.question[:60]!r} has no answer; every prompt needs a verifiable answer")
+            raise ConfigError(
+                f"answer must be non-empty, got none: problem {self.question[:60]!r} has no answer; every prompt "
+                "needs a verifiable answer",
+                argument="answer",
+            )
         if self.answer_type not in ANSWER_TYPES:
-            raise ValueError(f"answer_type must be one of {ANSWER_TYPES}, got {self.answer_type!r}")
+            raise ConfigError(f"answer_type must be one of {ANSWER_TYPES}, got {self.answer_type!r}", argument="answer_type")
+        check_int("level", self.level, low=0, high=max(LEVELS))
         self.answer = str(self.answer).strip()
         if self.answer_type == "number" and parse_number(self.answer) is None:
-            raise ValueError(f"answer {self.answer!r} of {self.question[:60]!r} is not a number")
+            raise ConfigError(f"answer {self.answer!r} of {self.question[:60]!r} is not a number", argument="answer")
+        if self.answer_type == "choice" and self.choices:
+            letters = [chr(65 + i) for i in range(len(self.choices))]
+            if self.answer.upper() not in letters:
+                raise ConfigError(
+                    f"answer of a choice problem must be one of the option letters {letters}, got {self.answer!r}",
+                    argument="answer",
+                )
 
     @property
     def prompt(self) -> str:
@@ -132,7 +146,7 @@ def _level_expression(level: int, rng: random.Random) -> tuple[str, int, list[st
             p - q,
             [f"{a} * {b} = {p}", f"{c} * {d} = {q}", f"{p} - {q} = {p - q}"],
         )
-    raise ValueError(f"level must be one of {LEVELS}, got {level}")
+    raise ConfigError(f"level must be one of {LEVELS}, got {level}", argument="level")
 
 
 def generate_arithmetic_problems(
@@ -141,12 +155,15 @@ def generate_arithmetic_problems(
     """``n`` arithmetic problems, levels cycled in order (so each level gets n / len(levels)), seeded.
 
     With ``multiple_choice`` each problem lists four options (the answer and three near misses).
+    ``n``: an int >= 0; ``seed``: an int.
     """
-    if n < 0:
-        raise ValueError(f"n must be >= 0, got {n}")
+    check_int("n", n, low=0)
+    check_int("seed", seed)
+    if isinstance(levels, (str, int)):
+        raise ConfigError(f"levels must be a non-empty subset of {LEVELS}, got {levels!r}", argument="levels")
     levels = tuple(levels)
     if not levels or any(lv not in LEVELS for lv in levels):
-        raise ValueError(f"levels must be a non-empty subset of {LEVELS}, got {levels}")
+        raise ConfigError(f"levels must be a non-empty subset of {LEVELS}, got {levels}", argument="levels")
     rng = random.Random(seed)
     problems = []
     for i in range(n):
@@ -170,26 +187,44 @@ def generate_arithmetic_problems(
 
 def load_problems_jsonl(path: str | Path) -> list[ReasoningProblem]:
     """Problems from a JSON-lines file with keys ``question``, ``answer`` and optionally ``answer_type``,
-    ``level``, ``choices``. A line without an answer raises ``ValueError`` naming the line."""
+    ``level``, ``choices``. A bad line raises ``ConfigError`` (a ``ValueError``) naming the line; a file
+    without problems raises too."""
+    path = check_file("problems_path", path)
     problems = []
     with open(path, encoding="utf-8") as fh:
         for lineno, line in enumerate(fh, 1):
             if not line.strip():
                 continue
-            row = json.loads(line)
-            if "question" not in row or row.get("answer") in (None, ""):
-                raise ValueError(f"{path}:{lineno}: each problem needs 'question' and a non-empty 'answer', got keys {sorted(row)}")
-            problems.append(
-                ReasoningProblem(
-                    row["question"], str(row["answer"]), row.get("answer_type", "number"), int(row.get("level", 0)),
-                    list(row.get("steps", [])), list(row.get("choices", [])),
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ConfigError(f"{path}:{lineno}: each line must be a JSON object, got invalid JSON ({err})",
+                                  argument="problems_path") from err
+            if not isinstance(row, dict) or "question" not in row or row.get("answer") in (None, ""):
+                keys = sorted(row) if isinstance(row, dict) else type(row).__name__
+                raise ConfigError(
+                    f"{path}:{lineno}: each problem needs 'question' and a non-empty 'answer', got keys {keys}",
+                    argument="problems_path",
                 )
-            )
+            try:
+                problems.append(
+                    ReasoningProblem(
+                        row["question"], str(row["answer"]), row.get("answer_type", "number"), int(row.get("level", 0)),
+                        list(row.get("steps", [])), list(row.get("choices", [])),
+                    )
+                )
+            except (ValueError, TypeError) as err:
+                raise ConfigError(f"{path}:{lineno}: {err}", argument="problems_path") from err
+    if not problems:
+        raise ConfigError(f"problems_path must hold at least one problem, got an empty file {str(path)!r}",
+                          argument="problems_path")
     return problems
 
 
 def render_problem_image(problem: ReasoningProblem, size: int = 56):
-    """The question drawn in black on a white square (the VLM variant: "solve the problem in the image")."""
+    """The question drawn in black on a white square (the VLM variant: "solve the problem in the image");
+    ``size``: an int >= 8 pixels."""
+    check_int("size", size, low=8)
     from PIL import Image, ImageDraw
 
     image = Image.new("RGB", (size, size), "white")
@@ -282,12 +317,12 @@ def check_answer(response: str, answer: str, answer_type: str = "number") -> flo
     if answer_type == "number":
         expected = parse_number(answer)
         if expected is None:
-            raise ValueError(f"answer must be a number for answer_type='number', got {answer!r}")
+            raise ConfigError(f"answer must be a number for answer_type='number', got {answer!r}", argument="answer")
         got = extract_final_number(response)
         return float(got is not None and got == expected)
     if answer_type == "choice":
         return float(extract_choice_letter(response) == str(answer).strip().upper())
-    raise ValueError(f"answer_type must be one of {ANSWER_TYPES}, got {answer_type!r}")
+    raise ConfigError(f"answer_type must be one of {ANSWER_TYPES}, got {answer_type!r}", argument="answer_type")
 
 
 # ------------------------------------------------------------------------------------------ cold start
@@ -313,9 +348,10 @@ def solution_candidates(problem: ReasoningProblem) -> list[str]:
 
 
 def target_length(pass_rate: float, length_at_0: float, length_at_1: float) -> float:
-    """AdaCS target length L_target(p) = (1 - p) L(0) + p L(1)."""
-    if not 0.0 <= pass_rate <= 1.0:
-        raise ValueError(f"pass_rate must be in [0, 1], got {pass_rate}")
+    """AdaCS target length L_target(p) = (1 - p) L(0) + p L(1); p in [0, 1], lengths finite and >= 0."""
+    check_number("pass_rate", pass_rate, low=0, high=1)
+    check_number("length_at_0", length_at_0, low=0)
+    check_number("length_at_1", length_at_1, low=0)
     return (1.0 - pass_rate) * length_at_0 + pass_rate * length_at_1
 
 
@@ -350,14 +386,21 @@ def build_adaptive_cold_start(
         one ``ColdStartExample`` per problem, in order.
     """
     if len(problems) != len(pass_rates):
-        raise ValueError(f"pass_rates must have one value per problem: {len(problems)} problems, {len(pass_rates)} rates")
+        raise ConfigError(
+            f"pass_rates must have one value per problem: {len(problems)} problems, {len(pass_rates)} rates",
+            argument="pass_rates",
+        )
+    if not problems:
+        raise ConfigError("problems must hold at least one problem, got an empty list", argument="problems")
     for p in pass_rates:
         if not 0.0 <= float(p) <= 1.0 or math.isnan(float(p)):
-            raise ValueError(f"pass rates must lie in [0, 1], got {p}")
+            raise ConfigError(f"pass rates must lie in [0, 1], got {p}", argument="pass_rates")
+    check_number("length_at_0", length_at_0, low=0, allow_none=True)
+    check_number("length_at_1", length_at_1, low=0, allow_none=True)
     if candidates is None:
         candidates = [solution_candidates(p) for p in problems]
     if len(candidates) != len(problems) or any(not c for c in candidates):
-        raise ValueError("candidates must hold a non-empty list of solutions per problem")
+        raise ConfigError("candidates must hold a non-empty list of solutions per problem", argument="candidates")
     length_fn = length_fn or (lambda s: len(s.split()))
     lengths = [[length_fn(c) for c in cands] for cands in candidates]
 
@@ -368,8 +411,9 @@ def build_adaptive_cold_start(
     l0 = length_at_0 if length_at_0 is not None else median_at(0.0)
     l1 = length_at_1 if length_at_1 is not None else median_at(1.0)
     if l0 is None or l1 is None:
-        raise ValueError(
-            "no problem has pass rate exactly 0 (or 1) to measure L(0) (or L(1)); pass length_at_0 and length_at_1"
+        raise ConfigError(
+            "no problem has pass rate exactly 0 (or 1) to measure L(0) (or L(1)); pass length_at_0 and length_at_1",
+            argument="length_at_0",
         )
     examples = []
     for prob, p, cands, lns in zip(problems, pass_rates, candidates, lengths):
@@ -384,6 +428,7 @@ class ReasoningDataset(Dataset):
     """Problems as dicts for ``ReasoningDataModule`` (see the module docstring for the keys)."""
 
     def __init__(self, problems: list[ReasoningProblem], with_images: bool = False, image_size: int = 56):
+        check_int("image_size", image_size, low=8)
         self.problems = list(problems)
         self.with_images = with_images
         self.image_size = image_size
@@ -418,21 +463,27 @@ def collate_reasoning(items: list[dict]) -> dict:
     return batch
 
 
+def _check_levels(levels) -> None:
+    if isinstance(levels, (str, int)) or not levels or any(lv not in LEVELS for lv in levels):
+        raise ConfigError(f"levels must be a non-empty subset of {list(LEVELS)}, got {levels!r}", argument="levels")
+
+
 class ReasoningDataModule(L.LightningDataModule):
     """Prompts with verifiable answers for RL (ARES / GRPO): the generated arithmetic task or a JSONL file.
 
     Args:
-        train_size, val_size, test_size: number of generated problems per split (disjoint seeds).
+        train_size, val_size, test_size: number of generated problems per split (disjoint seeds), ints >= 0;
+            train_size >= prompts_per_batch unless ``problems_path`` is given (the last partial batch is dropped).
         levels: difficulty levels of the generated task (1 = one-digit sum ... 5 = three operations).
-        prompts_per_batch: prompts per training batch (each is sampled G times by the method).
-        eval_batch_size: prompts per validation/test batch.
-        seed: generation seed (train uses seed, val seed + 1, test seed + 2).
+        prompts_per_batch: prompts per training batch, an int >= 1 (each is sampled G times by the method).
+        eval_batch_size: prompts per validation/test batch, an int >= 1.
+        seed: generation seed, an int (train uses seed, val seed + 1, test seed + 2).
         multiple_choice: four-option questions answered with a letter.
         with_images: render each question into an image (vision-language models); the text prompt then
             says "Solve the problem in the image."
-        problems_path: a JSONL file of problems (``question``, ``answer``, ...) used instead of the
+        problems_path: an existing JSONL file of problems (``question``, ``answer``, ...) used instead of the
             generated train split.
-        num_workers: DataLoader workers.
+        num_workers: DataLoader workers, an int >= 0.
     """
 
     def __init__(
@@ -450,13 +501,21 @@ class ReasoningDataModule(L.LightningDataModule):
         num_workers: int = 0,
     ):
         super().__init__()
-        if prompts_per_batch < 1:
-            raise ValueError(f"prompts_per_batch must be >= 1, got {prompts_per_batch}")
+        check_int("prompts_per_batch", prompts_per_batch, low=1)
+        check_int("eval_batch_size", eval_batch_size, low=1)
         for name, value in (("train_size", train_size), ("val_size", val_size), ("test_size", test_size)):
-            if value < 0:
-                raise ValueError(f"{name} must be >= 0, got {value}")
-        if not levels or any(lv not in LEVELS for lv in levels):
-            raise ValueError(f"levels must be a non-empty subset of {list(LEVELS)}, got {levels}")
+            check_int(name, value, low=0)
+        _check_levels(levels)
+        check_int("seed", seed)
+        check_int("num_workers", num_workers, low=0)
+        if problems_path is not None:
+            check_file("problems_path", problems_path)
+        elif 0 < train_size < prompts_per_batch:  # drop_last: no training batch at all
+            raise ConfigError(
+                f"train_size must be >= prompts_per_batch={prompts_per_batch} (the last partial batch is dropped), "
+                f"got {train_size}",
+                argument="train_size",
+            )
         self.save_hyperparameters()
         self.train_set = self.val_set = self.test_set = None
 
@@ -516,10 +575,10 @@ class ColdStartSFTDataModule(L.LightningDataModule):
     per level 1-5), so the module works without a model.
 
     Args:
-        train_size, val_size: generated problems per split. levels: difficulty levels.
-        level_pass_rates: pass-rate prior for levels 1..5 when no measured rates are given.
-        pass_rates_path: JSON file with measured pass rates for the train problems.
-        batch_size: SFT pairs per batch. seed: generation seed.
+        train_size, val_size: generated problems per split, ints >= 1. levels: difficulty levels.
+        level_pass_rates: pass-rate prior for levels 1..5 when no measured rates are given, 5 values in [0, 1].
+        pass_rates_path: an existing JSON file with measured pass rates for the train problems.
+        batch_size: SFT pairs per batch, an int >= 1. seed: generation seed, an int. num_workers: an int >= 0.
     """
 
     def __init__(
@@ -535,9 +594,16 @@ class ColdStartSFTDataModule(L.LightningDataModule):
     ):
         super().__init__()
         if len(level_pass_rates) != 5 or any(not 0.0 <= p <= 1.0 for p in level_pass_rates):
-            raise ValueError(f"level_pass_rates must be 5 values in [0, 1] (levels 1-5), got {level_pass_rates}")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+            raise ConfigError(f"level_pass_rates must be 5 values in [0, 1] (levels 1-5), got {level_pass_rates}",
+                              argument="level_pass_rates")
+        check_int("batch_size", batch_size, low=1)
+        check_int("train_size", train_size, low=1)
+        check_int("val_size", val_size, low=1)
+        _check_levels(levels)
+        check_int("seed", seed)
+        check_int("num_workers", num_workers, low=0)
+        if pass_rates_path is not None:
+            check_file("pass_rates_path", pass_rates_path)
         self.save_hyperparameters()
         self.train_set = self.val_set = None
 
@@ -561,9 +627,14 @@ class ColdStartSFTDataModule(L.LightningDataModule):
         hp = self.hparams
         rates = None
         if hp.pass_rates_path:
-            rates = [float(r) for r in json.loads(Path(hp.pass_rates_path).read_text())]
+            try:
+                rates = [float(r) for r in json.loads(Path(hp.pass_rates_path).read_text())]
+            except (json.JSONDecodeError, TypeError, ValueError) as err:
+                raise ConfigError(f"pass_rates_path must hold a JSON list of numbers, got: {err}",
+                                  argument="pass_rates_path") from err
             if len(rates) != hp.train_size:
-                raise ValueError(f"pass_rates_path holds {len(rates)} rates, expected train_size={hp.train_size}")
+                raise ConfigError(f"pass_rates_path holds {len(rates)} rates, expected train_size={hp.train_size}",
+                                  argument="pass_rates_path")
         self.train_set = ColdStartSFTDataset(self._examples(hp.train_size, hp.seed, rates))
         self.val_set = ColdStartSFTDataset(self._examples(hp.val_size, hp.seed + 1, None))
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from vlkit.errors import ConfigError, check_choice, check_int, check_number, check_probability
 from vlkit.functional.entropy import hierarchical_entropy_reward
 from vlkit.functional.policy import aggregate_tokens, clipped_surrogate, kl_penalty
 
@@ -47,22 +48,29 @@ def shaped_rewards(
     sample was shaped as "easy" with target 0 and alpha 0.5; here the caller must pass the buckets.)
 
     Args:
-        correct: (B,) accuracy reward in [0, 1]. hwe_counts: (B,). targets, alpha: (3,). buckets: (B,) long.
+        correct: (B,) accuracy reward in [0, 1]. hwe_counts: (B,) >= 0. targets: (3,) >= 0. alpha: (3,) in
+            [0, 2]. buckets: (B,) long in {0, 1, 2}.
 
     Returns:
         (B,) shaped reward.
     """
     if correct.dim() != 1 or hwe_counts.shape != correct.shape or buckets.shape != correct.shape:
-        raise ValueError(
+        raise ConfigError(
             f"correct, hwe_counts and buckets must all be (B,), got {tuple(correct.shape)}, "
-            f"{tuple(hwe_counts.shape)}, {tuple(buckets.shape)}"
+            f"{tuple(hwe_counts.shape)}, {tuple(buckets.shape)}",
+            argument="correct",
         )
-    if correct.numel() and (correct.min() < 0 or correct.max() > 1):
-        raise ValueError(
-            f"correct (accuracy rewards) must lie in [0, 1], got range [{correct.min().item()}, {correct.max().item()}]"
+    if correct.numel() and not bool(((correct >= 0) & (correct <= 1)).all()):  # NaN fails too
+        raise ConfigError(
+            f"correct (accuracy rewards) must lie in [0, 1], got range [{correct.min().item()}, {correct.max().item()}]",
+            argument="correct",
         )
+    if hwe_counts.numel() and not bool((hwe_counts >= 0).all()):
+        raise ConfigError(f"hwe_counts must be counts >= 0, got {hwe_counts.tolist()[:8]}", argument="hwe_counts")
     if buckets.numel() and (buckets.min() < 0 or buckets.max() > 2):
-        raise ValueError(f"buckets must be 0 (easy), 1 (medium) or 2 (hard), got values {buckets.unique().tolist()}")
+        raise ConfigError(
+            f"buckets must be 0 (easy), 1 (medium) or 2 (hard), got values {buckets.unique().tolist()}", argument="buckets"
+        )
     return correct.float() + hierarchical_entropy_reward(hwe_counts, targets, buckets, correct, alpha)
 
 
@@ -77,8 +85,12 @@ def accuracy_group_mask(correct: Tensor, group_size: int) -> Tensor:
     Returns:
         (B,) bool, the group's keep flag repeated G times.
     """
-    if group_size < 2:
-        raise ValueError(f"group_size must be >= 2 to filter groups by accuracy, got {group_size}")
+    check_int("group_size", group_size, low=2)  # a group of 1 is always all-right or all-wrong
+    if correct.dim() != 1 or correct.numel() % group_size:
+        raise ConfigError(
+            f"correct must be 1-D with a length divisible by group_size={group_size}, got {tuple(correct.shape)}",
+            argument="correct",
+        )
     acc = correct.float().view(-1, group_size).mean(dim=1)  # (B/G,)
     keep = (acc > 0.0) & (acc < 1.0)
     return keep.repeat_interleave(group_size)  # (B,)
@@ -96,8 +108,7 @@ def top_entropy_mask(entropy: Tensor, mask: Tensor, rho: float = 0.2) -> Tensor:
     Returns:
         (B, T) bool.
     """
-    if not 0.0 < rho <= 1.0:
-        raise ValueError(f"rho must be in (0, 1], got {rho}")
+    check_probability("rho", rho, open_low=True)
     valid = mask.bool()
     values = entropy[valid].float()  # (N,)
     if values.numel() == 0:
@@ -133,7 +144,11 @@ def clip_cov_mask(
     generator: torch.Generator | None = None,
 ) -> Tensor:
     """Clip-Cov: a random ``clip_ratio`` fraction of the valid tokens (at least 1), drawn among those with
-    Cov in [lower, upper], whose gradient is removed. Returns (B, T) bool, True = detach this token."""
+    Cov in [lower, upper], whose gradient is removed. Returns (B, T) bool, True = detach this token.
+    ``clip_ratio`` in [0, 1]; ``lower`` <= ``upper``."""
+    check_probability("clip_ratio", clip_ratio)
+    check_number("lower", lower)
+    check_number("upper", upper, low=lower)
     valid = mask.bool()
     eligible = ((covariance >= lower) & (covariance <= upper) & valid).flatten()  # (B*T,)
     idx = eligible.nonzero().squeeze(1)  # (E,)
@@ -146,7 +161,8 @@ def clip_cov_mask(
 
 
 def kl_cov_indices(covariance: Tensor, mask: Tensor, k_ratio: float = 2e-4) -> Tensor:
-    """KL-Cov: (B, T) bool mask of the top ``k_ratio`` fraction (at least 1) of valid tokens by Cov."""
+    """KL-Cov: (B, T) bool mask of the top ``k_ratio`` fraction (at least 1) of valid tokens by Cov; k_ratio in [0, 1]."""
+    check_probability("k_ratio", k_ratio)
     valid = mask.bool()
     flat = covariance.masked_fill(~valid, float("-inf")).flatten()  # (B*T,)
     k = _count(k_ratio, int(valid.sum()))
@@ -187,26 +203,40 @@ def aepo_loss(
         advantages: (B,) or (B, T). mask: (B, T) completion tokens that count.
         ref_logprobs: (B, T) reference policy, or None for no KL term.
         kl_coef: scalar or (B,) per-sequence coefficient (kl_coef * beta_bucket for AEPO).
-        clip_low, clip_high, dual_clip: PPO clip range and dual clip (authors: 0.2, 0.3, 3.0).
+        clip_low, clip_high, dual_clip: PPO clip range and dual clip (authors: 0.2, 0.3, 3.0); clip_low in
+            [0, 1), clip_high >= 0 or None, dual_clip > 1 or None.
         token_selection: one of ``TOKEN_SELECTIONS``.
         entropy: (B, T) token entropy, required for ``"top_entropy"``.
+        top_entropy_rho: in (0, 1]; cov_clip_ratio, kl_cov_ratio: in [0, 1]; kl_cov_coef: >= 0.
+        aggregation: ``"token-mean"``, ``"seq-mean-token-mean"`` or ``"seq-mean-token-sum"``.
 
     Returns:
         scalar loss, and a dict of detached scalars: ``pg_loss``, ``kl``, ``clip_frac``, ``selected_frac``.
     """
-    if token_selection not in TOKEN_SELECTIONS:
-        raise ValueError(f"token_selection must be one of {TOKEN_SELECTIONS}, got {token_selection!r}")
-    if logprobs.shape != old_logprobs.shape or logprobs.shape != mask.shape:
-        raise ValueError(
+    check_choice("token_selection", token_selection, TOKEN_SELECTIONS)
+    check_choice("kl_estimator", kl_estimator, ("k1", "k2", "k3"))
+    check_choice("aggregation", aggregation, ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum"))
+    check_probability("top_entropy_rho", top_entropy_rho, open_low=True)
+    check_probability("cov_clip_ratio", cov_clip_ratio)
+    check_probability("kl_cov_ratio", kl_cov_ratio)
+    check_number("kl_cov_coef", kl_cov_coef, low=0)
+    if logprobs.shape != old_logprobs.shape or logprobs.shape != mask.shape or logprobs.dim() != 2:
+        raise ConfigError(
             f"logprobs, old_logprobs and mask must share a (B, T) shape, got {tuple(logprobs.shape)}, "
-            f"{tuple(old_logprobs.shape)}, {tuple(mask.shape)}"
+            f"{tuple(old_logprobs.shape)}, {tuple(mask.shape)}",
+            argument="logprobs",
+        )
+    if ref_logprobs is not None and ref_logprobs.shape != logprobs.shape:
+        raise ConfigError(
+            f"ref_logprobs must be (B, T) = {tuple(logprobs.shape)}, got {tuple(ref_logprobs.shape)}", argument="ref_logprobs"
         )
     valid = mask.bool()
     pg = clipped_surrogate(logprobs, old_logprobs, advantages, clip_low, clip_high, dual_clip)  # (B, T)
     selected = valid
     if token_selection == "top_entropy":
         if entropy is None:
-            raise ValueError("token_selection='top_entropy' needs the (B, T) token entropy")
+            raise ConfigError("token_selection='top_entropy' needs the (B, T) token entropy, got entropy=None",
+                              argument="entropy")
         selected = top_entropy_mask(entropy, mask, top_entropy_rho)
         pg = pg * selected
     elif token_selection == "clip_cov":

@@ -14,6 +14,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from vlkit.errors import ConfigError, check_choice, check_int, check_non_negative, check_number, check_probability
+
 __all__ = [
     "group_advantages",
     "clipped_surrogate",
@@ -35,14 +37,14 @@ def group_advantages(rewards: Tensor, group_size: int, scale: str = "std", eps: 
     Returns:
         (B,) advantages A_i = (r_i - mean_g) / (std_g + eps).
     """
-    if group_size < 2:
-        raise ValueError(f"group_size must be >= 2 for group-relative advantages, got {group_size}")
+    check_int("group_size", group_size, low=2)  # advantages are relative to the group
     if rewards.dim() != 1 or rewards.numel() % group_size:
-        raise ValueError(
-            f"rewards must be 1-D with a length divisible by group_size={group_size}, got shape {tuple(rewards.shape)}"
+        raise ConfigError(
+            f"rewards must be 1-D with a length divisible by group_size={group_size}, got shape {tuple(rewards.shape)}",
+            argument="rewards",
         )
-    if scale not in ("std", "none"):
-        raise ValueError(f"scale must be 'std' or 'none', got {scale!r}")
+    check_choice("scale", scale, ("std", "none"))
+    check_non_negative("eps", eps)
     grouped = rewards.view(-1, group_size)  # (B/G, G)
     centred = grouped - grouped.mean(dim=1, keepdim=True)  # (B/G, G)
     if scale == "std":
@@ -69,7 +71,7 @@ def kl_penalty(logprobs: Tensor, ref_logprobs: Tensor, estimator: str = "k3") ->
     if estimator == "k3":
         neg = (-log_ratio).clamp(max=20.0)  # log(pi_ref/pi), clamped to keep exp finite
         return neg.exp() - neg - 1.0
-    raise ValueError(f"estimator must be one of 'k1', 'k2', 'k3', got {estimator!r}")
+    raise ConfigError(f"estimator must be one of 'k1', 'k2', 'k3', got {estimator!r}", argument="estimator")
 
 
 def clipped_surrogate(
@@ -95,10 +97,11 @@ def clipped_surrogate(
     Returns:
         (B, T) per-token loss.
     """
+    check_probability("clip_low", clip_low, open_high=True)  # 1 - clip_low must stay > 0
+    check_non_negative("clip_high", clip_high, allow_none=True)
+    check_number("dual_clip", dual_clip, low=1, low_open=True, allow_none=True)
     if clip_high is None:
         clip_high = clip_low
-    if dual_clip is not None and dual_clip <= 1.0:
-        raise ValueError(f"dual_clip must be > 1 (or None), got {dual_clip}")
     if advantages.dim() == 1:
         advantages = advantages.unsqueeze(1)  # (B, 1) broadcast over tokens
     ratio = torch.exp(logprobs - old_logprobs)  # (B, T)
@@ -126,4 +129,6 @@ def aggregate_tokens(values: Tensor, mask: Tensor, mode: str = "token-mean") -> 
         return (per_seq / mask.sum(dim=1).clamp(min=1.0)).mean()
     if mode == "seq-mean-token-sum":
         return per_seq.mean()
-    raise ValueError(f"mode must be 'token-mean', 'seq-mean-token-mean' or 'seq-mean-token-sum', got {mode!r}")
+    raise ConfigError(
+        f"mode must be 'token-mean', 'seq-mean-token-mean' or 'seq-mean-token-sum', got {mode!r}", argument="mode"
+    )

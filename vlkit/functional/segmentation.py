@@ -17,6 +17,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from vlkit.errors import ConfigError
+
 __all__ = ["episode_intersection_union", "classwise_miou", "fb_iou"]
 
 
@@ -30,8 +32,11 @@ def episode_intersection_union(pred: Tensor, target: Tensor, ignore_index: int =
     Returns:
         ``(intersection, union)``, each (B, 2) float64 pixel counts over the non-ignored pixels.
     """
-    if pred.shape != target.shape:
-        raise ValueError(f"pred {tuple(pred.shape)} and target {tuple(target.shape)} must have the same shape")
+    if pred.shape != target.shape or pred.dim() < 2:
+        raise ConfigError(
+            f"pred and target must have the same shape (B, H, W), got {tuple(pred.shape)} and {tuple(target.shape)}",
+            argument="target",
+        )
     valid = target != ignore_index  # (B, H, W)
     pred_fg = pred.bool() & valid
     true_fg = (target == 1) & valid
@@ -54,6 +59,12 @@ def classwise_miou(intersection: Tensor, union: Tensor, class_ids: Tensor) -> tu
     Returns:
         ``(miou, classes, ious)``: the mean over the classes seen, the sorted class ids (C,) and their IoUs (C,).
     """
+    if not intersection.shape == union.shape == class_ids.shape or intersection.dim() != 1:
+        raise ConfigError(
+            f"intersection, union and class_ids must all be (B,), got {tuple(intersection.shape)}, "
+            f"{tuple(union.shape)}, {tuple(class_ids.shape)}",
+            argument="class_ids",
+        )
     classes, inverse = torch.unique(class_ids, return_inverse=True)  # (C,), (B,)
     inter = torch.zeros(len(classes), dtype=torch.float64, device=intersection.device).index_add_(
         0, inverse, intersection.double()
@@ -65,5 +76,10 @@ def classwise_miou(intersection: Tensor, union: Tensor, class_ids: Tensor) -> tu
 
 def fb_iou(intersection: Tensor, union: Tensor) -> Tensor:
     """FB-IoU: mean of background and foreground IoU from counts summed over episodes; inputs (B, 2)."""
+    if intersection.shape != union.shape or intersection.dim() != 2 or intersection.shape[1] != 2:
+        raise ConfigError(
+            f"intersection and union must both be (B, 2), got {tuple(intersection.shape)} and {tuple(union.shape)}",
+            argument="union",
+        )
     totals = intersection.double().sum(0) / union.double().sum(0).clamp_min(1)  # (2,)
     return totals.mean()

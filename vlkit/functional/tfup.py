@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from vlkit.errors import ConfigError, check_choice, check_int, check_non_negative, check_number, check_positive
+
 __all__ = [
     "tfup_cache_shots",
     "select_confident_prototypes",
@@ -28,11 +30,29 @@ def tfup_cache_shots(num_samples: int, num_classes: int, proportion: float = 0.3
     """Shots per class: K = min(high, max(low, floor(proportion * N / C))) (authors' main.py).
 
     With ``high=None`` (TFUP-T's training subset, proportion 0.75) there is no upper bound.
+
+    Args:
+        num_samples: N >= 1. num_classes: C >= 1. proportion: in [0, 1] (0: always ``low``).
+        low: an int >= 1. high: an int >= ``low`` or None.
     """
-    if num_samples < 1 or num_classes < 1:
-        raise ValueError(f"num_samples and num_classes must be >= 1, got {num_samples}, {num_classes}")
+    check_int("num_samples", num_samples, low=1)
+    check_int("num_classes", num_classes, low=1)
+    check_number("proportion", proportion, low=0, high=1)
+    check_int("low", low, low=1)
+    check_int("high", high, low=low, allow_none=True)
     shots = max(low, math.floor(proportion * num_samples / num_classes))
     return shots if high is None else min(high, shots)
+
+
+def _check_same_dim(test_features: Tensor, cache_keys: Tensor, class_weights: Tensor) -> None:
+    """(N, D), (M, D), (C, D): 2-D and one feature dim D (cheap: shapes only)."""
+    shapes = {"test_features": test_features, "cache_keys": cache_keys, "class_weights": class_weights}
+    for name, tensor in shapes.items():
+        if tensor.dim() != 2:
+            raise ConfigError(f"{name} must be 2-D (rows, D), got shape {tuple(tensor.shape)}", argument=name)
+    dims = {name: tensor.shape[1] for name, tensor in shapes.items()}
+    if len(set(dims.values())) != 1:
+        raise ConfigError(f"test_features, cache_keys and class_weights must share the feature dim D, got {dims}")
 
 
 def _neg_entropy(p: Tensor) -> Tensor:
@@ -55,13 +75,15 @@ def select_confident_prototypes(probs: Tensor, shots: int, candidates_per_shot: 
     Returns:
         (C, K) long indices into the N samples; row c holds class c's selection, ordered by score.
     """
+    if probs.dim() != 2:
+        raise ConfigError(f"probs must be (N, C), got shape {tuple(probs.shape)}", argument="probs")
     n, c = probs.shape
     if not torch.isfinite(probs).all():
-        raise ValueError("probs contains NaN or inf (non-finite features?)")
-    if shots < 1:
-        raise ValueError(f"shots must be >= 1, got {shots}")
+        raise ConfigError("probs must be finite, got NaN or inf (non-finite features?)", argument="probs")
+    check_int("shots", shots, low=1)
+    check_int("candidates_per_shot", candidates_per_shot, low=1)
     if n < shots:
-        raise ValueError(f"shots={shots} per class needs at least {shots} samples, got N={n}")
+        raise ConfigError(f"shots={shots} per class needs at least {shots} samples, got N={n}", argument="shots")
     set_size = min(n, candidates_per_shot * shots)
     cand = probs.topk(set_size, dim=0).indices.T  # (C, S) candidate indices per class
     p = probs[cand]  # (C, S, C) candidate probability rows
@@ -94,10 +116,12 @@ def multi_level_similarity(
     (NaN), and we set S_ij = 1 (the row's cosine is kept as it is).
 
     Args:
-        test_features: (N, D); cache_keys: (M, D); class_weights: (C, D); temperature: t (10 as the authors).
+        test_features: (N, D); cache_keys: (M, D); class_weights: (C, D); temperature: t > 0 (10 as the authors).
     Returns:
         (N, M) affinities.
     """
+    check_positive("temperature", temperature)
+    _check_same_dim(test_features, cache_keys, class_weights)
     f = F.normalize(test_features, dim=-1)
     k = F.normalize(cache_keys, dim=-1)
     w = F.normalize(class_weights, dim=-1)
@@ -115,7 +139,15 @@ def multi_level_similarity(
 
 
 def cache_logits(affinity: Tensor, cache_values: Tensor, beta: float = 1.0) -> Tensor:
-    """Tip-Adapter's kernel: exp(-beta (1 - A)) L.  affinity (N, M), cache_values (M, C) one-hot -> (N, C)."""
+    """Tip-Adapter's kernel: exp(-beta (1 - A)) L.  affinity (N, M), cache_values (M, C) one-hot -> (N, C).
+
+    ``beta`` >= 0 (0: every cache entry weighs 1)."""
+    check_non_negative("beta", beta)
+    if affinity.shape[-1] != cache_values.shape[0]:
+        raise ConfigError(
+            f"affinity has {affinity.shape[-1]} cache columns but cache_values {cache_values.shape[0]} rows",
+            argument="cache_values",
+        )
     return torch.exp(-beta * (1.0 - affinity)) @ cache_values.to(affinity.dtype)  # (N, C)
 
 
@@ -138,16 +170,28 @@ def tfup_logits(
     the (N, M) affinity never exists whole.
 
     Shapes: test_features (N, D), class_weights (C, D), cache_keys (M, D), cache_values (M, C) -> (N, C).
+    Ranges: alpha, beta >= 0; logit_scale, temperature > 0; chunk_size an int >= 1.
     """
-    if similarity not in ("msm", "cosine"):
-        raise ValueError(f"similarity must be 'msm' or 'cosine', got {similarity!r}")
+    check_choice("similarity", similarity, ("msm", "cosine"))
+    check_non_negative("alpha", alpha)
+    check_non_negative("beta", beta)
+    check_positive("logit_scale", logit_scale)
+    check_positive("temperature", temperature)
+    check_int("chunk_size", chunk_size, low=1)
+    _check_same_dim(test_features, cache_keys, class_weights)
     for name, tensor in (("test_features", test_features), ("cache_keys", cache_keys), ("class_weights", class_weights)):
         if not torch.isfinite(tensor).all():
-            raise ValueError(f"{name} contains NaN or inf values")
-    if cache_keys.shape[0] != cache_values.shape[0]:
-        raise ValueError(f"cache_keys has {cache_keys.shape[0]} rows but cache_values {cache_values.shape[0]}")
+            raise ConfigError(f"{name} must be finite, got NaN or inf values", argument=name)
+    if cache_values.dim() != 2 or cache_keys.shape[0] != cache_values.shape[0]:
+        raise ConfigError(
+            f"cache_values must be (M, C) with M = {cache_keys.shape[0]} cache_keys rows, got {tuple(cache_values.shape)}",
+            argument="cache_values",
+        )
     if cache_values.shape[1] != class_weights.shape[0]:
-        raise ValueError(f"cache_values has {cache_values.shape[1]} classes but class_weights {class_weights.shape[0]}")
+        raise ConfigError(
+            f"cache_values has {cache_values.shape[1]} classes but class_weights {class_weights.shape[0]}",
+            argument="cache_values",
+        )
     w = F.normalize(class_weights, dim=-1)
     k = F.normalize(cache_keys, dim=-1)
     out = []
@@ -167,5 +211,7 @@ def marginal_entropy(logits: Tensor) -> Tensor:
 
     TFUP-T minimises -H so the batch prediction stays spread over classes. logits (B, C) -> scalar.
     """
+    if logits.dim() != 2:
+        raise ConfigError(f"logits must be (B, C), got shape {tuple(logits.shape)}", argument="logits")
     marginal = torch.softmax(logits, dim=-1).mean(0)  # (C,)
     return -(marginal * torch.log(marginal.clamp_min(1e-12))).sum()

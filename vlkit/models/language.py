@@ -258,18 +258,24 @@ def apply_lora(
     alpha: int = 32,
     dropout: float = 0.0,
     target_modules: list[str] | str | None = "all-linear",
+    trainable_token_indices: dict[str, list[int]] | None = None,
+    task_type: str | None = None,
 ) -> nn.Module:
     """Wrap ``model`` with peft LoRA adapters; only the adapters train.
 
     The reference policy is then the same model under ``model.disable_adapter()`` (no second copy).
     ``target_modules="all-linear"`` adapts every linear layer but the output head (peft's rule); for a
     VLM, pass e.g. ``["q_proj", "k_proj", "v_proj", "o_proj"]`` to adapt the language model only.
+    ``trainable_token_indices`` (e.g. ``{"embed_tokens": new_ids}``) keeps those embedding rows trainable
+    while the rest of the embedding stays frozen (tokens added to the vocabulary); ``task_type`` is peft's
+    (``"CAUSAL_LM"`` gives a ``PeftModelForCausalLM``; None a plain ``PeftModel``).
     """
     from peft import LoraConfig, get_peft_model
 
     if r < 1:
         raise ValueError(f"LoRA rank r must be >= 1, got {r}")
-    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules, bias="none")
+    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules, bias="none",
+                        trainable_token_indices=trainable_token_indices, task_type=task_type)
     return get_peft_model(model, config)
 
 
