@@ -16,8 +16,9 @@ import time
 import torch
 
 from recsys.models.constrained import DictTrieLogitsProcessor, SIDTrie, TrieLogitsProcessor, recommend_with_beams
-from recsys.models.generative import WordTokenizer, build_scratch_decoder, sid_token
-from recsys.methods.minionerec import random_semantic_ids
+from recsys.data.semantic_ids import random_semantic_ids, sid_token
+from recsys.models.decoder import build_scratch_decoder
+from recsys.models.tokenizers import build_word_tokenizer
 
 
 def main() -> None:
@@ -28,7 +29,7 @@ def main() -> None:
     n_items, batch, beams, repeats = (600, 4, 20, 2) if args.quick else (3686, 16, 50, 3)
     torch.manual_seed(0)
     sids = random_semantic_ids([str(i) for i in range(n_items)], 256, 3)
-    tok = WordTokenizer(["the user has interacted with items"], sids.all_tokens(), min_freq=1)
+    tok = build_word_tokenizer(["the user has interacted with items"], sids.all_tokens(), min_freq=1)
     model = build_scratch_decoder(len(tok), hidden_size=128, num_layers=2, num_heads=4).to(args.device).eval()
     level_ids = [torch.tensor(tok.convert_tokens_to_ids([sid_token(l, c) for c in range(256)])) for l in range(3)]
     trie = SIDTrie(sids.codes, level_ids, len(tok), tok.eos_token_id)

@@ -19,6 +19,8 @@ import sys
 import time
 from pathlib import Path
 
+from vlkit.cache import atomic_write_text
+
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "recsys"
 CONFIG_STEM = {"amazon18-industrial": "amazon18-industrial", "amazon18-office": "amazon18-office", "movielens": "movielens"}
 STAGES = ("rqvae", "sasrec", "sft", "rl")  # in the order they run
@@ -27,7 +29,7 @@ __all__ = ["STAGES", "parse_stages", "run_stage", "read_metrics", "best_checkpoi
 
 
 def _overlay(tmp: Path, command: str, monitor: str | None, patience: int | None) -> Path:
-    callbacks = ["    - class_path: recsys.training.ParameterDrift\n"]
+    callbacks = ["    - class_path: vlkit.callbacks.ParameterDrift\n"]
     if not monitor:
         callbacks.append(
             "    - class_path: lightning.pytorch.callbacks.ModelCheckpoint\n"
@@ -78,6 +80,8 @@ def run_stage(command: str, config: Path, tmp: Path, *extra: str, monitor: str |
 
 
 def best_checkpoint(tmp: Path, command: str = "fit") -> str:
+    """The checkpoint a stage's ``command`` wrote under ``tmp``: ``best.ckpt``, else ``last.ckpt``, else the
+    last ``*.ckpt`` by name; FileNotFoundError when there is none."""
     folder = tmp / command / "version_0" / "checkpoints"
     for name in ("best.ckpt", "last.ckpt"):
         if (folder / name).exists():
@@ -146,7 +150,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     def record(name: str, metrics: dict, start: float) -> None:
         results[name] = {"wall_s": round(time.time() - start, 1), **_clean(metrics)}
-        results_path.write_text(json.dumps(results, indent=1, sort_keys=True))
+        atomic_write_text(results_path, json.dumps(results, indent=1, sort_keys=True))  # a kill keeps the last whole file
         print(f"[{name}] {results[name]}", flush=True)
 
     if "rqvae" in stages:

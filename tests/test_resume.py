@@ -72,7 +72,7 @@ def _fit(config: Path, env: dict, extra: list[str] = ()) -> subprocess.Popen:
 
 
 def _trained_parameters(ckpt: Path) -> dict[str, torch.Tensor]:
-    state = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
     return {k: v for k, v in state.items() if k.startswith(("adapter.", "text_residual"))}
 
 
@@ -105,7 +105,7 @@ def test_sigkill_then_resume_from_last_matches_an_uninterrupted_run(tmp_path):
     assert crash.returncode == -signal.SIGKILL
     epochs_done = sorted(p.name for p in ckpt_dir.iterdir() if p.name.startswith("epoch="))
     assert 1 <= len(epochs_done) < MAX_EPOCHS, epochs_done  # killed mid-run, not after the end
-    killed_at = torch.load(ckpt_dir / "last.ckpt", map_location="cpu", weights_only=False)["epoch"]
+    killed_at = torch.load(ckpt_dir / "last.ckpt", map_location="cpu", weights_only=True)["epoch"]
     assert killed_at < MAX_EPOCHS - 1
 
     resumed = _fit(crash_cfg, env, ["--ckpt_path", "last"])
@@ -115,8 +115,8 @@ def test_sigkill_then_resume_from_last_matches_an_uninterrupted_run(tmp_path):
     assert resumed.returncode == 0, out_resumed[-3000:]
     assert "Restoring states from the checkpoint path" in out_resumed or "Restored all states" in out_resumed, out_resumed[-2000:]
 
-    final_clean = torch.load(clean_root / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
-    final_resumed = torch.load(ckpt_dir / "last.ckpt", map_location="cpu", weights_only=False)
+    final_clean = torch.load(clean_root / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    final_resumed = torch.load(ckpt_dir / "last.ckpt", map_location="cpu", weights_only=True)
     assert final_clean["epoch"] == final_resumed["epoch"] == MAX_EPOCHS - 1
     assert final_clean["global_step"] == final_resumed["global_step"]
     clean_params, resumed_params = _trained_parameters(clean_root / "checkpoints" / "last.ckpt"), _trained_parameters(ckpt_dir / "last.ckpt")
@@ -133,8 +133,7 @@ WRITER = textwrap.dedent(
     """
     import json, sys, torch
     kind, folder, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
-    from vlkit.data.features import atomic_torch_save
-    from recsys.models.generative import atomic_write_text
+    from vlkit.cache import atomic_torch_save, atomic_write_text
     from recsys.models.text_encoder import cached_item_embeddings
     blob = {"key": "k", "features": torch.arange(n * 64, dtype=torch.float32).reshape(n, 64), "labels": torch.zeros(n, dtype=torch.long)}
     text = json.dumps({str(j): ["<a_1>", "<b_2>", f"<c_{j % 256}>"] for j in range(n)})

@@ -18,7 +18,14 @@ __all__ = ["ItemDataModule"]
 
 
 class ItemDataModule(L.LightningDataModule):
-    """Args: dataset (see ``load_seqrec``), batch_size, root (Amazon data root), seed."""
+    """The catalogue's items as batches of text embeddings (see the module docstring for the batch keys).
+
+    Args:
+        dataset: a data set name, see :func:`recsys.data.sequences.load_seqrec`.
+        batch_size: training batch size (validation and test use one batch of all items).
+        root: data root of the Amazon loader (default ``../shared/data/amazon18``).
+        seed: seed of the shuffling.
+    """
 
     def __init__(self, dataset: str = "synthetic", batch_size: int = 1024, root: str | None = None, seed: int = 0) -> None:
         super().__init__()
@@ -30,15 +37,18 @@ class ItemDataModule(L.LightningDataModule):
         self.embeddings: torch.Tensor | None = None
 
     def load(self) -> SeqRecData:
+        """The data set (loaded once)."""
         if self.data is None:
             self.data = load_seqrec(self.hparams.dataset, root=self.hparams.root)
         return self.data
 
     def item_texts(self) -> list[str]:
+        """Each item's text (title + description) in catalogue order, for the model's text encoder."""
         data = self.load()
         return [data.text(item) for item in data.item_ids]
 
     def setup(self, stage: str | None = None) -> None:
+        """Load the data set."""
         self.load()
 
     def connect(self, embeddings: torch.Tensor) -> None:
@@ -60,12 +70,15 @@ class ItemDataModule(L.LightningDataModule):
         return {"embedding": torch.stack(emb), "index": torch.stack(idx)}
 
     def train_dataloader(self) -> DataLoader:
+        """Shuffled (seeded) batches of ``embedding`` (B, D) and ``index`` (B,)."""
         g = torch.Generator().manual_seed(self.hparams.seed)
         return DataLoader(self._dataset(), batch_size=self.hparams.batch_size, shuffle=True, generator=g,
                           collate_fn=self._collate)
 
     def val_dataloader(self) -> DataLoader:
+        """Every item in one batch, in catalogue order."""
         return DataLoader(self._dataset(), batch_size=len(self._dataset()), collate_fn=self._collate)
 
     def test_dataloader(self) -> DataLoader:
+        """Every item in one batch, in catalogue order (as validation)."""
         return self.val_dataloader()

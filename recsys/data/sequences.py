@@ -70,6 +70,8 @@ AMAZON18_CATEGORIES = {"industrial": "Industrial_and_Scientific", "office": "Off
 
 @dataclass(frozen=True)
 class Sample:
+    """One prediction: a user, the chronological history of item ids (oldest first) and the next item id."""
+
     user: str
     history: tuple[str, ...]
     target: str
@@ -92,6 +94,7 @@ class SeqRecData:
         self.validate()
 
     def validate(self) -> None:
+        """Every history non-empty, every item id known, every item with a non-empty title (ConfigError)."""
         for split, samples in self.splits.items():
             for s in samples:
                 if not s.history:
@@ -107,6 +110,7 @@ class SeqRecData:
                 raise ConfigError(f"item {item!r} has no text: items need a non-empty 'title', got {fields!r}")
 
     def title(self, item: str) -> str:
+        """The item's title."""
         return str(self.items[item]["title"])
 
     def text(self, item: str) -> str:
@@ -115,6 +119,7 @@ class SeqRecData:
         return (str(fields.get("title", "")) + " " + str(fields.get("description", ""))).strip()
 
     def stats(self) -> dict[str, float]:
+        """``{"items": N, "<split>_samples": ...}``."""
         out: dict[str, float] = {"items": len(self.items)}
         for split, samples in self.splits.items():
             out[f"{split}_samples"] = len(samples)
@@ -393,6 +398,7 @@ class SeqRecDataModule(L.LightningDataModule):
 
     # -- data -------------------------------------------------------------------------------
     def load(self) -> SeqRecData:
+        """The data set (loaded once), with the subsets of ``max_train_samples`` / ``max_eval_samples``."""
         if self.data is None:
             hp = self.hparams
             data = load_seqrec(hp.dataset, max_history=hp.max_history, root=hp.root)
@@ -411,6 +417,7 @@ class SeqRecDataModule(L.LightningDataModule):
         return self.data
 
     def setup(self, stage: str | None = None) -> None:
+        """Load the data set."""
         self.load()
 
     def connect(
@@ -426,6 +433,7 @@ class SeqRecDataModule(L.LightningDataModule):
 
     # -- collate (ids mode) -------------------------------------------------------------------
     def collate_ids(self, samples: list[Sample]) -> dict:
+        """The ``"ids"``-mode batch: ``history`` (B, T) left-padded 1-based indices, ``target`` (B,), ``user``."""
         data = self.load()
         T = max(len(s.history) for s in samples)
         history = torch.zeros(len(samples), T, dtype=torch.long)  # (B, T), 0 = pad, left-padded
@@ -437,6 +445,7 @@ class SeqRecDataModule(L.LightningDataModule):
 
     # -- loaders ------------------------------------------------------------------------------
     def train_dataloader(self) -> DataLoader:
+        """Shuffled (seeded) training rows: the model's rows if it connected a builder, else the samples."""
         data = self.load()
         rows = self._train_builder(data) if self._train_builder else data.splits["train"]
         if not rows:
@@ -455,7 +464,9 @@ class SeqRecDataModule(L.LightningDataModule):
         )
 
     def val_dataloader(self) -> DataLoader:
+        """The validation samples in order."""
         return self._eval_loader("val")
 
     def test_dataloader(self) -> DataLoader:
+        """The test samples in order."""
         return self._eval_loader("test")

@@ -13,13 +13,25 @@ mean over users, mean +- z * std / sqrt(n) (z = 1.96 for 95 %).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 
 from vlkit.errors import ConfigError, check_int, check_int_sequence, check_positive
 
-__all__ = ["target_rank_from_scores", "first_hit_rank", "hit_at_k", "ndcg_at_k", "mean_with_ci", "ranking_metrics"]
+__all__ = [
+    "DEFAULT_KS",
+    "target_rank_from_scores",
+    "first_hit_rank",
+    "hit_at_k",
+    "ndcg_at_k",
+    "mean_with_ci",
+    "ranking_metrics",
+    "ranking_log_dict",
+]
+
+DEFAULT_KS = (1, 3, 5, 10, 20)  # the cut-offs every recsys method reports
 
 
 def target_rank_from_scores(scores: Tensor, target: Tensor) -> Tensor:
@@ -86,11 +98,38 @@ def mean_with_ci(values: Tensor, z: float = 1.96) -> tuple[float, float]:
     return mean, z * std / math.sqrt(n)
 
 
-def ranking_metrics(rank: Tensor, ks: tuple[int, ...] = (1, 3, 5, 10, 20)) -> dict[str, tuple[float, float]]:
+def ranking_metrics(rank: Tensor, ks: tuple[int, ...] = DEFAULT_KS) -> dict[str, tuple[float, float]]:
     """``{"hr@K": (mean, ci95), "ndcg@K": (mean, ci95)}`` for every K."""
     check_int_sequence("ks", ks, low=1)
     out = {}
     for k in ks:
         out[f"hr@{k}"] = mean_with_ci(hit_at_k(rank, k))
         out[f"ndcg@{k}"] = mean_with_ci(ndcg_at_k(rank, k))
+    return out
+
+
+def ranking_log_dict(stage: str, ranks: Tensor | Sequence[Tensor], ks: tuple[int, ...] = DEFAULT_KS,
+                     prefix: str = "") -> dict[str, float]:
+    """The metrics a method logs for one stage, from the targets' ranks.
+
+    Args:
+        stage: ``"val"`` or ``"test"`` (the metric names' first part).
+        ranks: (B,) long 0-based ranks (-1 = not found), or a list of such tensors (the epoch's batches),
+            concatenated on the CPU.
+        ks: cut-offs.
+        prefix: put before every name (``"exact_"`` for exact full ranking).
+
+    Returns:
+        ``{"<stage>/<prefix>hr@K": mean, "<stage>/<prefix>hr@K_ci": 95 % half-width, ... ndcg@K ...,
+        "<stage>/<prefix>rows": number of ranks}``; empty when there are no ranks.
+    """
+    if not isinstance(ranks, Tensor):
+        if not ranks:
+            return {}
+        ranks = torch.cat([r.detach().cpu() for r in ranks])  # (sum of B,)
+    out: dict[str, float] = {}
+    for name, (mean, ci) in ranking_metrics(ranks, tuple(ks)).items():
+        out[f"{stage}/{prefix}{name}"] = mean
+        out[f"{stage}/{prefix}{name}_ci"] = ci
+    out[f"{stage}/{prefix}rows"] = float(ranks.numel())
     return out

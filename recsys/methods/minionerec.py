@@ -20,15 +20,14 @@ from __future__ import annotations
 
 import copy
 import math
-from pathlib import Path
 
 import lightning as L
 import torch
 
-from recsys.data.sequences import released_sid_path
-from recsys.functional.metrics import first_hit_rank, target_rank_from_scores
+from recsys.data.prompts import ITEM_TASKS, TASKS, build_example, prompt_vocabulary_texts
+from recsys.data.semantic_ids import SemanticIDs, load_semantic_ids, parse_random_sid_path
+from recsys.functional.metrics import DEFAULT_KS, first_hit_rank, ranking_log_dict, target_rank_from_scores
 from recsys.functional.rewards import hybrid_reward
-from recsys.training import DEFAULT_KS, log_ranking
 from recsys.models.constrained import (
     SIDTrie,
     left_pad,
@@ -36,17 +35,8 @@ from recsys.models.constrained import (
     recommend_with_beams,
     score_all_items,
 )
-from recsys.models.generative import (
-    PROMPT_TEMPLATE,
-    TASKS,
-    HFTokenizer,
-    SemanticIDs,
-    WordTokenizer,
-    build_example,
-    build_scratch_decoder,
-    load_hf_causal_lm,
-    sid_token,
-)
+from recsys.models.decoder import build_scratch_decoder, load_hf_causal_lm
+from recsys.models.tokenizers import build_word_tokenizer, load_hf_tokenizer
 from vlkit.functional.policy import aggregate_tokens, clipped_surrogate, group_advantages, kl_penalty
 from vlkit.errors import (
     ConfigError,
@@ -60,39 +50,9 @@ from vlkit.errors import (
 )
 from vlkit.checkpoints import load_checkpoint, record_class
 
-__all__ = ["LitMiniOneRec", "LitMiniOneRecRL", "random_semantic_ids"]
+__all__ = ["LitMiniOneRec", "LitMiniOneRecRL"]
 
-ITEM_TASKS = ("sid2title", "title2sid")
 AGGREGATIONS = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum")  # vlkit.functional.policy.aggregate_tokens
-
-
-def parse_random_sid_path(sid_path: str) -> tuple[int, int]:
-    """``"random-<K>x<L>"`` -> (K codes per level, L levels), checked (K >= 2, 1 <= L <= 8)."""
-    spec = sid_path.split("-", 1)[1]
-    parts = spec.split("x")
-    if len(parts) != 2 or not all(p.isdigit() for p in parts):
-        raise ConfigError(f"sid_path 'random-<K>x<L>' needs integers K and L, got {sid_path!r}", argument="sid_path")
-    k, l = int(parts[0]), int(parts[1])
-    if k < 2 or not 1 <= l <= 8:
-        raise ConfigError(f"sid_path 'random-<K>x<L>' needs K >= 2 codes and 1 <= L <= 8 levels, got {sid_path!r}",
-                          argument="sid_path")
-    return k, l
-
-
-def random_semantic_ids(item_ids: list[str], codebook_size: int, num_levels: int, seed: int = 0) -> SemanticIDs:
-    """Unique random IDs (a seeded permutation written in base ``codebook_size``): for tests and benchmarks."""
-    n = len(item_ids)
-    if isinstance(item_ids, str) or n == 0:
-        raise ConfigError(f"item_ids must be a non-empty list of item ids, got {item_ids!r}", argument="item_ids")
-    check_int("codebook_size", codebook_size, low=1)
-    check_int("num_levels", num_levels, low=1, high=8)
-    if codebook_size**num_levels < n:
-        raise ConfigError(f"codebook_size**num_levels must be >= the {n} items, got {codebook_size}**{num_levels} = "
-                          f"{codebook_size**num_levels}", argument="codebook_size")
-    g = torch.Generator().manual_seed(seed)
-    numbers = torch.randperm(codebook_size**num_levels, generator=g)[:n]  # (N,)
-    digits = [(numbers // codebook_size ** (num_levels - 1 - l)) % codebook_size for l in range(num_levels)]
-    return SemanticIDs(list(item_ids), torch.stack(digits, dim=1), [codebook_size] * num_levels)
 
 
 class LitMiniOneRec(L.LightningModule):
@@ -103,18 +63,23 @@ class LitMiniOneRec(L.LightningModule):
             ``"released"`` (the authors' released IDs of an ``amazon18-*`` data set, collisions given a
             dedup level), or ``"random-<K>x<L>"`` (unique random IDs, for tests).
         backbone: ``"scratch"``, ``"smollm2"`` or a Hugging Face causal-LM path/id.
-        hidden_size, num_layers, num_heads: the from-scratch decoder.
+        hidden_size: width of the from-scratch decoder.
+        num_layers: layers of the from-scratch decoder.
+        num_heads: attention heads of the from-scratch decoder (must divide ``hidden_size``).
         max_words: word vocabulary of the from-scratch tokenizer (titles).
-        lora_r, lora_alpha: LoRA on Hugging Face backbones (0 = full fine-tuning).
+        lora_r: LoRA rank on Hugging Face backbones (0 = full fine-tuning; must be 0 for ``"scratch"``).
+        lora_alpha: LoRA scale alpha.
         tasks: SFT tasks, any of ``sid_seq`` (history IDs -> next ID), ``sid2title``, ``title2sid``,
             ``sid_seq2title``, ``title_seq2title``, ``title_seq2sid`` (the authors' five families).
         max_prompt_tokens: prompts are cut from the left to this many tokens.
-        lr, weight_decay, warmup_steps: AdamW with linear warm-up and cosine decay to 10 %.
+        lr: AdamW peak learning rate (linear warm-up, then cosine decay to 10 %).
+        weight_decay: AdamW weight decay.
+        warmup_steps: optimiser steps of linear warm-up.
         val_num_beams: beams for validation HR/NDCG (cheap model selection on the val split).
         test_num_beams: beams at test (authors: 50).
         exact_ranking: also rank every item exactly at test.
         max_exact_rows: score at most this many test rows exactly (None = all); documented where used.
-        ks: cut-offs.
+        ks: cut-offs K of HR@K / NDCG@K.
         init_checkpoint: a Lightning checkpoint of this class whose weights are loaded in ``setup``.
     """
 
@@ -193,11 +158,10 @@ class LitMiniOneRec(L.LightningModule):
         if hp.init_checkpoint:
             check_file("init_checkpoint", hp.init_checkpoint)  # before any backbone is loaded
         self.data = data
-        self.sids = self._load_sids(data)
+        self.sids = load_semantic_ids(hp.sid_path, data)
         if hp.backbone == "scratch":
-            texts = [data.title(i) for i in data.item_ids]
-            texts += [PROMPT_TEMPLATE.format(instruction=t[0], input="") for t in TASKS.values()]
-            self.tokenizer = WordTokenizer(texts, self.sids.all_tokens(), max_words=hp.max_words)
+            texts = prompt_vocabulary_texts([data.title(i) for i in data.item_ids])
+            self.tokenizer = build_word_tokenizer(texts, self.sids.all_tokens(), max_words=hp.max_words)
             self.model = build_scratch_decoder(len(self.tokenizer), hp.hidden_size, hp.num_layers, hp.num_heads)
         else:
             path = hp.backbone
@@ -205,34 +169,20 @@ class LitMiniOneRec(L.LightningModule):
                 from vlkit.models.pretrained import smollm2_dir
 
                 path = str(smollm2_dir())
-            self.tokenizer = HFTokenizer(path, self.sids.all_tokens())
+            self.tokenizer = load_hf_tokenizer(path, self.sids.all_tokens())
             new_ids = self.tokenizer.convert_tokens_to_ids(self.sids.all_tokens())
             self.model = load_hf_causal_lm(path, len(self.tokenizer), new_ids, hp.lora_r, hp.lora_alpha)
         vocab = self.model.get_output_embeddings().weight.shape[0]
         if vocab < len(self.tokenizer):
             raise ConfigError(f"ID vocabulary does not match the model: tokenizer has {len(self.tokenizer)} tokens, "
                               f"model output {vocab}", argument="backbone")
-        level_ids = [
-            torch.tensor(self.tokenizer.convert_tokens_to_ids([sid_token(l, c) for c in range(size)]))
-            for l, size in enumerate(self.sids.codebook_sizes)
+        level_ids = [  # L x (K_l,): the vocabulary id of every code of level l
+            torch.tensor(self.tokenizer.convert_tokens_to_ids(self.sids.level_tokens(l)))
+            for l in range(self.sids.num_levels)
         ]
         self.trie = SIDTrie(self.sids.codes, level_ids, vocab, self.tokenizer.eos_token_id)
         if hp.init_checkpoint:
             self.load_weights(hp.init_checkpoint)
-
-    def _load_sids(self, data) -> SemanticIDs:
-        path = self.hparams.sid_path
-        if path.startswith("random-"):
-            k, l = parse_random_sid_path(path)
-            return random_semantic_ids(data.item_ids, k, l)
-        if path == "released":
-            path = released_sid_path(data.name) or ""
-            if not path:
-                raise ConfigError(f"sid_path='released' needs an amazon18-* data set with its released index, got {data.name!r}",
-                                  argument="sid_path")
-        if not Path(path).exists():
-            raise FileNotFoundError(f"sid_path {path!r} does not exist (run LitRQVAE first, or use 'released')")
-        return SemanticIDs.load(path, data.item_ids, dedup=True)
 
     def load_weights(self, checkpoint: str) -> None:
         """Load the weights of a LitMiniOneRec / LitMiniOneRecRL checkpoint (``init_checkpoint``).
@@ -252,22 +202,27 @@ class LitMiniOneRec(L.LightningModule):
             raise ConfigError(f"init_checkpoint {checkpoint!r} lacks weights {missing[:3]}", argument="init_checkpoint")
 
     def setup(self, stage: str) -> None:
+        """Build for the DataModule's data and give it the SFT rows and the prompt collate functions."""
         dm = self.trainer.datamodule
         self.build(dm.load())
         dm.connect(collate_fn=self.collate_train, train_rows_builder=self.train_rows, eval_collate_fn=self.collate_eval)
 
     # -- prompts --------------------------------------------------------------------------------
     def encode_prompt(self, text: str) -> list[int]:
-        ids = self.tokenizer.encode(text)[-self.hparams.max_prompt_tokens :]
-        bos = getattr(self.tokenizer, "bos_token_id", None)
-        return ([bos] if bos is not None and isinstance(self.tokenizer, WordTokenizer) else []) + ids
+        """Token ids of a prompt, cut from the left to ``max_prompt_tokens``; the from-scratch decoder's
+        prompts start with ``<bos>`` (pretrained backbones get no extra token)."""
+        ids = self.tokenizer.encode(text, add_special_tokens=False)[-self.hparams.max_prompt_tokens :]
+        return ([self.tokenizer.bos_token_id] if self.hparams.backbone == "scratch" else []) + ids
 
     def sid_string(self, item: str) -> str:
+        """The semantic ID of catalogue item ``item`` as one string of tokens (``"<a_3><b_1>"``)."""
         return self.sids.sid_string(self.data.index[item])
 
     def example(self, task: str, history, target) -> tuple[list[int], list[int]]:
+        """(prompt ids, response ids) of one SFT example; the response is cut to 48 tokens and ends with EOS."""
         prompt, response = build_example(task, list(history), target, self.sid_string, self.data.title)
-        return self.encode_prompt(prompt), self.tokenizer.encode(response)[:48] + [self.tokenizer.eos_token_id]
+        response_ids = self.tokenizer.encode(response, add_special_tokens=False)[:48]
+        return self.encode_prompt(prompt), response_ids + [self.tokenizer.eos_token_id]
 
     def recommendation_prompt(self, history) -> list[int]:
         """The one prompt used for the next-ID task in SFT, RL and evaluation; ``history`` is a non-empty
@@ -283,6 +238,8 @@ class LitMiniOneRec(L.LightningModule):
         return self.example("sid_seq", history, history[-1])[0]
 
     def train_rows(self, data) -> list:
+        """The SFT examples (prompt ids, response ids) of every task: item tasks once per catalogue item,
+        sequence tasks once per training sample."""
         rows = []
         for task in self.hparams.tasks:
             if task in ITEM_TASKS:
@@ -292,6 +249,7 @@ class LitMiniOneRec(L.LightningModule):
         return rows
 
     def collate_train(self, rows) -> dict:
+        """Left-padded ``input_ids``/``attention_mask`` (B, T) and ``labels`` (B, T), -100 outside responses."""
         seqs = [p + r for p, r in rows]
         input_ids, mask = left_pad(seqs, self.tokenizer.pad_token_id, "cpu")  # (B, T)
         labels = input_ids.clone()
@@ -300,6 +258,7 @@ class LitMiniOneRec(L.LightningModule):
         return {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
 
     def collate_eval(self, samples) -> dict:
+        """``prompts`` (B lists of token ids, the recommendation prompt) and ``target`` (B,) item indices."""
         prompts = [self.recommendation_prompt(s.history) for s in samples]
         targets = torch.tensor([self.data.index[s.target] for s in samples], dtype=torch.long)
         return {"prompts": prompts, "target": targets}
@@ -318,14 +277,17 @@ class LitMiniOneRec(L.LightningModule):
                                                  ignore_index=-100)
 
     def training_step(self, batch, batch_idx):
+        """One SFT step: the response-only language-model loss, logged as ``train/loss``."""
         loss = self.lm_loss(batch)
         self.log("train/loss", loss, prog_bar=True)
         return loss
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Record the writing class, so that loading checks it (``vlkit.checkpoints``)."""
         record_class(checkpoint, self)  # checkpoint["vlkit_class"]: which class wrote it
 
     def configure_optimizers(self):
+        """AdamW on the trainable parameters, linear warm-up then cosine decay to 10 % per step."""
         params = [p for p in self.model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
         total = max(1, int(self.trainer.estimated_stepping_batches))
@@ -366,23 +328,27 @@ class LitMiniOneRec(L.LightningModule):
                     target_rank_from_scores(scores, batch["target"][start:stop]))
 
     def validation_step(self, batch, batch_idx):
+        """Rank the targets by ``val_num_beams``-beam constrained search."""
         self._evaluate(batch, "val", self.hparams.val_num_beams, exact=False)
 
     def test_step(self, batch, batch_idx):
+        """Rank the targets by ``test_num_beams``-beam search and, with ``exact_ranking``, exactly."""
         self._evaluate(batch, "test", self.hparams.test_num_beams, exact=self.hparams.exact_ranking)
 
     def _log_epoch(self, stage: str) -> None:
         for key, ranks in list(self._ranks.items()):
             if key.startswith(stage + "/"):
-                log_ranking(self, stage, ranks, self.hparams.ks, prefix=key.split("/", 1)[1])
+                self.log_dict(ranking_log_dict(stage, ranks, self.hparams.ks, prefix=key.split("/", 1)[1]), sync_dist=False)
                 del self._ranks[key]
         self.log(f"{stage}/invalid_items", float(self._invalid))
         self._invalid = 0
 
     def on_validation_epoch_end(self) -> None:
+        """Log ``val/hr@K``, ``val/ndcg@K`` (+ ``_ci``), ``val/rows`` and ``val/invalid_items``."""
         self._log_epoch("val")
 
     def on_test_epoch_end(self) -> None:
+        """Log the beam (``test/hr@K`` ...) and exact (``test/exact_hr@K`` ...) metrics and ``test/invalid_items``."""
         self._log_epoch("test")
 
 

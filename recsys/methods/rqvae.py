@@ -19,9 +19,9 @@ from pathlib import Path
 import lightning as L
 import torch
 
+from recsys.data.semantic_ids import SemanticIDs
 from recsys.data.sequences import released_sid_path
 from recsys.functional.quantize import append_dedup_level, codebook_usage, collision_groups, sinkhorn_assign
-from recsys.models.generative import SemanticIDs
 from recsys.models.rqvae import RQVAE
 from recsys.models.text_encoder import cached_item_embeddings, check_encoder_name
 from vlkit.errors import ConfigError, check_file, check_int, check_int_sequence, check_non_negative, check_number, check_positive
@@ -31,18 +31,25 @@ __all__ = ["LitRQVAE"]
 
 
 class LitRQVAE(L.LightningModule):
-    """Args:
+    """An RQ-VAE over the items' text embeddings whose codes become unique semantic IDs (see the module).
+
+    Args:
         text_encoder: ``"minilm"`` (packaged all-MiniLM-L6-v2), a Hugging Face path/id, or ``"hash-<D>"``
             (model-free, for tests).
         hidden_dims: encoder MLP widths (authors: 2048..64 for 2560-d Qwen embeddings; ours for 384-d MiniLM).
         latent_dim: quantised latent size (authors: 32).
-        num_levels, codebook_size: L x K codebooks (authors: 3 x 256).
+        num_levels: L, the number of codebooks (authors: 3).
+        codebook_size: K, codes per codebook (authors: 256).
         commitment_weight: beta (authors: 0.25).
         kmeans_iters: k-means iterations for the codebook initialisation on the first batch.
         ema_decay: codebook EMA decay (the library's update rule; the authors learn codebooks by gradient).
         threshold_ema_dead_code: re-seed codes whose EMA usage falls below this (0 = off, the authors').
-        lr, weight_decay: AdamW.
-        sinkhorn_epsilon, sinkhorn_iters, sinkhorn_rounds: collision re-assignment on the last level.
+        lr: AdamW learning rate.
+        weight_decay: AdamW weight decay.
+        sinkhorn_epsilon: entropy weight of the Sinkhorn re-assignment of colliding items on the last level
+            (authors: 0.003).
+        sinkhorn_iters: Sinkhorn iterations per round (authors: 50).
+        sinkhorn_rounds: re-assignment rounds while collisions remain (authors: up to 20; 0 = none).
         sid_path: where to write the unique IDs (default ``<log_dir>/sid_index.json``).
         reference_sid_path: IDs to compare with at test time; ``"auto"`` = the authors' released ones for
             ``amazon18-*`` data (if present), ``None`` = none.
@@ -92,24 +99,30 @@ class LitRQVAE(L.LightningModule):
 
     # -- set-up ----------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
+        """Encode the item texts (cached), hand the (N, D) embeddings to the DataModule, build the RQ-VAE."""
         dm = self.trainer.datamodule
         embeddings = cached_item_embeddings(dm.item_texts(), self.hparams.text_encoder)  # (N, D)
         dm.connect(embeddings)
         if self.net is None:
             hp = self.hparams
             self.net = RQVAE(
-                embeddings.shape[1], tuple(hp.hidden_dims), hp.latent_dim, hp.num_levels, hp.codebook_size,
-                hp.commitment_weight, True, hp.kmeans_iters, hp.ema_decay, hp.threshold_ema_dead_code,
+                embeddings.shape[1], hidden_dims=tuple(hp.hidden_dims), latent_dim=hp.latent_dim,
+                num_levels=hp.num_levels, codebook_size=hp.codebook_size, commitment_weight=hp.commitment_weight,
+                kmeans_init=True, kmeans_iters=hp.kmeans_iters, ema_decay=hp.ema_decay,
+                threshold_ema_dead_code=hp.threshold_ema_dead_code,
             )
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Record the writing class, so that loading checks it (``vlkit.checkpoints``)."""
         record_class(checkpoint, self)  # checkpoint["vlkit_class"]: which class wrote it
 
     def configure_optimizers(self):
+        """AdamW on every parameter."""
         return torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
 
     # -- steps -----------------------------------------------------------------------------------
     def training_step(self, batch, batch_idx):
+        """Reconstruction MSE + commitment loss; logs ``train/loss``, ``train/recon``, ``train/commit``."""
         x = batch["embedding"]  # (B, D)
         x_hat, _, commit = self.net(x)
         recon = torch.nn.functional.mse_loss(x_hat, x)
@@ -118,6 +131,7 @@ class LitRQVAE(L.LightningModule):
         return loss
 
     def validation_step(self, batch, batch_idx):
+        """Log ``val/recon``, the raw argmax codes' ``val/collision_rate`` and ``val/level<l>_used``."""
         x = batch["embedding"]
         x_hat, codes, _ = self.net(x)
         stats = codebook_usage(codes.cpu())
@@ -127,10 +141,12 @@ class LitRQVAE(L.LightningModule):
             self.log(f"val/level{level}_used", stats[f"level{level}_used"])
 
     def test_step(self, batch, batch_idx):
+        """Build (and write) the unique IDs of the batch's items and log the report as ``test/*``."""
         ids, report = self.build_semantic_ids(batch["embedding"])
         self.log_dict({f"test/{k}": v for k, v in report.items()})
 
     def on_fit_end(self) -> None:
+        """Build and write the unique IDs of the whole catalogue after training, and print the report."""
         dm = self.trainer.datamodule
         ids, report = self.build_semantic_ids(dm.embeddings.to(self.device))
         print("semantic IDs:", {k: round(v, 4) for k, v in report.items()})

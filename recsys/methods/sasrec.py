@@ -7,8 +7,7 @@ from __future__ import annotations
 import lightning as L
 import torch
 
-from recsys.functional.metrics import target_rank_from_scores
-from recsys.training import DEFAULT_KS, log_ranking
+from recsys.functional.metrics import DEFAULT_KS, ranking_log_dict, target_rank_from_scores
 from recsys.models.sasrec import SASRec
 from vlkit.errors import ConfigError, check_int, check_int_sequence, check_non_negative, check_number, check_positive
 from vlkit.checkpoints import record_class
@@ -17,11 +16,17 @@ __all__ = ["LitSASRec"]
 
 
 class LitSASRec(L.LightningModule):
-    """Args:
-        hidden_size, num_layers, num_heads, dropout: the transformer (authors' baseline: hidden 32..64).
+    """SASRec trained with full-softmax cross-entropy over all items, ranked exactly at evaluation.
+
+    Args:
+        hidden_size: width of the transformer (the authors' baseline: 32..64).
+        num_layers: transformer blocks.
+        num_heads: attention heads (must divide ``hidden_size``).
+        dropout: dropout probability in [0, 1).
         max_length: longest history used (MiniOneRec histories have at most 10 items).
-        lr, weight_decay: AdamW.
-        ks: cut-offs for HR/NDCG.
+        lr: AdamW learning rate.
+        weight_decay: AdamW weight decay.
+        ks: cut-offs K of HR@K / NDCG@K.
     """
 
     def __init__(
@@ -51,18 +56,22 @@ class LitSASRec(L.LightningModule):
         self._ranks: dict[str, list[torch.Tensor]] = {"val": [], "test": []}
 
     def setup(self, stage: str) -> None:
+        """Build the network for the DataModule's catalogue size (once)."""
         data = self.trainer.datamodule.load()
         if self.net is None:
             hp = self.hparams
             self.net = SASRec(len(data.item_ids), hp.hidden_size, hp.num_layers, hp.num_heads, hp.dropout, hp.max_length)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Record the writing class, so that loading checks it (``vlkit.checkpoints``)."""
         record_class(checkpoint, self)  # checkpoint["vlkit_class"]: which class wrote it
 
     def configure_optimizers(self):
+        """AdamW on every parameter."""
         return torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
 
     def training_step(self, batch, batch_idx):
+        """Cross-entropy of the next item over all N items, logged as ``train/loss``."""
         scores = self.net(batch["history"])  # (B, N)
         loss = torch.nn.functional.cross_entropy(scores, batch["target"] - 1)
         self.log("train/loss", loss, prog_bar=True)
@@ -74,15 +83,19 @@ class LitSASRec(L.LightningModule):
         self._ranks[stage].append(target_rank_from_scores(scores, batch["target"] - 1))
 
     def validation_step(self, batch, batch_idx):
+        """Log ``val/loss`` and keep the targets' exact ranks for the epoch's metrics."""
         self._eval_step(batch, "val")
 
     def test_step(self, batch, batch_idx):
+        """Log ``test/loss`` and keep the targets' exact ranks for the epoch's metrics."""
         self._eval_step(batch, "test")
 
     def on_validation_epoch_end(self) -> None:
-        log_ranking(self, "val", self._ranks["val"], self.hparams.ks)
+        """Log ``val/hr@K``, ``val/ndcg@K`` (+ ``_ci``) and ``val/rows``."""
+        self.log_dict(ranking_log_dict("val", self._ranks["val"], self.hparams.ks), sync_dist=False)
         self._ranks["val"] = []
 
     def on_test_epoch_end(self) -> None:
-        log_ranking(self, "test", self._ranks["test"], self.hparams.ks)
+        """Log ``test/hr@K``, ``test/ndcg@K`` (+ ``_ci``) and ``test/rows``."""
+        self.log_dict(ranking_log_dict("test", self._ranks["test"], self.hparams.ks), sync_dist=False)
         self._ranks["test"] = []

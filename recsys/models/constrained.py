@@ -71,6 +71,7 @@ class SIDTrie:
         self._device_cache: dict[torch.device, SIDTrie] = {}
 
     def to(self, device: torch.device | str) -> "SIDTrie":
+        """The trie with its tensors on ``device`` (itself if already there; copies are cached per device)."""
         device = torch.device(device)
         if self.codes.device == device:
             return self

@@ -12,7 +12,16 @@ __all__ = ["SASRec"]
 
 
 class SASRec(nn.Module):
-    """Args: num_items N (indices 1..N, 0 = padding), hidden D, layers, heads, dropout, max_length T."""
+    """SASRec: a causal transformer over the item history whose last state scores every item.
+
+    Args:
+        num_items: N; item indices are 1..N, 0 is padding.
+        hidden_size: D, the width.
+        num_layers: transformer blocks.
+        num_heads: attention heads (must divide ``hidden_size``).
+        dropout: dropout probability in [0, 1).
+        max_length: T, the longest history used (older items are cut).
+    """
 
     def __init__(
         self, num_items: int, hidden_size: int = 64, num_layers: int = 2, num_heads: int = 2,

@@ -1,20 +1,24 @@
 """Item text embeddings from any Hugging Face encoder (masked mean pooling, the authors' pooling), cached
-on disk keyed by a hash of (encoder, max_length, texts) and written atomically."""
+on disk keyed by a hash of (encoder, max_length, texts) and written atomically.
+
+The encoder is the kit's one sentence encoder, ``vlkit.models.text_encoders.MeanPoolTextEncoder`` (also the
+offline preset's text tower); the cache lives under the kit's cache root (``$VLKIT_CACHE/item_embeddings``).
+"""
 
 from __future__ import annotations
 
 import hashlib
-import os
 import re
-import tempfile
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
+from vlkit.cache import atomic_torch_save, cache_root
 from vlkit.errors import ConfigError, check_int
+from vlkit.models.pretrained import minilm_dir
 
-__all__ = ["encode_texts", "cached_item_embeddings", "resolve_encoder", "check_encoder_name"]
+__all__ = ["encode_item_texts", "cached_item_embeddings", "resolve_encoder", "check_encoder_name"]
 
 
 def check_encoder_name(encoder) -> str:
@@ -32,8 +36,6 @@ def check_encoder_name(encoder) -> str:
 def resolve_encoder(encoder: str) -> str:
     """``"minilm"`` -> the packaged all-MiniLM-L6-v2 directory; ``"hash-<D>"`` (tests) stays; else a path/id."""
     if encoder == "minilm":
-        from vlkit.models.pretrained import minilm_dir
-
         return str(minilm_dir())
     return encoder
 
@@ -49,8 +51,19 @@ def _hash_embed(texts: list[str], dim: int) -> Tensor:
 
 
 @torch.no_grad()
-def encode_texts(texts: list[str], encoder: str = "minilm", batch_size: int = 64, max_length: int = 128) -> Tensor:
-    """(N,) texts -> (N, D) float32 embeddings, masked mean pooling of the last hidden state, L2-normalised."""
+def encode_item_texts(
+    texts: list[str],
+    encoder: str = "minilm",
+    batch_size: int = 64,
+    max_length: int = 128,
+    device: str | torch.device | None = None,
+) -> Tensor:
+    """(N,) item texts -> (N, D) float32 embeddings on the CPU: masked mean pooling of the last hidden state,
+    L2-normalised (``vlkit.models.text_encoders.MeanPoolTextEncoder``).
+
+    ``encoder``: ``"minilm"``, ``"hash-<D>"`` (model-free, for tests) or a Hugging Face path/id;
+    ``device``: where the encoder runs (None: CUDA when available, else the CPU).
+    """
     if isinstance(texts, str) or not texts:
         raise ConfigError(f"texts must be a non-empty list of str, got {texts!r}", argument="texts")
     empty = [i for i, t in enumerate(texts) if not str(t).strip()]
@@ -62,46 +75,37 @@ def encode_texts(texts: list[str], encoder: str = "minilm", batch_size: int = 64
     check_int("max_length", max_length, low=1)
     if encoder.startswith("hash-"):
         return _hash_embed(texts, int(encoder.split("-", 1)[1]))
-    from transformers import AutoModel, AutoTokenizer
+    from vlkit.models.text_encoders import MeanPoolTextEncoder  # transformers: imported on first use
 
-    path = resolve_encoder(encoder)
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    model = AutoModel.from_pretrained(path).eval()
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    model.to(device)
-    chunks = []
-    for start in range(0, len(texts), batch_size):
-        batch = tokenizer(texts[start : start + batch_size], padding=True, truncation=True, max_length=max_length,
-                          return_tensors="pt").to(device)
-        hidden = model(**batch).last_hidden_state  # (B, T, D)
-        mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
-        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)  # (B, D)
-        chunks.append(torch.nn.functional.normalize(pooled.float(), dim=1).cpu())
-    return torch.cat(chunks)
+    device = device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu")
+    model = MeanPoolTextEncoder(resolve_encoder(encoder), max_length=max_length, device=device)
+    return model(list(texts), batch_size=batch_size).cpu()  # (N, D)
 
 
 def cached_item_embeddings(
-    texts: list[str], encoder: str = "minilm", cache_dir: str | Path | None = None, max_length: int = 128
+    texts: list[str],
+    encoder: str = "minilm",
+    cache_dir: str | Path | None = None,
+    max_length: int = 128,
+    device: str | torch.device | None = None,
 ) -> Tensor:
-    """:func:`encode_texts` with an on-disk cache (``$VLKIT_CACHE/item_embeddings/<hash>.pt``)."""
+    """:func:`encode_item_texts` with an on-disk cache: ``<cache_dir>/<encoder>-<hash>.pt``, a (N, D) tensor
+    written atomically (``cache_dir`` None: ``$VLKIT_CACHE/item_embeddings``)."""
     check_encoder_name(encoder)
     check_int("max_length", max_length, low=1)
-    if cache_dir is None:
-        from vlkit.models.pretrained import cache_root
-
-        cache_dir = cache_root() / "item_embeddings"
-    cache_dir = Path(cache_dir)
+    cache_dir = Path(cache_dir) if cache_dir is not None else cache_root("item_embeddings")
     digest = hashlib.sha256()
     digest.update(f"{encoder}|{max_length}|{len(texts)}".encode())
     for t in texts:
         digest.update(t.encode() + b"\x00")
     path = cache_dir / f"{encoder.replace('/', '_')}-{digest.hexdigest()[:16]}.pt"
     if path.exists():
-        return torch.load(path, weights_only=True)
-    embeddings = encode_texts(texts, encoder, max_length=max_length)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=cache_dir, suffix=".tmp")
-    os.close(fd)
-    torch.save(embeddings, tmp)
-    os.replace(tmp, path)  # atomic: a reader never sees a half-written file
+        try:
+            cached = torch.load(path, map_location="cpu", weights_only=True)
+            if isinstance(cached, Tensor) and cached.shape[0] == len(texts):
+                return cached
+        except Exception:  # a corrupt or truncated file is a miss: encoded again and rewritten below
+            pass
+    embeddings = encode_item_texts(texts, encoder, max_length=max_length, device=device)
+    atomic_torch_save(embeddings, path)  # a reader never sees a half-written file
     return embeddings

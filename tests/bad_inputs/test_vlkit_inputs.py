@@ -19,10 +19,11 @@ import pytest
 import torch
 
 from vlkit import fewshot
-from vlkit.data.episodes import EpisodicDataModule, FashionScenePool, make_episode
+from vlkit.data.episodes import EpisodicDataModule, make_episode
 from vlkit.data.fewshot import FewShotDataModule, sample_few_shot
 from vlkit.data.prompts import load_class_prompts
 from vlkit.data.reasoning import ColdStartSFTDataModule, ReasoningDataModule, generate_arithmetic_problems
+from vlkit.data.scenes import FashionScenePool
 from vlkit.errors import ConfigError
 from vlkit.functional.aepo import shaped_rewards
 from vlkit.functional.entropy import response_entropy_threshold, window_entropy

@@ -18,6 +18,20 @@ RULES = [
     ("recsys/functional", ("lightning", "recsys.models", "recsys.data", "recsys.methods")),
     ("recsys/models", ("lightning", "recsys.data", "recsys.methods")),
     ("recsys/data", ("recsys.models", "recsys.methods")),
+    # recsys builds on vlkit layer by layer: a recsys layer may use vlkit's same or lower layers only
+    ("recsys/functional", ("vlkit.models", "vlkit.data", "vlkit.methods")),
+    ("recsys/models", ("vlkit.data", "vlkit.methods")),
+    ("recsys/data", ("vlkit.models", "vlkit.methods")),
+    ("recsys/methods", ("vlkit.methods",)),
+    ("recsys", ("prompts_evo",)),
+    # prompts_evo: the same four layers, on vlkit's same or lower layers; only demos, notebooks and
+    # scripts use its notebook API (prompts_evo.fewshot)
+    ("prompts_evo/functional", ("prompts_evo.models", "prompts_evo.data", "prompts_evo.fewshot", "vlkit.models",
+                                "vlkit.data", "vlkit.methods")),
+    ("prompts_evo/models", ("lightning", "prompts_evo.data", "prompts_evo.methods", "vlkit.data", "vlkit.methods")),
+    ("prompts_evo/data", ("prompts_evo.models", "prompts_evo.methods", "vlkit.models", "vlkit.methods")),
+    ("prompts_evo/methods", ("vlkit.methods",)),
+    ("prompts_evo", ("prompts_evo.fewshot", "recsys")),
 ]
 
 

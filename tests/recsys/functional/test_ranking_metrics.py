@@ -59,3 +59,20 @@ def test_confidence_interval():
     assert ci == pytest.approx(1.96 * math.sqrt(1 / 3) / 2)
     out = ranking_metrics(torch.tensor([0, -1]), ks=(1,))
     assert out["hr@1"][0] == pytest.approx(0.5) and out["ndcg@1"][0] == pytest.approx(0.5)
+
+
+def test_ranking_log_dict_names_and_values():
+    from recsys.functional.metrics import ranking_log_dict
+
+    ranks = [torch.tensor([0, 2]), torch.tensor([-1, 5])]  # two batches
+    out = ranking_log_dict("test", ranks, ks=(1, 3), prefix="exact_")
+    # hr@1: only rank 0 -> 1/4; hr@3: ranks 0, 2 -> 2/4; ndcg@3: (1/log2(2) + 1/log2(4)) / 4 = 1.5 / 4
+    assert out["test/exact_hr@1"] == pytest.approx(0.25)
+    assert out["test/exact_hr@3"] == pytest.approx(0.5)
+    assert out["test/exact_ndcg@3"] == pytest.approx(0.375)
+    assert out["test/exact_rows"] == 4.0
+    # the CI half-width of hr@3: 1.96 * std([1, 1, 0, 0], unbiased) / sqrt(4) = 1.96 * sqrt(1/3) / 2
+    assert out["test/exact_hr@3_ci"] == pytest.approx(1.96 * math.sqrt(1 / 3) / 2)
+    assert sorted(out) == sorted(f"test/exact_{m}@{k}{s}" for m in ("hr", "ndcg") for k in (1, 3) for s in ("", "_ci")) + ["test/exact_rows"]
+    assert ranking_log_dict("val", torch.cat(ranks), ks=(1, 3)) == {k.replace("test/exact_", "val/"): v for k, v in out.items()}
+    assert ranking_log_dict("val", []) == {}

@@ -10,7 +10,9 @@ from recsys.models.constrained import (
     recommend_with_beams,
     score_all_items,
 )
-from recsys.models.generative import SemanticIDs, WordTokenizer, build_scratch_decoder, sid_token
+from recsys.data.semantic_ids import SemanticIDs, sid_token
+from recsys.models.decoder import build_scratch_decoder
+from recsys.models.tokenizers import build_word_tokenizer
 
 
 def _setup(n_items=120, k=6, seed=0):
@@ -18,7 +20,7 @@ def _setup(n_items=120, k=6, seed=0):
     codes = append_dedup_level(torch.randint(0, k, (n_items, 3), generator=g))  # random IDs, deduplicated
     sizes = [int(codes[:, l].max()) + 1 for l in range(codes.shape[1])]
     sids = SemanticIDs([str(i) for i in range(n_items)], codes, sizes)
-    tok = WordTokenizer(["predict the next item"], sids.all_tokens(), min_freq=1)
+    tok = build_word_tokenizer(["predict the next item"], sids.all_tokens(), min_freq=1)
     torch.manual_seed(seed)
     model = build_scratch_decoder(len(tok), hidden_size=16, num_layers=1, num_heads=2).eval()
     level_ids = [torch.tensor(tok.convert_tokens_to_ids([sid_token(l, c) for c in range(s)])) for l, s in enumerate(sizes)]
@@ -123,10 +125,28 @@ def test_beam_search_with_unused_codes_returns_every_item():
     codes = torch.tensor([[0, 1], [0, 2], [1, 0], [2, 1]])
     sizes = [8, 8]
     sids = SemanticIDs([str(i) for i in range(4)], codes, sizes)
-    tok = WordTokenizer(["predict the next item"], sids.all_tokens(), min_freq=1)
+    tok = build_word_tokenizer(["predict the next item"], sids.all_tokens(), min_freq=1)
     torch.manual_seed(0)
     model = build_scratch_decoder(len(tok), hidden_size=16, num_layers=1, num_heads=2).eval()
     level_ids = [torch.tensor(tok.convert_tokens_to_ids([sid_token(l, c) for c in range(s)])) for l, s in enumerate(sizes)]
     trie = SIDTrie(codes, level_ids, len(tok), tok.eos_token_id)
     items, _ = recommend_with_beams(model, [tok.encode("predict the next item")], trie, 4, tok.pad_token_id)
     assert sorted(items[0].tolist()) == [0, 1, 2, 3]
+
+
+def test_word_tokenizer_ids_are_hand_derived():
+    # pieces of the lower-cased texts: red pen 1 2 | red tape | pen - 3 -> counts red 2, pen 2, the rest 1;
+    # order: specials (0-3), ID tokens (4-6), then by count, ties alphabetical: pen red - 1 2 3 tape
+    tok = build_word_tokenizer(["Red pen 12", "red tape", "PEN-3"], ["<a_0>", "<a_1>", "<b_0>"], min_freq=1)
+    assert tok.convert_ids_to_tokens(list(range(len(tok)))) == [
+        "<pad>", "<bos>", "<eos>", "<unk>", "<a_0>", "<a_1>", "<b_0>", "pen", "red", "-", "1", "2", "3", "tape"]
+    assert (tok.pad_token_id, tok.bos_token_id, tok.eos_token_id, tok.unk_token_id) == (0, 1, 2, 3)
+    # ID tokens stay whole (upper case is lowered first); unknown words and "!" -> <unk>; digits one by one
+    assert tok.encode("Red <A_1><b_0> pens 3!", add_special_tokens=False) == [8, 5, 6, 3, 12, 3]
+    # a special token's text in a title is never the special token itself
+    assert tok.encode("<eos>", add_special_tokens=False) == [3, 3, 3]
+    assert tok.decode([1, 8, 5, 2, 0], skip_special_tokens=True) == "red <a_1>"
+    assert tok.convert_tokens_to_ids(["<b_0>", "<c_9>"]) == [6, 3]
+    # min_freq=2 keeps pen and red only; max_words=1 keeps pen only
+    assert len(build_word_tokenizer(["Red pen 12", "red tape", "PEN-3"], ["<a_0>"], min_freq=2)) == 4 + 1 + 2
+    assert build_word_tokenizer(["Red pen 12", "red tape", "PEN-3"], [], max_words=1, min_freq=1).convert_ids_to_tokens(4) == "pen"

@@ -35,7 +35,7 @@ def _fit(config: str, tmp_path: Path, *extra: str) -> tuple[dict, dict]:
     ])  # fmt: skip
     ckpts = sorted(tmp_path.rglob("*.ckpt"))
     assert ckpts, "no checkpoint written"
-    return _metrics(tmp_path), torch.load(ckpts[-1], map_location="cpu", weights_only=False)
+    return _metrics(tmp_path), torch.load(ckpts[-1], map_location="cpu", weights_only=True)
 
 
 def _lora_b_moved(state_dict: dict) -> bool:

@@ -107,7 +107,7 @@ def test_base_training_moves_the_head_and_feeds_repri(tmp_path, monkeypatch):
     ])  # fmt: skip
     ckpts = sorted(tmp_path.rglob("*.ckpt"))
     assert ckpts, "fit wrote no checkpoint"
-    state = torch.load(ckpts[-1], map_location="cpu", weights_only=False)["state_dict"]
+    state = torch.load(ckpts[-1], map_location="cpu", weights_only=True)["state_dict"]
     L.seed_everything(0)
     fresh = LitRePRIBaseTraining(backbone="tiny-random", bottleneck=16).state_dict()
     moved = [k for k in state if k.startswith("head.") and "weight" in k and not torch.equal(state[k], fresh[k])]

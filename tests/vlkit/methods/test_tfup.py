@@ -64,7 +64,7 @@ def test_cli_tfupt_fit_moves_parameters_and_resumes_from_last(tmp_path, monkeypa
     _run("fit", *common, "--trainer.default_root_dir", str(root))
     ckpts = sorted(root.rglob("last.ckpt"))
     assert ckpts, "no last.ckpt written"
-    state = torch.load(ckpts[0], map_location="cpu", weights_only=False)["state_dict"]
+    state = torch.load(ckpts[0], map_location="cpu", weights_only=True)["state_dict"]
     assert state["text_residual"].abs().sum() > 0  # R starts at exactly 0
     assert all(torch.isfinite(v).all() for v in state.values())
     assert not any(k.startswith("backbone") for k in state)  # frozen towers stay out of checkpoints
