@@ -26,10 +26,10 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from prompts_evo.api import template_library  # noqa: E402
+from prompts_evo.data.prompts import expand_type_words, template_library  # noqa: E402
 from prompts_evo.functional.fitness import fitness_scores  # noqa: E402
-from prompts_evo.search import ProAPOSearch, expand_templates  # noqa: E402
-from prompts_evo.text_cache import PromptEmbeddingCache  # noqa: E402
+from prompts_evo.models.prompt_embeddings import PromptEmbeddingCache  # noqa: E402
+from prompts_evo.models.search import ProAPOSearch  # noqa: E402
 
 
 class RecordingSearch(ProAPOSearch):
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> None:
     g = torch.Generator().manual_seed(0)
     features = F.normalize(torch.randn(len(classes), backbone.embed_dim, generator=g), dim=-1).to(device)  # (C, D) 1 shot/class
     labels = torch.arange(len(classes), device=device)
-    library = expand_templates(template_library("imagenet80"), ["clothing", "fashion product"])
+    library = expand_type_words(template_library("imagenet80"), ["clothing", "fashion product"])
 
     @torch.no_grad()
     def encode(texts):

@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--test-size", type=int, default=2000)
     parser.add_argument("--description-source", default="llm", choices=["llm", "templates", "json", "none"])
     parser.add_argument("--description-file", default=None)
-    parser.add_argument("--cache-dir", default=".cache/vlkit")
+    parser.add_argument("--cache-dir", default=None, help="cache root (default: $VLKIT_CACHE or ~/.cache/vlkit)")
     parser.add_argument("--out", default="results/proapo.json")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is fastest on a shared box)")
     parser.add_argument("--no-tfup", action="store_true")
@@ -61,8 +61,9 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     wall = time.perf_counter()
 
-    from prompts_evo.api import prepare_search
+    from prompts_evo.fewshot import prepare_search
     from vlkit import fewshot
+    from vlkit.cache import atomic_write_json
     from vlkit.models.backbones import create_backbone
 
     backbone = create_backbone(args.backbone)
@@ -81,7 +82,7 @@ def main(argv: list[str] | None = None) -> None:
         if search.descriptions is not None:
             cupl = {c: [f"a photo of a {c}."] + [f"a photo of a {c}. {d}" for d in search.descriptions[c]] for c in run.task.classnames}
             row["LLM descriptions, all (no search)"] = run.accuracy(run.embeddings_of(cupl))
-        while search.stage == "templates" and search.stage_generation < search.template_generations:
+        while search.stage == "templates" and search.stage_generation < search.settings.template_generations:
             search.step()
         row["ProAPO templates"] = run.accuracy(search.class_embeddings())
         row["held-out train slice: ProAPO templates"] = run.accuracy(search.class_embeddings(), "heldout")
@@ -139,10 +140,7 @@ def main(argv: list[str] | None = None) -> None:
     result = {"backbone": backbone.fingerprint, "dataset": "fashion-mnist", "shots": 1, "test_size": args.test_size,
               "description_source": args.description_source, "quick": args.quick, "seeds": args.seeds,
               "per_seed": per_seed, "summary": summary, "wall_seconds": round(wall, 1)}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(args.out).with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result, indent=1))
-    os.replace(tmp, args.out)
+    atomic_write_json(args.out, result, indent=1)
     print(f"\n| prompts (Fashion-MNIST, 1 shot, {len(args.seeds)} seeds) | test acc % (mean ± std) |\n|---|---|")
     for name, s in summary.items():
         print(f"| {name} | {s['mean']:.2f} ± {s['std']:.2f} |")

@@ -44,6 +44,7 @@ __all__ = [
     "allow_classes",
     "allowed_globals",
     "load_checkpoint",
+    "unknown_hyperparameters",
 ]
 
 CLASS_KEY = "vlkit_class"
@@ -112,6 +113,17 @@ def _init_arguments(cls: type) -> set[str] | None:
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
         return None  # accepts anything: nothing to compare against
     return {p.name for p in parameters if p.name != "self"}
+
+
+def unknown_hyperparameters(checkpoint: dict, cls: type) -> list[str]:
+    """The saved ``hyper_parameters`` that are not ``__init__`` arguments of ``cls`` (sorted; [] when the
+    class takes ``**kwargs`` or the checkpoint saved none): a checkpoint of an older version of the class
+    whose arguments were renamed or moved, which rebuilding the class from its hyperparameters cannot load."""
+    hparams = checkpoint.get("hyper_parameters")
+    known = _init_arguments(cls)
+    if not isinstance(hparams, dict) or known is None:
+        return []
+    return sorted(str(k) for k in hparams if str(k) not in known and not str(k).startswith("_"))
 
 
 def load_checkpoint(

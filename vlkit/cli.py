@@ -21,7 +21,7 @@ from typing import Any
 from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
-from vlkit.checkpoints import allowed_globals, load_checkpoint
+from vlkit.checkpoints import allowed_globals, load_checkpoint, unknown_hyperparameters
 from vlkit.errors import ConfigError
 
 __all__ = ["VlkitCLI", "find_config_error", "main"]
@@ -76,6 +76,7 @@ class VlkitArgumentParser(LightningArgumentParser):
     jsonargparse) through as itself, instead of burying its message in jsonargparse's union text."""
 
     def error(self, message: str, ex: Exception | None = None):
+        """Raise the ConfigError behind a parse failure as itself; otherwise jsonargparse's usual error."""
         config_error = find_config_error(ex)
         if config_error is not None:
             raise config_error
@@ -109,6 +110,11 @@ class VlkitCLI(LightningCLI):
                 holders = [c for c in holders if c == _component_of(error)] or holders[:1]
             if holders:
                 return f"{holders[0]}.init_args.{argument}"
+            # a field of a typed settings group (a dataclass argument): model.init_args.search.top_k
+            nested = [f"{c}.init_args.{key}" for c in ("model", "data") for key in (section.get(f"{c}.init_args") or {}).keys()
+                      if key.rsplit(".", 1)[-1] == argument]
+            if len(nested) == 1:
+                return nested[0]
             return argument if argument in section else None
         except (KeyError, TypeError, AttributeError):
             return None
@@ -135,7 +141,17 @@ class VlkitCLI(LightningCLI):
         text = str(ckpt_path)
         if text in _LIGHTNING_CKPT_NAMES or text.startswith("registry") or "://" in text:
             return
-        checkpoint = load_checkpoint(ckpt_path, _class_from_path(section.get("model.class_path")), argument="ckpt_path")
+        model_class = _class_from_path(section.get("model.class_path"))
+        checkpoint = load_checkpoint(ckpt_path, model_class, argument="ckpt_path")
+        unknown = unknown_hyperparameters(checkpoint, model_class) if model_class is not None else []
+        if unknown:  # Lightning rebuilds the model from these: fail here, in one line, not in jsonargparse
+            name = model_class.__name__
+            raise ConfigError(
+                f"ckpt_path {text!r} must be a checkpoint of the current {name}, got one written by an older version: "
+                f"its hyperparameters {unknown[:6]} are no longer arguments of {name} (renamed or moved, e.g. into a "
+                "DataModule or a settings group); re-run `vlkit fit` with the current config",
+                argument="ckpt_path",
+            )
         if "pytorch-lightning_version" not in checkpoint:  # what Lightning's restore reads first
             keys = sorted(str(k) for k in checkpoint)[:4]
             raise ConfigError(

@@ -1,5 +1,6 @@
-"""ProAPO's data plumbing: labelled shots, held-out and test features from the shared feature cache."""
+"""ProAPO's data layer.
 
-from prompts_evo.data.features import DATASET_TYPE_WORDS, TaskFeatures, load_task_features
-
-__all__ = ["DATASET_TYPE_WORDS", "TaskFeatures", "load_task_features"]
+- ``features``: the labelled shots, a held-out slice and the test split as image features (through vlkit's
+  shared feature cache), served by :class:`ProAPODataModule`;
+- ``prompts``: the template library and the CuPL JSON format of class prompts / descriptions.
+"""

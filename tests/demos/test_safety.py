@@ -194,8 +194,8 @@ def test_every_lit_module_records_its_class_when_saved():
 
     import lightning as L
 
-    modules = ["vlkit.methods.ares", "vlkit.methods.repri", "vlkit.methods.tfup", "prompts_evo.methods.proapo",
-               "recsys.methods.minionerec", "recsys.methods.rqvae", "recsys.methods.sasrec"]
+    modules = ["vlkit.methods.ares", "vlkit.methods.ares_coldstart", "vlkit.methods.repri", "vlkit.methods.tfup",
+               "prompts_evo.methods.proapo", "recsys.methods.minionerec", "recsys.methods.rqvae", "recsys.methods.sasrec"]
     found = []
     for name in modules:
         module = importlib.import_module(name)
@@ -228,7 +228,7 @@ def test_a_checkpoint_that_needs_unpickling_code_is_refused(tmp_path):
     with pytest.raises(ConfigError, match=r"'evil.ckpt' holds objects other than tensors.*weights_only=True.*mkdir"):
         load_checkpoint(tmp_path / "evil.ckpt", name="evil.ckpt")
     assert not marker.exists()  # refused before anything ran
-    # the payload is live: an unsafe load would have run it
+    # the payload is live: an unsafe load would have run it (the test's deliberate unsafe load, on its own file)
     torch.load(tmp_path / "evil.ckpt", weights_only=False)
     assert marker.is_dir()
     # other broken files: one ConfigError each

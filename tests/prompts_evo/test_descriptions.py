@@ -2,15 +2,9 @@ import json
 
 import pytest
 
-from prompts_evo.descriptions import (
-    JsonDescriptions,
-    LLMDescriptions,
-    TemplateDescriptions,
-    _first_sentence,
-    make_description_source,
-    read_class_prompts,
-    write_class_prompts,
-)
+from prompts_evo.data.prompts import JsonDescriptions, TemplateDescriptions, read_class_prompts, write_class_prompts
+from prompts_evo.methods.proapo import make_description_source
+from prompts_evo.models.descriptions import LLMDescriptions, _first_sentence
 
 CLASSES = ["dress", "ankle boot"]
 
@@ -43,7 +37,7 @@ def test_bad_description_files(tmp_path, content, match):
 
 def test_duplicate_and_missing_inputs(tmp_path):
     path = write_class_prompts(tmp_path / "p.json", {"dress": ["a"]}, {})
-    with pytest.raises(ValueError, match="unique"):
+    with pytest.raises(ValueError, match="distinct"):
         read_class_prompts(path, ["dress", "dress"])
     with pytest.raises(FileNotFoundError):
         read_class_prompts(tmp_path / "nope.json", CLASSES)

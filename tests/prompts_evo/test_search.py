@@ -2,8 +2,9 @@ import pytest
 import torch
 
 from prompts_evo.functional.fitness import class_embeddings_from_masks
-from prompts_evo.search import BASELINE_TEMPLATE, ProAPOSearch, expand_templates, render_prompt
-from prompts_evo.text_cache import PromptEmbeddingCache
+from prompts_evo.data.prompts import expand_type_words
+from prompts_evo.models.prompt_embeddings import PromptEmbeddingCache
+from prompts_evo.models.search import BASELINE_TEMPLATE, ProAPOSearch, render_prompt
 
 TEMPLATES = ["a photo of a {}.", "a sketch of a {}.", "art of the {}.", "itap of a {}.", "a bad photo of the {}."]
 
@@ -14,11 +15,11 @@ def make_search(task, encoder, seed=0, descriptions=True, **kw):
     cache = PromptEmbeddingCache(encoder, "hash")
     args = dict(template_generations=3, inner_generations=2, outer_loops=1, max_groups=1, edits_per_operator=4, crossovers=8, template_mutations=4)
     args.update(kw)
-    return ProAPOSearch(classes, features, labels, cache, expand_templates(TEMPLATES, ["garment"]), desc, seed=seed, **args)
+    return ProAPOSearch(classes, features, labels, cache, expand_type_words(TEMPLATES, ["garment"]), desc, seed=seed, **args)
 
 
-def test_expand_templates_variants():
-    lib = expand_templates(["a photo of a {}.", "art of the {}."], ["garment"])
+def test_expand_type_words_variants():
+    lib = expand_type_words(["a photo of a {}.", "art of the {}."], ["garment"])
     # baseline first, then per template: ", a type of", "word: ", and the two "photo" rewrites where possible
     assert lib == [
         "a photo of a {}.",
@@ -31,7 +32,7 @@ def test_expand_templates_variants():
         "garment: art of the {}.",
     ]
     with pytest.raises(ValueError, match="placeholder"):
-        expand_templates(["no placeholder"])
+        expand_type_words(["no placeholder"])
 
 
 def test_elite_fitness_never_decreases_and_search_is_seeded(toy_task, hash_encoder):
@@ -103,7 +104,7 @@ def test_render_prompt():
 def test_bad_inputs(toy_task, hash_encoder):
     classes, features, labels = toy_task
     cache = PromptEmbeddingCache(hash_encoder, "hash")
-    with pytest.raises(ValueError, match="unique"):
+    with pytest.raises(ValueError, match="distinct"):
         ProAPOSearch(classes[:-1] + [classes[0]], features, labels, cache, TEMPLATES)
     with pytest.raises(ValueError, match="selection size"):
         ProAPOSearch(classes, features, labels, cache, TEMPLATES[:2], top_k=4)
@@ -154,7 +155,7 @@ def test_search_on_cuda_matches_cpu(toy_task, hash_encoder):
 def test_prepare_search_rejects_bad_input_before_loading_anything(kwargs, match, monkeypatch):
     import vlkit.models.backbones as backbones
 
-    from prompts_evo.api import prepare_search
+    from prompts_evo.fewshot import prepare_search
 
     def boom(*a, **k):
         raise AssertionError("the backbone must not be built for bad input")

@@ -1,6 +1,6 @@
 import torch
 
-from prompts_evo.text_cache import PromptEmbeddingCache
+from prompts_evo.models.prompt_embeddings import PromptEmbeddingCache
 
 
 def test_cache_encodes_missing_strings_only_and_persists(tmp_path, hash_encoder):

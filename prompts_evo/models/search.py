@@ -1,4 +1,7 @@
-"""ProAPO's two-stage search as a plain-Python API (no Lightning): ``ProAPOSearch``.
+"""ProAPO's two-stage search engine (no Lightning): ``ProAPOSearch`` and its settings ``SearchSettings``.
+
+Paper: Qu et al., "ProAPO: Progressively Automatic Prompt Optimization for Visual Classification",
+CVPR 2025 (arXiv 2502.19844).
 
 Stage 1 (ATO, task-level templates): a library of CLIP templates plus dataset-type variants is pruned
 (drop templates whose single-template 1-shot Acc@1 is at least 200/C + 0.1 points below "a photo of a
@@ -14,10 +17,21 @@ The fitness only ever sees the labelled shots passed in (``features``, ``labels`
 keeps the ``top_k`` fittest of elites + children, with ties going to the incumbent, so the best fitness
 never decreases. ``step()`` runs exactly one generation, so a Lightning module can run one per epoch,
 and ``state_dict()`` / ``load_state_dict()`` resume a stopped search exactly.
+
+Why this is in ``models/``: the search is a stateful object over text features (the prompt-embedding
+pools of the current stage, built through :class:`~prompts_evo.models.prompt_embeddings.PromptEmbeddingCache`
+from the backbone's text tower) and the population tensors; it is neither pure math (the operators and the
+fitness it calls are in ``prompts_evo/functional``), nor data, nor a Lightning loop (``LitProAPO`` in
+``prompts_evo/methods/proapo.py`` drives it one generation per epoch), and a notebook can run it alone.
+
+:class:`SearchSettings` is the one list of the search's settings: ``ProAPOSearch``, ``LitProAPO`` (its
+``search`` argument, a nested group in the YAML), the notebook API ``prompts_evo.fewshot.prepare_search``
+and the demo all take it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -37,14 +51,21 @@ from prompts_evo.functional.operators import (
     replace_entry,
     select_top_k,
 )
-from prompts_evo.text_cache import PromptEmbeddingCache
-from vlkit.errors import ConfigError, check_finite_tensor, check_int, check_number, check_positive, closest_names
+from prompts_evo.models.prompt_embeddings import PromptEmbeddingCache
+from vlkit.checkpoints import allow_classes
+from vlkit.errors import (
+    ConfigError,
+    check_classnames,
+    check_finite_tensor,
+    check_int,
+    check_number,
+    check_positive,
+    closest_names,
+)
 
 __all__ = [
     "BASELINE_TEMPLATE",
-    "SEARCH_SETTINGS",
-    "check_search_settings",
-    "expand_templates",
+    "SearchSettings",
     "render_prompt",
     "ProAPOSearch",
     "SearchResult",
@@ -52,73 +73,104 @@ __all__ = [
 
 BASELINE_TEMPLATE = "a photo of a {}."
 
-# the numeric search settings shared by ProAPOSearch, prepare_search and LitProAPO: name -> (kind, lowest value);
-# "int" settings are integers >= the bound, "number" settings finite reals (None allowed for "number?")
-SEARCH_SETTINGS: dict[str, tuple[str, float | None]] = {
-    "top_k": ("int", 1),
-    "template_generations": ("int", 1),
-    "edits_per_operator": ("int", 1),
-    "template_mutations": ("int", 0),
-    "description_mutations": ("int", 0),
-    "crossovers": ("int", 0),
-    "inner_generations": ("int", 0),
-    "outer_loops": ("int", 0),
-    "max_groups": ("int", 0),
-    "max_templates": ("int", 0),
-    "max_retries": ("int", 1),
-    "prune_templates": ("bool", None),
-    "sample_initial_descriptions": ("bool", None),
-    "top1_weight": ("number", None),
-    "top5_weight": ("number", None),
-    "similarity_weight": ("number", None),
-    "entropy_weight": ("number", None),
-    "stage2_top1_weight": ("number?", None),
-    "stage2_top5_weight": ("number?", None),
-}
+
+@dataclass(frozen=True)
+class SearchSettings:
+    """ProAPO's search settings (the authors' defaults), checked when built.
+
+    Args:
+        top_k: elites kept per generation (authors: 4).
+        template_generations: stage-1 generations (authors: 8, 5 to 10 per config).
+        edits_per_operator: add / remove / replace variants per elite (authors: 8).
+        template_mutations: stage-1 mutations per generation (authors: 8).
+        description_mutations: stage-2 mutations per generation (authors: 4).
+        crossovers: crossovers per generation (authors: 16).
+        inner_generations: stage-2 generations per group (authors: 4).
+        outer_loops: passes over the groups (authors: 1 to 3).
+        max_groups: groups searched per pass (authors: 1 to 4); groups are revisited in order if fewer exist.
+        max_templates: keep the fittest this many templates after pruning (0 keeps all; authors 0/32/64/256).
+        max_retries: attempts per operator to find an unseen candidate (authors: 64).
+        prune_templates: drop templates 200/C + 0.1 points below the baseline (authors' pruning).
+        sample_initial_descriptions: pick the stage-2 start among 34 sampled subsets (else "all").
+        top1_weight: a1, the weight of Acc@1 on the shots in the fitness (see
+            :func:`prompts_evo.functional.fitness.fitness_scores`).
+        top5_weight: a5, the weight of Acc@5.
+        similarity_weight: r, the inter-class text-similarity penalty (negative: the authors' sign).
+        entropy_weight: lambda, the cross-entropy weight (authors: 10).
+        stage2_top1_weight: a1 in the description stage (None: as in stage 1); the authors set it per stage
+            and dataset (e.g. CUB ViT-B/32 stage 2: a1 = 0, a5 = 0.2).
+        stage2_top5_weight: a5 in the description stage (None: as in stage 1).
+    """
+
+    top_k: int = 4
+    template_generations: int = 8
+    edits_per_operator: int = 8
+    template_mutations: int = 8
+    description_mutations: int = 4
+    crossovers: int = 16
+    inner_generations: int = 4
+    outer_loops: int = 1
+    max_groups: int = 1
+    max_templates: int = 64
+    max_retries: int = 64
+    prune_templates: bool = True
+    sample_initial_descriptions: bool = True
+    top1_weight: float = 0.5
+    top5_weight: float = 0.05
+    similarity_weight: float = 0.0
+    entropy_weight: float = 10.0
+    stage2_top1_weight: float | None = None
+    stage2_top5_weight: float | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("top_k", "template_generations", "edits_per_operator", "max_retries"):
+            check_int(name, getattr(self, name), low=1)
+        for name in ("template_mutations", "description_mutations", "crossovers", "inner_generations", "outer_loops",
+                     "max_groups", "max_templates"):
+            check_int(name, getattr(self, name), low=0)
+        for name in ("prune_templates", "sample_initial_descriptions"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}", argument=name)
+        for name in ("top1_weight", "top5_weight", "similarity_weight", "entropy_weight"):
+            check_number(name, getattr(self, name))
+        for name in ("stage2_top1_weight", "stage2_top5_weight"):
+            check_number(name, getattr(self, name), allow_none=True)
+
+    @classmethod
+    def build(cls, settings: SearchSettings | dict | None = None, **overrides) -> SearchSettings:
+        """``settings`` (a SearchSettings, a dict of fields, e.g. from a checkpoint, or None for the
+        defaults) with ``overrides`` applied by name; an unknown name raises a ConfigError naming the
+        closest setting."""
+        if settings is None:
+            settings = cls()
+        elif isinstance(settings, dict):
+            settings = cls.build(None, **settings)
+        elif not isinstance(settings, cls):
+            raise ConfigError(f"search must be a SearchSettings or a dict of its fields, got {type(settings).__name__}",
+                              argument="search")
+        names = [f.name for f in dataclasses.fields(cls)]
+        for name in overrides:
+            if name not in names:
+                close = closest_names(name, names)
+                hint = f" (closest: {', '.join(close)})" if close else ""
+                raise ConfigError(f"search setting must be one of {sorted(names)}, got {name!r}{hint}", argument=name)
+        return dataclasses.replace(settings, **overrides) if overrides else settings
+
+    def fitness_weights(self, stage: str = "templates") -> dict[str, float]:
+        """The keyword weights of ``fitness_scores`` in ``stage`` ("templates" or "descriptions")."""
+        weights = dict(top1_weight=self.top1_weight, top5_weight=self.top5_weight,
+                       similarity_weight=self.similarity_weight, entropy_weight=self.entropy_weight)
+        if stage == "descriptions":
+            if self.stage2_top1_weight is not None:
+                weights["top1_weight"] = self.stage2_top1_weight
+            if self.stage2_top5_weight is not None:
+                weights["top5_weight"] = self.stage2_top5_weight
+        return weights
 
 
-def check_search_settings(settings: dict) -> dict:
-    """Check ProAPO search settings by name (unknown names, integer-ness, ranges, finiteness) before any
-    backbone or feature is loaded; returns ``settings`` unchanged. See :data:`SEARCH_SETTINGS`."""
-    for name, value in settings.items():
-        if name not in SEARCH_SETTINGS:
-            close = closest_names(name, SEARCH_SETTINGS)
-            hint = f" (closest: {', '.join(close)})" if close else ""
-            raise ConfigError(f"search setting must be one of {sorted(SEARCH_SETTINGS)}, got {name!r}{hint}", argument=name)
-        kind, low = SEARCH_SETTINGS[name]
-        if kind == "int":
-            check_int(name, value, low=int(low))
-        elif kind == "bool":
-            if not isinstance(value, bool):
-                raise ConfigError(f"{name} must be true or false, got {value!r}", argument=name)
-        else:
-            check_number(name, value, allow_none=kind == "number?")
-    return settings
-
-
-def expand_templates(templates: Sequence[str], type_words: Sequence[str] = ()) -> list[str]:
-    """The stage-1 library: ``templates`` plus, per dataset-type word t, four variants of each template
-    (the authors' ``add_dataset_type_to_template``): "<template>, a type of t.", "t: <template>",
-    "photo" -> "t", and "photo" -> "t photo" (the last two only where the template says "photo").
-    Order-preserving, duplicates dropped; the baseline template is always included."""
-    if isinstance(templates, str) or not templates:
-        raise ConfigError(f"templates must be a non-empty list of str with one '{{}}', got {templates!r}", argument="templates")
-    for t in templates:
-        if not isinstance(t, str) or t.count("{}") != 1:
-            raise ConfigError(f"every template needs exactly one '{{}}' placeholder, got {t!r}", argument="templates")
-    if isinstance(type_words, str):
-        raise ConfigError(f"type_words must be a list of words, got the string {type_words!r}", argument="type_words")
-    out = [BASELINE_TEMPLATE, *templates]
-    for word in type_words:
-        if not isinstance(word, str) or not word.strip() or "{" in word or "}" in word:
-            raise ConfigError(f"type_words must be non-empty strings without braces, got {word!r}", argument="type_words")
-        for t in templates:
-            out.append(t.rstrip(". ") + f", a type of {word}.")
-            out.append(f"{word}: {t}")
-            if "photo" in t:
-                out.append(t.replace("photo", word))
-                out.append(t.replace("photo", f"{word} photo"))
-    return list(dict.fromkeys(out))
+# a SearchSettings inside a checkpoint (hyperparameters) loads under weights_only=True
+allow_classes(SearchSettings)
+torch.serialization.add_safe_globals([SearchSettings])
 
 
 def render_prompt(template: str, classname: str, description: str = "") -> str:
@@ -129,6 +181,9 @@ def render_prompt(template: str, classname: str, description: str = "") -> str:
 
 @dataclass
 class SearchResult:
+    """What a finished search found: the templates, the class prompts, the best fitness and the
+    per-generation records (``ProAPOSearch.step``'s return values)."""
+
     templates: list[str]
     class_prompts: dict[str, list[str]]
     fitness: float
@@ -143,27 +198,15 @@ class ProAPOSearch:
         features: (N, D) L2-normalised image features of the labelled shots.
         labels: (N,) int64 class indices of the shots.
         text_cache: encodes prompt strings once (see :class:`PromptEmbeddingCache`).
-        templates: the stage-1 library (e.g. ``expand_templates(imagenet_templates(), ["clothing"])``).
+        templates: the stage-1 library (e.g. ``expand_type_words(imagenet_templates(), ["clothing"])``).
         descriptions: class name -> sentences for stage 2, or None to stop after stage 1.
         logit_scale: s in the fitness (the backbone's).
         seed: seeds every random choice of this search (nothing is shared between seeds).
-        top_k: elites kept per generation (authors: 4).
-        template_generations: stage-1 generations (authors: 8, 5 to 10 per config).
-        edits_per_operator: add / remove / replace variants per elite (authors: 8).
-        template_mutations: stage-1 mutations per generation (authors: 8).
-        description_mutations: stage-2 mutations per generation (authors: 4).
-        crossovers: crossovers per generation (authors: 16).
-        inner_generations: stage-2 generations per group (authors: 4).
-        outer_loops: passes over the groups (authors: 1 to 3).
-        max_groups: groups searched per pass (authors: 1 to 4); groups are revisited in order if fewer exist.
-        max_templates: keep the fittest this many templates after pruning (0 keeps all; authors 0/32/64/256).
-        prune_templates: drop templates 200/C + 0.1 points below the baseline (authors' pruning).
-        sample_initial_descriptions: pick the stage-2 start among 34 sampled subsets (else "all").
-        max_retries: attempts per operator to find an unseen candidate (authors: 64).
-        top1_weight, top5_weight, similarity_weight, entropy_weight: fitness weights
-            (see :func:`prompts_evo.functional.fitness.fitness_scores`).
-        stage2_top1_weight, stage2_top5_weight: a1, a5 for the description stage (None: as stage 1); the
-            authors set them per stage and dataset (e.g. CUB ViT-B/32 stage 2: a1 = 0, a5 = 0.2).
+        settings: the search settings (:class:`SearchSettings`, or a dict of its fields; None: defaults).
+        **overrides: individual settings by name, applied over ``settings`` (``top_k=2``).
+
+    The settings are read back as ``search.settings``; ``search.history`` holds the record of every
+    generation run (what :meth:`step` returned), for notebooks and the prompt file's provenance.
     """
 
     def __init__(
@@ -176,34 +219,10 @@ class ProAPOSearch:
         descriptions: dict[str, list[str]] | None = None,
         logit_scale: float = 100.0,
         seed: int = 0,
-        top_k: int = 4,
-        template_generations: int = 8,
-        edits_per_operator: int = 8,
-        template_mutations: int = 8,
-        description_mutations: int = 4,
-        crossovers: int = 16,
-        inner_generations: int = 4,
-        outer_loops: int = 1,
-        max_groups: int = 1,
-        max_templates: int = 64,
-        prune_templates: bool = True,
-        sample_initial_descriptions: bool = True,
-        max_retries: int = 64,
-        top1_weight: float = 0.5,
-        top5_weight: float = 0.05,
-        similarity_weight: float = 0.0,
-        entropy_weight: float = 10.0,
-        stage2_top1_weight: float | None = None,
-        stage2_top5_weight: float | None = None,
+        settings: SearchSettings | dict | None = None,
+        **overrides,
     ) -> None:
-        if isinstance(classnames, str):
-            raise ConfigError(f"classnames must be a list of class names, got the string {classnames!r}", argument="classnames")
-        classnames = list(classnames)
-        if not classnames or not all(isinstance(c, str) and c.strip() for c in classnames):
-            raise ConfigError(f"classnames must be a non-empty list of non-empty str, got {classnames[:5]!r}", argument="classnames")
-        duplicates = sorted({c for c in classnames if classnames.count(c) > 1})
-        if duplicates:
-            raise ConfigError(f"classnames must be unique; duplicated: {duplicates}", argument="classnames")
+        classnames = check_classnames(classnames)
         if not isinstance(features, Tensor) or not isinstance(labels, Tensor):
             raise ConfigError(f"features and labels must be tensors, got {type(features).__name__}, {type(labels).__name__}",
                               argument="features")
@@ -221,24 +240,16 @@ class ProAPOSearch:
                               argument="labels")
         check_positive("logit_scale", float(logit_scale))
         check_int("seed", seed)
-        check_search_settings(dict(
-            top_k=top_k, template_generations=template_generations, edits_per_operator=edits_per_operator,
-            template_mutations=template_mutations, description_mutations=description_mutations, crossovers=crossovers,
-            inner_generations=inner_generations, outer_loops=outer_loops, max_groups=max_groups,
-            max_templates=max_templates, prune_templates=prune_templates,
-            sample_initial_descriptions=sample_initial_descriptions, max_retries=max_retries, top1_weight=top1_weight,
-            top5_weight=top5_weight, similarity_weight=similarity_weight, entropy_weight=entropy_weight,
-            stage2_top1_weight=stage2_top1_weight, stage2_top5_weight=stage2_top5_weight,
-        ))
+        settings = SearchSettings.build(settings, **overrides)
         if isinstance(templates, str):
             raise ConfigError(f"templates must be a list of templates, got the string {templates!r}", argument="templates")
         library = list(dict.fromkeys(templates))
         for t in library:
             if not isinstance(t, str) or t.count("{}") != 1:
                 raise ConfigError(f"every template needs exactly one '{{}}' placeholder, got {t!r}", argument="templates")
-        if len(library) < top_k:
+        if len(library) < settings.top_k:
             raise ConfigError(
-                f"the template library ({len(library)} templates) must hold at least top_k={top_k} templates: "
+                f"the template library ({len(library)} templates) must hold at least top_k={settings.top_k} templates: "
                 "a population smaller than the selection size", argument="top_k"
             )
         if descriptions is not None:
@@ -251,27 +262,9 @@ class ProAPOSearch:
         self.descriptions = descriptions
         self.logit_scale = float(logit_scale)
         self.seed = int(seed)
-        self.top_k = top_k
-        self.template_generations = template_generations
-        self.edits_per_operator = edits_per_operator
-        self.template_mutations = template_mutations
-        self.description_mutations = description_mutations
-        self.crossovers = crossovers
-        self.inner_generations = inner_generations
-        self.outer_loops = outer_loops
-        self.max_groups = max_groups
-        self.max_templates = max_templates
-        self.prune_templates = prune_templates
-        self.sample_initial_descriptions = sample_initial_descriptions
-        self.max_retries = max_retries
-        self.weights = dict(
-            top1_weight=top1_weight, top5_weight=top5_weight, similarity_weight=similarity_weight, entropy_weight=entropy_weight
-        )
-        self.stage2_weights = dict(
-            self.weights,
-            top1_weight=top1_weight if stage2_top1_weight is None else stage2_top1_weight,
-            top5_weight=top5_weight if stage2_top5_weight is None else stage2_top5_weight,
-        )
+        self.settings = settings
+        self.weights = settings.fitness_weights("templates")
+        self.stage2_weights = settings.fitness_weights("descriptions")
         self.generator = torch.Generator().manual_seed(self.seed)
         # search state (all of it goes into state_dict)
         self.stage = "templates"  # -> "descriptions" -> "done"
@@ -294,10 +287,11 @@ class ProAPOSearch:
     @property
     def total_generations(self) -> int:
         """Generations the full search runs (one ``step()`` each)."""
-        return self.template_generations + self._stage2_generations
+        return self.settings.template_generations + self._stage2_generations
 
     @property
     def done(self) -> bool:
+        """True once every generation has run."""
         return self.stage == "done"
 
     # ------------------------------------------------------------------ fitness
@@ -331,25 +325,25 @@ class ProAPOSearch:
         terms = self._score(singles)
         kept = indices
         info = {"library_size": num}
-        if self.prune_templates:
+        if self.settings.prune_templates:
             base = self.library.index(BASELINE_TEMPLATE) if BASELINE_TEMPLATE in self.library else 0
             delta = 200.0 / len(self.classnames) + 0.1
             keep = terms.top1 > terms.top1[base] - delta
             keep[base] = True
             kept = torch.nonzero(keep).flatten().tolist()
-        if self.max_templates and len(kept) > self.max_templates:
-            order = select_top_k(terms.fitness[kept], self.max_templates).tolist()
+        if self.settings.max_templates and len(kept) > self.settings.max_templates:
+            order = select_top_k(terms.fitness[kept], self.settings.max_templates).tolist()
             kept = sorted(kept[i] for i in order)
-        if len(kept) < self.top_k:  # keep enough for a population of top_k distinct single templates
+        if len(kept) < self.settings.top_k:  # keep enough for a population of top_k distinct single templates
             extra = [i for i in select_top_k(terms.fitness, num).tolist() if i not in kept]
-            kept = sorted(kept + extra[: self.top_k - len(kept)])
+            kept = sorted(kept + extra[: self.settings.top_k - len(kept)])
         self.kept_templates = kept
         self._pool = self._pool[:, kept]  # (C, M', D)
         self._valid = torch.ones(1, len(kept), dtype=torch.bool)
         # initial population: top_k random single templates (the authors' ``sample_manual``)
-        picks = torch.randperm(len(kept), generator=self.generator)[: self.top_k]
-        init = torch.zeros(self.top_k, 1, len(kept), dtype=torch.bool)
-        init[torch.arange(self.top_k), 0, picks] = True
+        picks = torch.randperm(len(kept), generator=self.generator)[: self.settings.top_k]
+        init = torch.zeros(self.settings.top_k, 1, len(kept), dtype=torch.bool)
+        init[torch.arange(self.settings.top_k), 0, picks] = True
         self._set_population(init, self._score(init))
         self.seen.update(candidate_keys(init))
         info.update(kept_templates=len(kept))
@@ -383,7 +377,7 @@ class ProAPOSearch:
         # prompt sampling: all, names only, 16 per-class random sizes, 16 shared sizes
         inits = [valid.clone(), torch.zeros_like(valid)]
         inits[1][:, 0] = True
-        if self.sample_initial_descriptions:
+        if self.settings.sample_initial_descriptions:
             for _ in range(16):
                 low = torch.floor(counts.float() / 3 + 0.71).long().clamp(min=1)  # (C,)
                 sizes = low + (torch.rand(counts.shape, generator=self.generator) * (counts - low + 1)).long()
@@ -397,11 +391,12 @@ class ProAPOSearch:
         unique = [i for i, k in enumerate(keys) if k not in keys[:i]]
         init = init[unique]
         terms = self._score(init)
-        order = select_top_k(terms.fitness, min(self.top_k, init.shape[0])).cpu()  # init lives on the CPU
+        order = select_top_k(terms.fitness, min(self.settings.top_k, init.shape[0])).cpu()  # init lives on the CPU
         population = init[order]
-        if population.shape[0] < self.top_k:  # pad with edits of the best (tiny description pools)
-            extra = replace_entry(population[0], valid, torch.ones(valid.shape[0], dtype=torch.bool), self.top_k, self.generator)
-            population = torch.cat([population, extra])[: self.top_k] if extra.shape[0] else population.repeat(self.top_k, 1, 1)[: self.top_k]
+        if population.shape[0] < self.settings.top_k:  # pad with edits of the best (tiny description pools)
+            top_k = self.settings.top_k
+            extra = replace_entry(population[0], valid, torch.ones(valid.shape[0], dtype=torch.bool), top_k, self.generator)
+            population = torch.cat([population, extra])[:top_k] if extra.shape[0] else population.repeat(top_k, 1, 1)[:top_k]
         self._set_population(population, self._score(population))
         self.seen = set(candidate_keys(init))
         start = self.elites[0]
@@ -425,8 +420,9 @@ class ProAPOSearch:
             if used >= total:
                 break
         self.groups = chosen
-        order_groups = [i % len(chosen) for i in range(self.max_groups)]
-        self.schedule = [g for _ in range(self.outer_loops) for g in order_groups for _ in range(self.inner_generations)]
+        s = self.settings
+        order_groups = [i % len(chosen) for i in range(s.max_groups)]
+        self.schedule = [g for _ in range(s.outer_loops) for g in order_groups for _ in range(s.inner_generations)]
         return {
             "templates": [self.library[i] for i in self.chosen_templates],
             "start_fitness": start_fitness,
@@ -443,7 +439,7 @@ class ProAPOSearch:
         """Up to ``count`` candidates from ``make(n)`` never evaluated before, retrying up to max_retries."""
         found: list[Tensor] = []
         attempts = 0
-        while len(found) < count and attempts < self.max_retries:
+        while len(found) < count and attempts < self.settings.max_retries:
             batch = make(count - len(found))
             attempts += 1
             if batch.shape[0] == 0:
@@ -459,9 +455,10 @@ class ProAPOSearch:
         children: list[Tensor] = []
         for elite in self.elites:
             for operator in (add_entry, remove_entry, replace_entry):
-                children += self._unseen(lambda n, e=elite, op=operator: op(e, valid, editable, n, gen), self.edits_per_operator)
+                make = lambda n, e=elite, op=operator: op(e, valid, editable, n, gen)  # noqa: E731
+                children += self._unseen(make, self.settings.edits_per_operator)
         children += self._unseen(lambda n: mutate(self.elites[0], valid, editable, n, mutation_size, gen), mutations)
-        children += self._unseen(lambda n: crossover(self.elites, editable, n, gen), self.crossovers)
+        children += self._unseen(lambda n: crossover(self.elites, editable, n, gen), self.settings.crossovers)
         if children:
             batch = torch.stack(children)  # (P, S, M)
             terms = self._score(batch)
@@ -471,7 +468,7 @@ class ProAPOSearch:
             mean_fitness = float(terms.fitness.mean())
         else:
             population, fitness, top1, mean_fitness = self.elites, self.elite_fitness, self.elite_top1, float(self.elite_fitness.mean())
-        keep = select_top_k(fitness, self.top_k)  # elites listed first: ties keep the incumbent
+        keep = select_top_k(fitness, self.settings.top_k)  # elites listed first: ties keep the incumbent
         self.elites, self.elite_fitness, self.elite_top1 = population[keep], fitness[keep], top1[keep]
         return {"num_children": len(children), "mean_fitness": mean_fitness}
 
@@ -482,11 +479,11 @@ class ProAPOSearch:
         info: dict = {}
         if self.stage == "templates" and self.elites is None:
             info.update(self._start_templates())
-        if self.stage == "templates" and self.stage_generation >= self.template_generations:
+        if self.stage == "templates" and self.stage_generation >= self.settings.template_generations:
             self._enter_descriptions_or_finish(info)
         if self.stage == "templates":
             editable = torch.ones(1, dtype=torch.bool)
-            out = self._generation(editable, self.template_mutations, 2 + self.stage_generation)
+            out = self._generation(editable, self.settings.template_mutations, 2 + self.stage_generation)
             group = None
         elif self.stage == "descriptions":
             if self.chosen_templates is None:
@@ -495,7 +492,7 @@ class ProAPOSearch:
             editable = torch.zeros(len(self.classnames), dtype=torch.bool)
             editable[self.groups[group_index]] = True
             size = max(1, int(self._valid.sum(-1).float().mean()) // 2)
-            out = self._generation(editable, self.description_mutations, size)
+            out = self._generation(editable, self.settings.description_mutations, size)
             group = group_index
         else:
             raise RuntimeError("the search is finished")
@@ -514,7 +511,8 @@ class ProAPOSearch:
             **info,
         }
         self.history.append(record)
-        if self.stage == "templates" and self.stage_generation >= self.template_generations and self._stage2_generations == 0:
+        stage1_over = self.stage_generation >= self.settings.template_generations
+        if self.stage == "templates" and stage1_over and self._stage2_generations == 0:
             self.stage = "done"
         elif self.stage == "descriptions" and self.stage_generation >= len(self.schedule):
             self.stage = "done"
@@ -522,7 +520,8 @@ class ProAPOSearch:
 
     @property
     def _stage2_generations(self) -> int:
-        return self.outer_loops * self.max_groups * self.inner_generations if self.descriptions is not None else 0
+        s = self.settings
+        return s.outer_loops * s.max_groups * s.inner_generations if self.descriptions is not None else 0
 
     def _enter_descriptions_or_finish(self, info: dict) -> None:
         if self._stage2_generations == 0:
@@ -539,6 +538,7 @@ class ProAPOSearch:
 
     # ------------------------------------------------------------------ results
     def best_templates(self) -> list[str]:
+        """The templates of the current best candidate (stage 2: the templates chosen by stage 1)."""
         if self.elites is None:
             raise RuntimeError("call step() first")
         if self.chosen_templates is not None:
@@ -559,10 +559,12 @@ class ProAPOSearch:
         return out
 
     def result(self) -> SearchResult:
+        """The current best as a :class:`SearchResult` (templates, class prompts, fitness, history)."""
         return SearchResult(self.best_templates(), self.best_class_prompts(), float(self.elite_fitness[0]), list(self.history))
 
     # ------------------------------------------------------------------ checkpointing
     def state_dict(self) -> dict:
+        """Everything needed to resume the search exactly (population, seen keys, RNG state, history)."""
         return {
             "stage": self.stage,
             "generation": self.generation,
@@ -584,6 +586,7 @@ class ProAPOSearch:
         }
 
     def load_state_dict(self, state: dict) -> None:
+        """Resume from :meth:`state_dict` of a search over the same library and classes."""
         if state["library"] != self.library or state["classnames"] != self.classnames:
             raise ConfigError("state_dict must come from a search over the same template library and class list, got "
                               f"{len(state['library'])} templates / {len(state['classnames'])} classes (this search: "

@@ -2,25 +2,26 @@
 
 ProAPO's candidates reuse the same prompt strings over and over (a template set differs from its parent
 by one template); the authors re-encode every candidate's prompts. Here each distinct string is encoded
-once per backbone, kept in memory, and optionally persisted (atomically) to disk keyed by the backbone
-fingerprint, so repeated searches (other seeds, the demo) skip the text tower entirely.
+once per backbone, kept in memory, and optionally persisted to disk through the kit's keyed cache
+(``vlkit.cache.KeyedCache``, namespace ``text-embeddings``, keyed by the backbone fingerprint, written
+atomically), so repeated searches (other seeds, the demo) skip the text tower entirely.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
-import tempfile
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from vlkit.cache import KeyedCache
 from vlkit.errors import ConfigError, check_int
 
 __all__ = ["PromptEmbeddingCache"]
+
+NAMESPACE = "text-embeddings"
 
 
 class PromptEmbeddingCache:
@@ -30,7 +31,8 @@ class PromptEmbeddingCache:
         encode: a function ``list[str] -> (T, D)`` tensor (e.g. ``backbone.encode_text``); called only on
             strings not yet cached, in chunks of ``batch_size``.
         fingerprint: identity of the text encoder (``backbone.fingerprint``); keys the disk file.
-        cache_dir: directory for the persisted cache, or None for memory only.
+        cache_dir: root of the persisted cache (the file goes to ``<cache_dir>/text-embeddings/``; pass
+            ``vlkit.cache.cache_root()`` for the kit's cache), or None for memory only.
         batch_size: strings per ``encode`` call.
     """
 
@@ -53,17 +55,20 @@ class PromptEmbeddingCache:
         self.table: dict[str, Tensor] = {}
         self.num_encoded = 0  # strings sent to the encoder by this object (benchmarks read it)
         self._dirty = False
-        digest = hashlib.sha1(fingerprint.encode()).hexdigest()[:16]
-        self.path = Path(cache_dir) / f"text-embeddings-{digest}.pt" if cache_dir is not None else None
-        if self.path is not None and self.path.exists():
-            try:
-                blob = torch.load(self.path, map_location="cpu", weights_only=True)
-                if blob.get("fingerprint") == fingerprint:
-                    self.table = dict(zip(blob["texts"], blob["embeddings"].unbind(0)))
-            except Exception:  # a corrupt cache file is rebuilt
-                self.table = {}
+        self._key = {"kind": "prompt-embeddings", "fingerprint": fingerprint}
+        self.store = KeyedCache(NAMESPACE, directory=cache_dir) if cache_dir is not None else None
+        if self.store is not None:
+            blob = self.store.get(self._key, check=_well_formed)  # a corrupt or foreign file is a miss
+            if blob is not None:
+                self.table = dict(zip(blob["texts"], blob["embeddings"].unbind(0)))
+
+    @property
+    def path(self):
+        """The file of the persisted cache (None for memory only)."""
+        return self.store.path(self._key) if self.store is not None else None
 
     def __len__(self) -> int:
+        """Number of distinct strings held."""
         return len(self.table)
 
     @torch.no_grad()
@@ -87,18 +92,14 @@ class PromptEmbeddingCache:
         return torch.stack([self.table[t] for t in texts])  # (T, D)
 
     def save(self) -> None:
-        """Write the cache to disk atomically (temp file + os.replace); a no-op without ``cache_dir``."""
-        if self.path is None or not self._dirty:
+        """Write the cache to disk atomically (``KeyedCache.put``); a no-op without ``cache_dir`` or news."""
+        if self.store is None or not self._dirty:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         texts = list(self.table)
-        blob = {"fingerprint": self.fingerprint, "texts": texts, "embeddings": torch.stack([self.table[t] for t in texts])}
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, suffix=".tmp")
-        os.close(fd)
-        try:
-            torch.save(blob, tmp)
-            os.replace(tmp, self.path)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+        self.store.put(self._key, {"texts": texts, "embeddings": torch.stack([self.table[t] for t in texts])})  # (T, D)
         self._dirty = False
+
+
+def _well_formed(payload: dict) -> bool:
+    texts, embeddings = payload.get("texts"), payload.get("embeddings")
+    return isinstance(texts, list) and isinstance(embeddings, Tensor) and embeddings.dim() == 2 and len(texts) == embeddings.shape[0]
