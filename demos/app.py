@@ -58,7 +58,7 @@ def build_app(
     tabs: Sequence[str] | None = None,
     tfup_backbone: str = "offline-lite0-minilm",
     tfup_subset_size: int = 1000,
-    cache_dir: str = ".cache/vlkit",
+    cache_dir: str | None = None,
     minionerec_checkpoint: str | None = None,
     minionerec_dataset: str | None = None,
     concurrency_limit: int = 2,
@@ -70,7 +70,7 @@ def build_app(
     Args:
         tabs: the tab keys to include (default: all of ``TABS``, in that order).
         tfup_backbone / tfup_subset_size / cache_dir: passed to ``demos.tfup.build_demo`` (its model is
-            built on the first click, not here).
+            built on the first click, not here); ``cache_dir`` None: the kit's cache root (``$VLKIT_CACHE``).
         minionerec_checkpoint / minionerec_dataset: passed to ``demos.minionerec.build_demo`` (None: an
             untrained tiny model on synthetic data).
         concurrency_limit: events of one kind that run at once; the rest wait in the queue.

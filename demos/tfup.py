@@ -21,7 +21,7 @@ __all__ = ["TFUPExplainer", "build_demo"]
 class TFUPExplainer:
     """Zero-shot vs TFUP for one image, with the cache entries that contributed most to TFUP's logits."""
 
-    def __init__(self, backbone: str = "offline-lite0-minilm", subset_size: int = 1000, cache_dir: str = ".cache/vlkit") -> None:
+    def __init__(self, backbone: str = "offline-lite0-minilm", subset_size: int = 1000, cache_dir: str | None = None) -> None:
         self.datamodule = FewShotDataModule(subset_size=subset_size, cache_dir=cache_dir)
         self.model = LitTFUP(backbone=backbone, mode="tfup").prepare(self.datamodule)
         self.classnames = self.model.classnames
@@ -64,7 +64,7 @@ class TFUPExplainer:
         }
 
 
-def build_demo(backbone: str = "offline-lite0-minilm", subset_size: int = 1000, cache_dir: str = ".cache/vlkit"):
+def build_demo(backbone: str = "offline-lite0-minilm", subset_size: int = 1000, cache_dir: str | None = None):
     import gradio as gr
 
     from demos._safety import guard_image_inputs

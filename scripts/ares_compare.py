@@ -17,22 +17,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-
-def _write_json(path: Path, obj) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
-    with os.fdopen(fd, "w") as fh:
-        json.dump(obj, fh, indent=1)
-    os.replace(tmp, path)
+from vlkit.cache import atomic_write_json  # noqa: E402  (after the path insert; standard library only)
 
 
 def run(args) -> dict:
@@ -62,6 +54,7 @@ def run(args) -> dict:
         clip_high=0.3 if args.algorithm == "aepo" else 0.2,
         dual_clip=3.0 if args.algorithm == "aepo" else None,
         plot_dir=str(out),
+        max_grad_norm=1.0,  # authors' grad-norm clip
         seed=args.seed,
     )
     dm = ReasoningDataModule(
@@ -72,13 +65,13 @@ def run(args) -> dict:
     def trainer(**kw):
         return L.Trainer(accelerator="auto", devices=1, logger=L.pytorch.loggers.CSVLogger(str(out), name="logs"),
                          enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                         num_sanity_val_steps=0, limit_val_batches=0, log_every_n_steps=1, gradient_clip_val=1.0, **kw)
+                         num_sanity_val_steps=0, limit_val_batches=0, log_every_n_steps=1, **kw)
 
     result = {"algorithm": args.algorithm, "args": vars(args)}
     if args.baseline_only:  # the packaged model (LoRA B = 0) on the test split, nothing else
         t0 = time.time()
         test = trainer().test(model, dm, verbose=False)[0]
-        _write_json(Path(args.out) / "baseline_test.json", {**test, "test_s": time.time() - t0})
+        atomic_write_json(Path(args.out) / "baseline_test.json", {**test, "test_s": time.time() - t0}, indent=1)
         return {"baseline_test": test}
     if args.baseline:
         t0 = time.time()
@@ -90,9 +83,9 @@ def run(args) -> dict:
     t0 = time.time()
     result["test"] = trainer().test(model, dm, verbose=False)[0]
     result["test_s"] = time.time() - t0
-    result["history"] = model.history
+    result["history"] = json.loads((out / "ares_history.json").read_text())["history"]  # MetricHistory's rows
     result["controller"] = model.controller_state()
-    _write_json(out / "result.json", result)
+    atomic_write_json(out / "result.json", result, indent=1)
     return result
 
 

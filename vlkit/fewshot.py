@@ -47,7 +47,7 @@ def evaluate(
     max_epochs: int = 30,
     selection: str = "last",
     augment_views: int = 1,
-    cache_dir: str | None = ".cache/vlkit",
+    cache_dir: str | None = None,
     root: str | None = None,
     accelerator: str = "auto",
     return_predictions: bool = False,
@@ -69,6 +69,12 @@ def evaluate(
         max_epochs, selection, augment_views: TFUP-T only (max_epochs an int >= 1, augment_views an int >= 0);
             ``selection="paper-test-best"`` reproduces the authors' test-set epoch selection and is labelled
             ``paper-compat`` in the rows.
+        cache_dir: root of the feature cache (None: the kit's cache root, ``$VLKIT_CACHE`` or
+            ``~/.cache/vlkit``); the second run on the same data skips the image encoder.
+        root: data root of the dataset (None: its default location).
+        accelerator: Lightning accelerator (``"auto"``: CUDA when available).
+        return_predictions: add ``predictions``, the (N, 3) [index, prediction, label] test tensor, to each row.
+        progress: show Lightning's progress bars.
     Returns:
         Rows with method, mode, dataset, split (how train and test images were separated, e.g.
         ``"seeded test_fraction=0.2 seed=0"``), backbone, shots, seed, accuracy, mean_per_class_recall, seconds.

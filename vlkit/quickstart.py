@@ -20,6 +20,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 def plot_per_class(rows: list[dict], classnames: list[str], path: Path) -> None:
+    """Bar chart of per-class accuracy, one bar group per class and one bar per row holding predictions."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -46,6 +47,7 @@ def plot_per_class(rows: list[dict], classnames: list[str], path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
+    """Run the quick start (see the module docstring) and return its result rows."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backbone", default="offline-lite0-minilm")
     parser.add_argument("--subset-size", type=int, default=2000)
@@ -53,7 +55,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--shots", type=int, default=16, help="labelled shots of the Tip-Adapter reference")
     parser.add_argument("--out", default="results")
-    parser.add_argument("--cache-dir", default=".cache/vlkit")
+    parser.add_argument("--cache-dir", default=None,
+                        help="feature cache root (default: $VLKIT_CACHE or ~/.cache/vlkit, reused across runs)")
     args = parser.parse_args(argv)
 
     import torch

@@ -52,3 +52,39 @@ def test_keyed_cache_round_trip_and_misses(tmp_path):
     other = cache.KeyedCache("features", directory=tmp_path)
     cache.atomic_torch_save({"__key__": "0" * 40, "payload": {"x": torch.ones(1)}}, other.path(key))
     assert store.get(key) is None
+
+
+def test_feature_cache_lands_under_vlkit_cache_when_cache_dir_is_none(tmp_path, monkeypatch):
+    """End to end: FewShotDataModule(cache_dir=None) encodes into $VLKIT_CACHE/features/, and a second
+    DataModule on the same data loads from there without calling the image encoder; an explicit cache_dir
+    still wins."""
+    from vlkit.data.features import feature_cache_path
+    from vlkit.data.fewshot import FewShotDataModule
+    from vlkit.models.backbones import create_backbone
+
+    monkeypatch.setenv("VLKIT_CACHE", str(tmp_path / "root"))
+    backbone = create_backbone("tiny-random")
+    first = FewShotDataModule(subset_size=12, cache_dir=None).connect(backbone)
+    files = list((tmp_path / "root" / "features").glob("*.pt"))
+    assert len(files) == 1  # one feature set: the 12-image eval subset (no shots, no augmented views)
+
+    def no_encoder(images):
+        raise AssertionError("the image encoder ran although the features are cached")
+
+    monkeypatch.setattr(backbone, "encode_image", no_encoder)
+    second = FewShotDataModule(subset_size=12).connect(backbone)  # default cache_dir: the same root
+    assert torch.equal(second.eval_features, first.eval_features) and second.eval_features.shape[0] == 12
+    monkeypatch.undo()
+    monkeypatch.setenv("VLKIT_CACHE", str(tmp_path / "root"))
+    explicit = FewShotDataModule(subset_size=12, cache_dir=str(tmp_path / "mine")).connect(backbone)
+    assert torch.equal(explicit.eval_features, first.eval_features)
+    assert len(list((tmp_path / "mine" / "features").glob("*.pt"))) == 1
+    assert len(list((tmp_path / "root" / "features").glob("*.pt"))) == 1  # nothing new under the root
+    # the file's name is the one feature_cache_path computes for this root
+    from torch.utils.data import Subset
+
+    from vlkit.data.fewshot import build_dataset, sample_subset
+
+    data = build_dataset("fashion-mnist", "test")
+    subset = Subset(data, sample_subset(len(data), 12, 0).tolist())
+    assert feature_cache_path(backbone, subset, tmp_path / "root")[0] == files[0]

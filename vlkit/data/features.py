@@ -1,15 +1,15 @@
 """Encoded-feature cache: each (backbone, weights, preprocessing, dataset, split) is encoded once.
 
-Files live under ``<cache_dir>/features/<sha1 of the key>.pt`` and hold the key, the features and the
-labels; they are written to a temporary file and renamed (atomic), and a file that fails to load or whose
-key, shapes or values do not check out is treated as corrupt and rebuilt.
+Files live under ``<cache_dir>/features/<sha1 of the key>.pt`` (a :class:`vlkit.cache.KeyedCache` in the
+``features`` namespace; ``cache_dir`` is usually the kit's cache root, ``vlkit.cache.cache_root()``) and
+hold the key, the features and the labels; they are written atomically, and a file that fails to load or
+whose key, shapes or values do not check out (a file of an older format included) is a miss and rebuilt.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from pathlib import Path
 
 import torch
@@ -17,23 +17,12 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from vlkit.cache import KeyedCache
 from vlkit.errors import ConfigError, check_int
 
-__all__ = ["encode_dataset", "feature_cache_path", "atomic_torch_save"]
+__all__ = ["encode_dataset", "feature_cache_path", "FEATURE_NAMESPACE"]
 
-
-def atomic_torch_save(obj, path: str | os.PathLike) -> None:
-    """``torch.save`` to a temporary file in the same directory, then ``os.replace`` (atomic on POSIX)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+FEATURE_NAMESPACE = "features"  # sub-folder of the cache root holding encoded image features
 
 
 def _dataset_fingerprint(dataset: Dataset) -> str:
@@ -50,20 +39,28 @@ def _dataset_fingerprint(dataset: Dataset) -> str:
     return str(fingerprint)
 
 
+def _feature_key(backbone, dataset: Dataset, transform_id: str) -> str:
+    return f"{backbone.fingerprint}|{_dataset_fingerprint(dataset)}|{transform_id}"
+
+
 def feature_cache_path(backbone, dataset: Dataset, cache_dir: str | os.PathLike, transform_id: str = "eval") -> tuple[Path, str]:
-    key = f"{backbone.fingerprint}|{_dataset_fingerprint(dataset)}|{transform_id}"
-    return Path(cache_dir) / "features" / f"{hashlib.sha1(key.encode()).hexdigest()}.pt", key
+    """Where :func:`encode_dataset` caches ``dataset``'s features under ``cache_dir``, and the cache key.
+
+    Returns ``(<cache_dir>/features/<sha1 of key>.pt, key)``; the key names the backbone fingerprint
+    (weights + preprocessing), the dataset fingerprint (data, split, subset) and ``transform_id``.
+    """
+    key = _feature_key(backbone, dataset, transform_id)
+    return KeyedCache(FEATURE_NAMESPACE, directory=cache_dir).path(key), key
 
 
-def _load_cached(path: Path, key: str, n: int):
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-        feats, labels = blob["features"], blob["labels"]
-        if blob["key"] != key or feats.shape[0] != n or labels.shape[0] != n or not torch.isfinite(feats).all():
-            return None
-        return feats, labels
-    except Exception:
-        return None
+def _valid_features(n: int):
+    """A KeyedCache check: ``n`` finite feature rows and ``n`` labels."""
+
+    def check(payload: dict) -> bool:
+        feats, labels = payload["features"], payload["labels"]
+        return feats.shape[0] == n and labels.shape[0] == n and bool(torch.isfinite(feats).all())
+
+    return check
 
 
 class _PreprocessedView(Dataset):
@@ -96,8 +93,9 @@ def encode_dataset(
     """Encode every image of ``dataset`` (items ``(PIL image, label)``) with ``backbone``.
 
     Returns ``(features (N, D) float32, L2-normalised, on CPU; labels (N,) int64)``. With ``cache_dir``
-    the result is cached on disk and a second call loads it without touching the image encoder.
-    ``device`` defaults to CUDA when available. ``transform`` replaces ``backbone.preprocess`` (e.g. the
+    the result is cached on disk under ``<cache_dir>/features/`` (``cache_dir`` is a cache root, e.g.
+    ``vlkit.cache.cache_root()``; None: no cache) and a second call loads it without touching the image
+    encoder. ``device`` defaults to CUDA when available. ``transform`` replaces ``backbone.preprocess`` (e.g. the
     random training augmentation); ``transform_id`` must then name it (and its seed) for the cache key.
     ``batch_size``: an int >= 1; ``num_workers``: an int >= 0.
     """
@@ -106,13 +104,12 @@ def encode_dataset(
     n = len(dataset)
     if n == 0:
         raise ConfigError("dataset must hold at least one image to encode, got an empty dataset", argument="dataset")
-    path = key = None
+    store = key = None
     if cache_dir is not None:
-        path, key = feature_cache_path(backbone, dataset, cache_dir, transform_id)
-        if path.exists():
-            cached = _load_cached(path, key, n)
-            if cached is not None:
-                return cached
+        store, key = KeyedCache(FEATURE_NAMESPACE, directory=cache_dir), _feature_key(backbone, dataset, transform_id)
+        cached = store.get(key, check=_valid_features(n))
+        if cached is not None:
+            return cached["features"], cached["labels"]
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     backbone = backbone.to(device).eval()
     # a private generator: iterating a DataLoader draws a base seed, which must not shift the caller's RNG
@@ -139,6 +136,6 @@ def encode_dataset(
         feats.append(F.normalize(out, dim=-1).cpu())
         labels.append(torch.as_tensor(targets, dtype=torch.long))
     features, labels_t = torch.cat(feats), torch.cat(labels)  # (N, D), (N,)
-    if path is not None:
-        atomic_torch_save({"key": key, "features": features, "labels": labels_t}, path)
+    if store is not None:
+        store.put(key, {"features": features, "labels": labels_t})
     return features, labels_t

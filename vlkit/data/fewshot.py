@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
+from vlkit.cache import cache_root
 from vlkit.data.features import encode_dataset
 from vlkit.errors import ConfigError, check_choice, check_int
 
@@ -307,8 +308,10 @@ class FewShotDataModule(L.LightningDataModule):
         batch_size: batch size of the training feature loader, an int >= 1.
         eval_batch_size: batch size of the val/test/predict loaders, an int >= 1 (features are small: large
             batches keep Lightning's per-step overhead out of the per-epoch curve).
-        cache_dir: feature cache directory (None: no cache).
+        cache_dir: root of the feature cache (features go to ``<cache_dir>/features/``); None: the kit's
+            cache root, ``$VLKIT_CACHE`` or ``~/.cache/vlkit`` (``vlkit.cache.cache_root()``).
         encode_batch_size: image batch size while encoding, an int >= 1.
+        download: let torchvision (or the Fashion-MNIST reader) download a missing data set into ``root``.
     """
 
     def __init__(
@@ -324,7 +327,7 @@ class FewShotDataModule(L.LightningDataModule):
         augment_views: int = 0,
         batch_size: int = 256,
         eval_batch_size: int = 2048,
-        cache_dir: str | None = ".cache/vlkit",
+        cache_dir: str | None = None,
         encode_batch_size: int = 64,
         download: bool = False,
     ) -> None:
@@ -364,7 +367,8 @@ class FewShotDataModule(L.LightningDataModule):
         self.backbone = backbone
         eval_set = build_dataset(h.dataset, h.eval_split, h.root, h.download)
         eval_set = Subset(eval_set, sample_subset(len(eval_set), h.subset_size, h.subset_seed).tolist())
-        kwargs = dict(cache_dir=h.cache_dir, batch_size=h.encode_batch_size)
+        cache_dir = h.cache_dir if h.cache_dir is not None else cache_root()  # the kit's one cache root
+        kwargs = dict(cache_dir=cache_dir, batch_size=h.encode_batch_size)
         self.eval_features, self.eval_labels = encode_dataset(backbone, eval_set, **kwargs)  # (N, D), (N,)
         self.unlabeled_features = self.eval_features
         views = []
@@ -391,6 +395,7 @@ class FewShotDataModule(L.LightningDataModule):
 
     # -- loaders --------------------------------------------------------------------------------------
     def train_dataloader(self) -> DataLoader:
+        """The unlabelled training features with one augmented view each, ordered by (seed, epoch)."""
         self._require_connected()
         data = _AugmentedFeatures(self)
         # order and augmented views are a function of (seed, epoch) alone: Lightning calls set_epoch at
@@ -435,6 +440,7 @@ class _EpochSeededSampler(torch.utils.data.Sampler):
         self.set_epoch(0)
 
     def set_epoch(self, epoch: int) -> None:
+        """Draw this epoch's order and views (called by Lightning at every epoch)."""
         generator = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
         n = len(self.data)
         self.order = torch.randperm(n, generator=generator)  # (N,)

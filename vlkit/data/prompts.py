@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from vlkit.cache import atomic_write_json
 from vlkit.errors import ConfigError, check_classnames, check_file  # check_classnames: re-exported here
 
 __all__ = [
@@ -75,12 +75,7 @@ def load_class_prompts(path: str | os.PathLike, classnames: Sequence[str]) -> di
 def save_class_prompts(path: str | os.PathLike, prompts: Mapping[str, Sequence[str]], provenance: Mapping | None = None) -> Path:
     """Write prompts atomically; ``provenance`` (model, prompt, seed, ...) goes to ``<path>.provenance.json``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     for target, payload in ((path, {k: list(v) for k, v in prompts.items()}), (Path(f"{path}.provenance.json"), provenance)):
-        if payload is None:
-            continue
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        with os.fdopen(fd, "w") as fh:
-            json.dump(payload, fh, indent=1, ensure_ascii=False)
-        os.replace(tmp, target)
+        if payload is not None:
+            atomic_write_json(target, payload, indent=1)
     return path

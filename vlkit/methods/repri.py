@@ -26,11 +26,6 @@ Protocols (``protocol``):
 
 from __future__ import annotations
 
-import hashlib
-import os
-import tempfile
-from pathlib import Path
-
 import lightning as L
 import torch
 import torch.nn.functional as F
@@ -38,6 +33,7 @@ from torch import Tensor, nn
 from torchmetrics.classification import MulticlassJaccardIndex
 
 from vlkit.checkpoints import load_checkpoint, record_class
+from vlkit.data.dense_features import DenseFeatureCache
 from vlkit.data.episodes import fold_classes
 from vlkit.errors import (
     ConfigError,
@@ -57,7 +53,6 @@ from vlkit.functional.repri import (
     upsample_logits,
 )
 from vlkit.models.dense import SegmentationHead, create_dense_backbone
-from vlkit.models.pretrained import cache_root
 
 __all__ = ["LitRePRI", "LitRePRIBaseTraining", "VARIANTS"]
 
@@ -82,7 +77,8 @@ class LitRePRI(L.LightningModule):
         lr: SGD learning rate on (prototype, bias), > 0 (authors: 0.025).
         iterations: the authors' ``adapt_iter``, an int >= 1 (50 = 49 SGD steps).
         ce_weight: lambda_CE, >= 0 (1).
-        kl_weight, entropy_weight: lambda_KL, lambda_H, >= 0; None = 1/K (the authors' ``'auto'``).
+        kl_weight: lambda_KL, >= 0; None = 1/K (the authors' ``'auto'``).
+        entropy_weight: lambda_H, >= 0; None = 1/K (the authors' ``'auto'``).
         proportion_update_at: the authors' ``FB_param_update``, ints >= 1 ([10]).
         kl_boost: added to lambda_KL at each proportion update, >= 0 (authors: 1).
         variants: which of ``prototype``, ``repri``, ``oracle`` to score on the same episodes.
@@ -90,8 +86,9 @@ class LitRePRI(L.LightningModule):
         oracle_weights: (lambda_CE, lambda_KL, lambda_H) of the oracle variant, each >= 0 (authors: 1, 1, 0.1).
         protocol: ``"strict"`` or ``"paper"`` (see the module docstring).
         feature_cache: keep backbone features of pool images (float16, in memory and on disk under the kit's
-            cache, keyed by backbone and pool fingerprints, written atomically; a corrupt file is rebuilt), so
-            each image is encoded once across episodes and runs. Only inside ``vlkit test``/``validate``.
+            cache root ``$VLKIT_CACHE/repri_features/``, keyed by backbone and pool fingerprints and image size,
+            written atomically; a corrupt file is rebuilt: ``vlkit.data.dense_features``), so each image is
+            encoded once across episodes and runs. Only inside ``vlkit test``/``validate``.
         encode_batch_size: images per backbone forward, an int >= 1.
     """
 
@@ -157,9 +154,8 @@ class LitRePRI(L.LightningModule):
             self.head = LitRePRIBaseTraining.load_head(head_checkpoint, self.backbone.out_channels)
             for p in self.head.parameters():
                 p.requires_grad_(False)
-        self._cache: dict[tuple[str, int], Tensor] = {}
-        self._cache_dirty = False
-        self._cache_prefix = ""
+        self._feature_caches: dict[str, DenseFeatureCache] = {}  # pool fingerprint -> its cache (kept across stages)
+        self._feature_cache: DenseFeatureCache | None = None  # the one of the running stage
         self._metrics: nn.ModuleDict | None = None
         self._proportion_error: list[Tensor] = []
 
@@ -167,10 +163,12 @@ class LitRePRI(L.LightningModule):
 
     @property
     def mean(self):
+        """The backbone's input normalisation mean (per channel), handed to the DataModule."""
         return self.backbone.mean
 
     @property
     def std(self):
+        """The backbone's input normalisation std (per channel), handed to the DataModule."""
         return self.backbone.std
 
     def _embed(self, backbone_features: Tensor) -> Tensor:
@@ -180,50 +178,28 @@ class LitRePRI(L.LightningModule):
     def _backbone_features(self, images: Tensor, keys: Tensor | None) -> Tensor:
         """(N, 3, S, S) -> (N, D, h, w); pool images (``keys`` given) go through the cache."""
         bs = self.hparams.encode_batch_size
-        if keys is None or not self.hparams.feature_cache or not self._cache_prefix:  # no pool: nothing to key on
+        if keys is None or self._feature_cache is None:  # no pool (or no cache): nothing to key on
             return torch.cat([self.backbone(images[i : i + bs]) for i in range(0, len(images), bs)])
-        keys = keys.tolist()
-        missing = sorted({k for k in keys if (self._cache_prefix, k) not in self._cache})
-        if missing:
-            first = {k: i for i, k in reversed(list(enumerate(keys)))}
-            rows = torch.tensor([first[k] for k in missing], device=images.device)
-            for i in range(0, len(rows), bs):
-                feats = self.backbone(images[rows[i : i + bs]])
-                for k, f in zip(missing[i : i + bs], feats):
-                    self._cache[(self._cache_prefix, k)] = f.to("cpu", torch.float16)
-            self._cache_dirty = True
-        return torch.stack([self._cache[(self._cache_prefix, k)] for k in keys]).to(images.device, torch.float32)
-
-    def _cache_file(self, pool_fingerprint: str) -> Path:
-        digest = hashlib.sha1(f"{self.backbone.fingerprint}|{pool_fingerprint}".encode()).hexdigest()[:16]
-        return cache_root() / "repri_features" / f"{digest}.pt"
+        return self._feature_cache.encode(images, keys.tolist(), self.backbone, bs)  # (N, D, h, w)
 
     def _open_cache(self, split: str) -> None:
+        """Select (and load from disk, see ``vlkit.data.dense_features``) the feature cache of ``split``'s pool."""
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if not self.hparams.feature_cache or dm is None or not hasattr(dm, "pool_fingerprint"):
-            self._cache_prefix = ""
+            self._feature_cache = None
             return
         fingerprint = dm.pool_fingerprint(split)
-        self._cache_prefix = fingerprint
-        path = self._cache_file(fingerprint)
-        if path.exists():
-            try:
-                stored = torch.load(path, map_location="cpu", weights_only=True)
-                self._cache.update({(fingerprint, int(k)): v for k, v in stored.items()})
-            except Exception:  # a corrupt cache is rebuilt
-                path.unlink(missing_ok=True)
+        cache = self._feature_caches.get(fingerprint)
+        if cache is None:
+            cache = DenseFeatureCache(self.backbone.fingerprint, fingerprint, image_size=getattr(dm, "image_size", None))
+            self._feature_caches[fingerprint] = cache
+        cache.load()
+        self._feature_cache = cache
 
     def _close_cache(self) -> None:
-        if not self._cache_dirty or not self._cache_prefix:
-            return
-        path = self._cache_file(self._cache_prefix)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        entries = {k: v for (prefix, k), v in self._cache.items() if prefix == self._cache_prefix}
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        os.close(fd)
-        torch.save(entries, tmp)
-        os.replace(tmp, path)
-        self._cache_dirty = False
+        """Write the running stage's new features to disk (atomically; nothing when nothing is new)."""
+        if self._feature_cache is not None:
+            self._feature_cache.save()
 
     # -- inference -----------------------------------------------------------------------------------------
 
@@ -312,6 +288,7 @@ class LitRePRI(L.LightningModule):
     # -- Lightning hooks ------------------------------------------------------------------------------------
 
     def setup(self, stage: str) -> None:
+        """Connect the DataModule to the backbone's normalisation and build the per-variant IoU metrics."""
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if dm is not None and hasattr(dm, "connect"):
             dm.connect(mean=self.mean, std=self.std)
@@ -331,9 +308,11 @@ class LitRePRI(L.LightningModule):
         self._metrics = nn.ModuleDict(metrics)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Record the writing class in the checkpoint (``vlkit.checkpoints``)."""
         record_class(checkpoint, self)  # checkpoint["vlkit_class"]: which class wrote it
 
     def configure_optimizers(self):
+        """No optimiser: RePRI trains nothing across episodes."""
         return None  # RePRI trains nothing; its per-episode SGD lives in vlkit.functional.repri
 
     def _eval_step(self, batch: dict[str, Tensor]) -> None:
@@ -382,26 +361,33 @@ class LitRePRI(L.LightningModule):
             self._proportion_error = []
 
     def on_test_start(self) -> None:
+        """Open the test pool's dense feature cache."""
         self._open_cache("test")
 
     def on_validation_start(self) -> None:
+        """Open the validation pool's dense feature cache."""
         self._open_cache("val")
 
     def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        """Segment a batch of test episodes with every variant and update the metrics."""
         self._eval_step(batch)
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        """Segment a batch of validation episodes with every variant and update the metrics."""
         self._eval_step(batch)
 
     def on_test_epoch_end(self) -> None:
+        """Log ``test/*`` metrics and write new pool features to the cache."""
         self._log_epoch("test")
         self._close_cache()
 
     def on_validation_epoch_end(self) -> None:
+        """Log ``val/*`` metrics and write new pool features to the cache."""
         self._log_epoch("val")
         self._close_cache()
 
     def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> list[Tensor]:
+        """RePRI's foreground masks for a batch of episodes (see :meth:`predictions`)."""
         return self.predictions(self.segment(batch, ["repri"])["logits_repri"], batch)
 
 
@@ -415,12 +401,14 @@ class LitRePRIBaseTraining(L.LightningModule):
     episode is looked at, so checkpoints may be selected on it).
 
     Args:
-        backbone, out_indices: as in :class:`LitRePRI`.
+        backbone: dense backbone preset, as in :class:`LitRePRI`.
+        out_indices: feature levels for timm backbones, as in :class:`LitRePRI`.
         num_base_classes: base classes of the fold, an int >= 1 (8 on Fashion scenes, 15 on PASCAL-5i, 60 on
             COCO-20i).
         bottleneck: channels of the head's embedding, an int >= 1 (the authors' PSPNet: 512).
-        lr, momentum, weight_decay: SGD, lr > 0, momentum in (0, 1) (Nesterov needs > 0), weight_decay >= 0
-            (authors: 0.0025, 0.9 Nesterov, 1e-4).
+        lr: SGD learning rate, > 0 (authors: 0.0025 for a pretrained network).
+        momentum: Nesterov momentum, in (0, 1) (Nesterov needs > 0; authors: 0.9).
+        weight_decay: SGD weight decay, >= 0 (authors: 1e-4).
         label_smoothing: epsilon of the cross-entropy, in [0, 1) (authors: 0.1).
     """
 
@@ -448,6 +436,7 @@ class LitRePRIBaseTraining(L.LightningModule):
         self.val_miou = MulticlassJaccardIndex(num_base_classes + 1, average="macro", ignore_index=IGNORE_INDEX)
 
     def setup(self, stage: str) -> None:
+        """Connect the DataModule's normalisation and check ``num_base_classes`` against the fold."""
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if dm is not None and hasattr(dm, "connect"):
             dm.connect(mean=self.backbone.mean, std=self.backbone.std)
@@ -460,10 +449,12 @@ class LitRePRIBaseTraining(L.LightningModule):
                 )
 
     def forward(self, images: Tensor) -> Tensor:
+        """Per-pixel logits of the base classes + background: (B, 3, S, S) -> (B, C + 1, S, S)."""
         logits = self.head(self.backbone(images))  # (B, C + 1, h, w)
         return F.interpolate(logits, size=images.shape[-2:], mode="bilinear", align_corners=True)  # (B, C + 1, S, S)
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        """Pixel-wise cross-entropy on base-class labels (void pixels ignored); logs ``train/loss``."""
         loss = F.cross_entropy(
             self(batch["image"]), batch["label"], ignore_index=IGNORE_INDEX, label_smoothing=self.hparams.label_smoothing
         )
@@ -471,16 +462,20 @@ class LitRePRIBaseTraining(L.LightningModule):
         return loss
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        """Accumulate the base-class mIoU on a validation batch."""
         self.val_miou.update(self(batch["image"]).argmax(1), batch["label"])
 
     def on_validation_epoch_end(self) -> None:
+        """Log ``val/base_miou``."""
         self.log("val/base_miou", self.val_miou.compute())
         self.val_miou.reset()
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Record the writing class in the checkpoint (``vlkit.checkpoints``)."""
         record_class(checkpoint, self)  # checkpoint["vlkit_class"]: which class wrote it
 
     def configure_optimizers(self):
+        """SGD with Nesterov momentum on the head only, cosine-annealed over the run."""
         hp = self.hparams
         opt = torch.optim.SGD(self.head.parameters(), lr=hp.lr, momentum=hp.momentum, nesterov=True, weight_decay=hp.weight_decay)
         steps = self.trainer.estimated_stepping_batches if self._trainer is not None else 1000

@@ -24,7 +24,6 @@ import json
 import os
 import pickle
 import re
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -32,9 +31,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from vlkit.cache import atomic_torch_save, cache_root
 from vlkit.errors import ConfigError, closest_names
 from vlkit.functional.ridge import ridge_fit
-from vlkit.models.pretrained import cache_root, efficientnet_lite0_weights_path, load_efficientnet_lite0, minilm_dir
+from vlkit.models.pretrained import efficientnet_lite0_weights_path, load_efficientnet_lite0, minilm_dir
+from vlkit.models.text_encoders import MeanPoolTextEncoder
 
 __all__ = ["DualEncoder", "create_backbone", "list_backbones", "PRESETS"]
 
@@ -49,13 +50,16 @@ class DualEncoder(nn.Module):
     train_preprocess: Callable
 
     def encode_image(self, images: Tensor) -> Tensor:  # (B, 3, H, W) -> (B, D)
+        """Image features, unnormalised: (B, 3, H, W) -> (B, D)."""
         raise NotImplementedError
 
     def encode_text(self, texts: Sequence[str]) -> Tensor:  # T strings -> (T, D)
+        """Text features, unnormalised: T strings -> (T, D)."""
         raise NotImplementedError
 
     @property
     def device(self) -> torch.device:
+        """The device of the encoder's parameters."""
         return next(self.parameters()).device
 
     def _check_texts(self, texts) -> list[str]:
@@ -104,9 +108,11 @@ class OpenClipEncoder(DualEncoder):
         self.logit_scale = float(model.logit_scale.exp().clamp(max=100).item()) if hasattr(model, "logit_scale") else 100.0
 
     def encode_image(self, images: Tensor) -> Tensor:
+        """open_clip's image tower: (B, 3, H, W) -> (B, D)."""
         return self.model.encode_image(images)
 
     def encode_text(self, texts: Sequence[str]) -> Tensor:
+        """open_clip's tokenizer and text tower: T strings -> (T, D)."""
         tokens = self.tokenizer(self._check_texts(texts)).to(self.device)
         return self.model.encode_text(tokens)
 
@@ -129,42 +135,14 @@ class HFClipEncoder(DualEncoder):
         self.fingerprint = f"hf-clip:{path}"
 
     def encode_image(self, images: Tensor) -> Tensor:
+        """CLIPModel image features: (B, 3, H, W) -> (B, D)."""
         return self.model.get_image_features(pixel_values=images)
 
     def encode_text(self, texts: Sequence[str]) -> Tensor:
+        """CLIPModel text features: T strings -> (T, D)."""
         batch = self.tokenizer(self._check_texts(texts), padding=True, truncation=True, return_tensors="pt")
         batch = {k: v.to(self.device) for k, v in batch.items()}
         return self.model.get_text_features(**batch)
-
-
-def _mean_pool(hidden: Tensor, attention_mask: Tensor) -> Tensor:
-    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)  # (T, L, 1)
-    return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)  # (T, D)
-
-
-class MiniLMTextEncoder(nn.Module):
-    """all-MiniLM-L6-v2 as sentence-transformers runs it: mean pooling then L2 normalisation."""
-
-    def __init__(self, path: str | os.PathLike, max_length: int = 128) -> None:
-        super().__init__()
-        from transformers import AutoModel, AutoTokenizer
-
-        self.tokenizer = AutoTokenizer.from_pretrained(str(path))
-        self.model = AutoModel.from_pretrained(str(path)).eval()
-        self.max_length = max_length
-        self.dim = int(self.model.config.hidden_size)
-
-    @torch.no_grad()
-    def forward(self, texts: list[str], batch_size: int = 256) -> Tensor:
-        device = next(self.model.parameters()).device
-        out = []
-        for start in range(0, len(texts), batch_size):
-            batch = self.tokenizer(
-                texts[start : start + batch_size], padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
-            ).to(device)
-            hidden = self.model(**batch).last_hidden_state  # (T, L, 384)
-            out.append(F.normalize(_mean_pool(hidden, batch["attention_mask"]), dim=-1))
-        return torch.cat(out)  # (T, 384)
 
 
 # Templates used to embed the ImageNet class names when fitting the offline text->image map, and the
@@ -184,6 +162,12 @@ class OfflineLite0MiniLM(DualEncoder):
     each normalised to unit length. A class prompt then lands near the classifier row of the ImageNet
     classes it resembles, so cos(image feature, text embedding) acts as a zero-shot logit.
     Image preprocessing follows timm's settings for this model (bicubic 224, mean = std = 0.5).
+
+    Args:
+        ridge_lambda: ridge strength lam of the text -> image map, > 0.
+        templates: prompt templates (one ``{}`` each) averaged per ImageNet class when fitting the map.
+        image_size: side of the square input images.
+        cache_dir: folder of the fitted map (None: ``<cache root>/backbones``, see ``vlkit.cache``).
     """
 
     def __init__(
@@ -197,7 +181,7 @@ class OfflineLite0MiniLM(DualEncoder):
         if ridge_lambda <= 0:
             raise ValueError(f"ridge_lambda must be > 0, got {ridge_lambda}")
         self.image_tower = load_efficientnet_lite0(num_classes=0).eval()  # pooled (B, 1280)
-        self.text_tower = MiniLMTextEncoder(minilm_dir())
+        self.text_tower = MeanPoolTextEncoder(minilm_dir())  # all-MiniLM-L6-v2, (T, 384) unit-norm
         self.embed_dim = int(self.image_tower.num_features)
         self.logit_scale = 100.0
         self.preprocess, self.train_preprocess = _clip_transforms(image_size, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
@@ -214,7 +198,7 @@ class OfflineLite0MiniLM(DualEncoder):
         )
         digest = hashlib.sha1(key.encode()).hexdigest()[:12]
         self.fingerprint = f"offline-lite0-minilm-{digest}-img{image_size}"
-        cache = Path(cache_dir) if cache_dir else cache_root() / "backbones"
+        cache = Path(cache_dir) if cache_dir else cache_root("backbones")
         path = cache / f"offline-lite0-minilm-{digest}.pt"
         projection = self._load_or_fit(path, ridge_lambda, list(templates))
         self.register_buffer("text_projection", projection)  # (384, 1280)
@@ -236,17 +220,15 @@ class OfflineLite0MiniLM(DualEncoder):
         emb = F.normalize(emb.mean(1), dim=-1)  # (1000, 384)
         target = F.normalize(classifier, dim=-1)  # (1000, 1280)
         projection = ridge_fit(emb, target, ridge_lambda)  # (384, 1280)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        os.close(fd)
-        torch.save({"text_projection": projection}, tmp)
-        os.replace(tmp, path)
+        atomic_torch_save({"text_projection": projection}, path)
         return projection
 
     def encode_image(self, images: Tensor) -> Tensor:
+        """EfficientNet-Lite0's pooled features: (B, 3, H, W) -> (B, 1280)."""
         return self.image_tower(images)  # (B, 1280)
 
     def encode_text(self, texts: Sequence[str]) -> Tensor:
+        """MiniLM sentence embeddings mapped into the image space: T strings -> (T, 1280)."""
         emb = self.text_tower(self._check_texts(texts))  # (T, 384)
         return emb @ self.text_projection  # (T, 1280)
 
@@ -356,6 +338,7 @@ PRESETS: dict[str, tuple[Callable[..., DualEncoder], dict]] = {
 
 
 def list_backbones() -> list[str]:
+    """The preset names ``create_backbone`` accepts (besides open_clip tags, files and directories)."""
     return sorted(PRESETS)
 
 

@@ -48,11 +48,13 @@ class DenseFeatures(nn.Module):
         self.trunk.eval()
 
     def train(self, mode: bool = True) -> DenseFeatures:  # frozen: BatchNorm statistics never move
+        """Keep the frozen trunk in eval mode whatever ``mode`` says (BatchNorm statistics never move)."""
         super().train(False)
         return self
 
     @torch.no_grad()
     def forward(self, images: Tensor) -> Tensor:
+        """Feature maps of ``images`` (N, 3, H, W), levels resized to the first level's size and concatenated along channels: -> (N, D, h, w)."""
         if images.dim() != 4 or images.shape[1] != 3:
             raise ValueError(f"images must be (N, 3, H, W), got shape {tuple(images.shape)}")
         maps = list(self.trunk(images) if self._levels is None else self._levels(images))
@@ -93,6 +95,7 @@ class _TinyTrunk(nn.Module):
                 p.copy_(torch.randn(p.shape, generator=g) * 0.3)
 
     def forward(self, x: Tensor) -> list[Tensor]:
+        """Two seeded random stride-2 convolutions: (N, 3, H, W) -> one level (N, 16, H/4, W/4)."""
         h = torch.relu(self.conv1(x))
         return [torch.relu(self.conv2(h))]  # (N, 16, H/4, W/4)
 
@@ -171,7 +174,9 @@ class SegmentationHead(nn.Module):
         self.classifier = nn.Conv2d(bottleneck, num_classes, 1)
 
     def embed(self, features: Tensor) -> Tensor:
+        """Bottleneck features (N, bottleneck, h, w): what RePRI runs on after base training."""
         return self.bottleneck(features)  # (N, bottleneck, h, w)
 
     def forward(self, features: Tensor) -> Tensor:
+        """Class logits per feature pixel: (N, in_channels, h, w) -> (N, num_classes, h, w)."""
         return self.classifier(self.embed(features))  # (N, num_classes, h, w)

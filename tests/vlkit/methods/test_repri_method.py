@@ -130,3 +130,35 @@ def test_configs_parse(config, capsys):
     assert exit_info.value.code in (0, None)
     printed = capsys.readouterr().out
     assert "class_path: vlkit.methods.repri." in printed and "class_path: vlkit.data.episodes.EpisodicDataModule" in printed
+
+
+def test_dense_feature_cache_is_hit_on_the_second_run(tmp_path, monkeypatch):
+    """The second ``vlkit test`` of the same backbone and pool reads every pool image's features from
+    $VLKIT_CACHE/repri_features (vlkit.data.dense_features): the backbone never runs, and the metrics match."""
+    from vlkit.data.dense_features import DenseFeatureCache
+
+    monkeypatch.setenv("VLKIT_CACHE", str(tmp_path / "cache"))
+    dm_args = dict(folds=[0], shots=1, episodes_per_fold=2, max_shots=1, image_size=64, canvas_size=64, batch_size=2,
+                   test_scenes=40, min_foreground_pixels=32)  # fmt: skip
+
+    def run():
+        model = LitRePRI(backbone="tiny-random", iterations=2, variants=["repri"], feature_cache=True)
+        calls = []
+        hook = model.backbone.register_forward_hook(lambda module, args, out: calls.append(args[0].shape[0]))
+        try:
+            trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
+            dm = EpisodicDataModule(**dm_args)
+            metrics = trainer.test(model, dm, verbose=False)[0]
+        finally:
+            hook.remove()
+        return model, dm, metrics, sum(calls)
+
+    model, dm, cold, encoded = run()
+    # 2 episodes x (1 support + 1 query): at least one image went through the backbone, each at most once
+    assert 1 <= encoded <= 4
+    path = DenseFeatureCache(model.backbone.fingerprint, dm.pool_fingerprint("test"), image_size=64).path
+    assert path.parent == tmp_path / "cache" / "repri_features" and path.is_file()
+    stored = torch.load(path, weights_only=True)["payload"]
+    assert stored["keys"].numel() == encoded and stored["features"].dtype == torch.float16
+    _, _, warm, encoded_again = run()
+    assert encoded_again == 0 and warm == cold

@@ -84,3 +84,41 @@ def test_offline_preset_is_cached_and_aligned(tmp_path):
     text = torch.nn.functional.normalize(bb.encode_text([f"a photo of a {n}." for n in names]), dim=-1)
     top5 = (text @ rows.T).topk(5).indices
     assert sum(int(i in top5[k]) for k, i in enumerate((1, 207, 409, 817))) >= 3
+
+
+def test_masked_mean_pool_ignores_padding():
+    from vlkit.models.text_encoders import masked_mean_pool
+
+    hidden = torch.tensor([[[1.0, 2.0], [3.0, 6.0], [100.0, 100.0]]])  # (1, 3, 2): the last token is padding
+    # mean of the two real tokens: ((1 + 3) / 2, (2 + 6) / 2) = (2, 4)
+    assert masked_mean_pool(hidden, torch.tensor([[1, 1, 0]])).tolist() == [[2.0, 4.0]]
+
+
+def test_one_minilm_encoder_for_the_offline_preset_and_item_embeddings():
+    """recsys's item embeddings and the offline preset's text tower are the same encoder: same vectors; a
+    text's embedding does not depend on the longer texts padded next to it; output on the encoder's device."""
+    from recsys.models.text_encoder import encode_item_texts
+    from vlkit.models.text_encoders import MeanPoolTextEncoder
+
+    texts = ["a red running shoe", "a very long title of a kitchen knife set with a wooden block and six knives"]
+    encoder = MeanPoolTextEncoder(max_length=32)
+    both = encoder(texts)  # (2, 384)
+    assert both.shape == (2, 384) and torch.allclose(both.norm(dim=-1), torch.ones(2), atol=1e-5)
+    assert both.device == encoder.device == torch.device("cpu")
+    alone = encoder(texts[:1])  # no padding at all
+    assert torch.allclose(alone[0], both[0], atol=1e-5)
+    items = encode_item_texts(texts, "minilm", max_length=32, device="cpu")
+    assert torch.allclose(items, both, atol=1e-6)
+
+
+@pytest.mark.gpu
+def test_minilm_encoder_follows_its_device():
+    """Built with device="cuda", the encoder encodes there; the vectors match the CPU ones (float32)."""
+    from vlkit.models.text_encoders import MeanPoolTextEncoder
+
+    texts = ["a red running shoe", "a kitchen knife set"]
+    cpu = MeanPoolTextEncoder()(texts)
+    gpu_encoder = MeanPoolTextEncoder(device="cuda")
+    on_gpu = gpu_encoder(texts)
+    assert gpu_encoder.device.type == "cuda" and on_gpu.device.type == "cuda"
+    assert torch.allclose(on_gpu.cpu(), cpu, atol=1e-4)
