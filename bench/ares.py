@@ -76,7 +76,7 @@ def synthetic_rollout(args, vocab: int, device):
 def grpo_step(module, roll, correct, kl_coef: float = 1e-2):
     """A plain GRPO update: what a user would write over the same shared policy functions."""
     from vlkit.functional.policy import aggregate_tokens, clipped_surrogate, group_advantages, kl_penalty
-    from vlkit.methods.ares import _sequence_logprobs
+    from vlkit.functional.policy import sampled_token_logprobs as _sequence_logprobs
 
     P, mask = roll["prompt_length"], roll["completion_mask"]
     logits = module._forward_logits(roll["input_ids"], roll["attention_mask"], {})[:, P - 1 : -1]  # (B, T, V)

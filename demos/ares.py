@@ -80,7 +80,8 @@ def analyze(problem: str, answer: str, model_name: str, checkpoint: str | None, 
     ``--checkpoint-dir``; None refuses every name)."""
     import torch
 
-    from vlkit.data.reasoning import ANSWER_INSTRUCTION, check_answer, parse_number
+    from vlkit.data.reasoning import ANSWER_INSTRUCTION
+    from vlkit.data.verifier import check_answer, parse_number
     from vlkit.errors import ConfigError, check_choice, check_number, check_whole_number
     from vlkit.functional.aepo import shaped_rewards
     from vlkit.functional.entropy import (

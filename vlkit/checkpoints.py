@@ -198,6 +198,8 @@ def _check_class(checkpoint: dict, expected: Any, argument: str, shown: str) -> 
         return
     wanted = [class_path(c) for c in classes]
     wanted_text = " or ".join(_short(w) for w in wanted)
+    # a class that moved lists where it lived before (``former_class_paths``): its old checkpoints still load
+    wanted += [old for c in classes for old in getattr(c, "former_class_paths", ())]
     recorded = recorded_class(checkpoint)
     if recorded is not None:
         if recorded not in wanted:

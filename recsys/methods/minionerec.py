@@ -18,8 +18,8 @@ Face causal-LM directory/id; Hugging Face backbones take LoRA through peft when 
 
 from __future__ import annotations
 
-import copy
-import math
+import dataclasses
+from dataclasses import dataclass
 
 import lightning as L
 import torch
@@ -31,13 +31,22 @@ from recsys.functional.rewards import hybrid_reward
 from recsys.models.constrained import (
     SIDTrie,
     left_pad,
-    position_ids_from_mask,
     recommend_with_beams,
     score_all_items,
 )
 from recsys.models.decoder import build_scratch_decoder, load_hf_causal_lm
 from recsys.models.tokenizers import build_word_tokenizer, load_hf_tokenizer
-from vlkit.functional.policy import aggregate_tokens, clipped_surrogate, group_advantages, kl_penalty
+from vlkit.functional.policy import (
+    aggregate_tokens,
+    clip_fractions,
+    clipped_surrogate,
+    group_advantages,
+    kl_penalty,
+    masked_token_nll,
+    position_ids_from_mask,
+    sampled_token_logprobs,
+)
+from vlkit.models.policy import ReferencePolicy, manual_optimizer_step, policy_updates
 from vlkit.errors import (
     ConfigError,
     check_choice,
@@ -47,10 +56,11 @@ from vlkit.errors import (
     check_non_negative,
     check_number,
     check_positive,
+    closest_names,
 )
 from vlkit.checkpoints import load_checkpoint, record_class
 
-__all__ = ["LitMiniOneRec", "LitMiniOneRecRL"]
+__all__ = ["LitMiniOneRec", "LitMiniOneRecRL", "RLSettings"]
 
 AGGREGATIONS = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum")  # vlkit.functional.policy.aggregate_tokens
 
@@ -272,9 +282,7 @@ class LitMiniOneRec(L.LightningModule):
         R = int((labels != -100).sum(dim=1).max())
         out = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                          position_ids=position_ids_from_mask(batch["attention_mask"]), logits_to_keep=R + 1)
-        logits = out.logits[:, :-1].float()  # (B, R, V): position t predicts token t + 1
-        return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels[:, -R:].reshape(-1),
-                                                 ignore_index=-100)
+        return masked_token_nll(out.logits[:, :-1], labels[:, -R:])  # logits (B, R, V): position t predicts t + 1
 
     def training_step(self, batch, batch_idx):
         """One SFT step: the response-only language-model loss, logged as ``train/loss``."""
@@ -287,20 +295,16 @@ class LitMiniOneRec(L.LightningModule):
         record_class(checkpoint, self)  # checkpoint["vlkit_class"]: which class wrote it
 
     def configure_optimizers(self):
-        """AdamW on the trainable parameters, linear warm-up then cosine decay to 10 % per step."""
+        """AdamW on the trainable parameters, linear warm-up then cosine decay to 10 % per step
+        (``transformers.get_cosine_with_min_lr_schedule_with_warmup``)."""
+        from transformers import get_cosine_with_min_lr_schedule_with_warmup
+
         params = [p for p in self.model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
         total = max(1, int(self.trainer.estimated_stepping_batches))
         warmup = min(self.hparams.warmup_steps, total // 2)
-
-        def schedule(step: int) -> float:
-            if step < warmup:
-                return (step + 1) / warmup
-            progress = (step - warmup) / max(1, total - warmup)
-            return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
-        return {"optimizer": optimizer,
-                "lr_scheduler": {"scheduler": torch.optim.lr_scheduler.LambdaLR(optimizer, schedule), "interval": "step"}}
+        scheduler = get_cosine_with_min_lr_schedule_with_warmup(optimizer, warmup, total, min_lr_rate=0.1)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     # -- evaluation -----------------------------------------------------------------------------
     def recommend(self, prompts: list[list[int]], num_beams: int) -> torch.Tensor:
@@ -352,22 +356,99 @@ class LitMiniOneRec(L.LightningModule):
         self._log_epoch("test")
 
 
+@dataclass(frozen=True)
+class RLSettings:
+    """MiniOneRec RL's settings (the ``rl`` group of ``LitMiniOneRecRL``), checked when built.
+
+    Args:
+        group_size: G, constrained beams (= rollouts) per prompt, an int >= 2 (authors: 16).
+        beta: weight of the k3 KL to the reference (SFT) policy, >= 0 (authors: 1e-3).
+        clip_eps: PPO clip epsilon, > 0 (the authors have none: ratio = 1, one update).
+        updates_per_rollout: K, optimiser updates per rollout batch, an int >= 1 (authors: 1).
+        rule_weight: weight of the exact-match (rule) reward (authors: 1).
+        rank_weight: weight of the rank-aware penalty of the wrong beams (authors: 1).
+        aggregation: token aggregation of the loss: ``token-mean``, ``seq-mean-token-mean`` (authors) or
+            ``seq-mean-token-sum``.
+        max_grad_norm: clip the gradients' global L2 norm to this, > 0 (authors: 0.3).
+    """
+
+    group_size: int = 16
+    beta: float = 1e-3
+    clip_eps: float = 0.2
+    updates_per_rollout: int = 2
+    rule_weight: float = 1.0
+    rank_weight: float = 1.0
+    aggregation: str = "seq-mean-token-mean"
+    max_grad_norm: float = 0.3
+
+    def __post_init__(self) -> None:
+        check_int("group_size", self.group_size, low=2)
+        check_non_negative("beta", self.beta)
+        check_positive("clip_eps", self.clip_eps)
+        check_int("updates_per_rollout", self.updates_per_rollout, low=1)
+        check_number("rule_weight", self.rule_weight)
+        check_number("rank_weight", self.rank_weight)
+        check_choice("aggregation", self.aggregation, AGGREGATIONS)
+        check_positive("max_grad_norm", self.max_grad_norm)
+
+    @classmethod
+    def build(cls, settings: RLSettings | dict | None = None) -> RLSettings:
+        """``settings`` as an RLSettings: itself, the defaults (None), or built from a dict of fields (as a
+        Python caller or a checkpoint's hyperparameters give it); an unknown field raises a ConfigError
+        naming the closest one."""
+        if settings is None:
+            return cls()
+        if isinstance(settings, cls):
+            return settings
+        if not isinstance(settings, dict):
+            raise ConfigError(f"rl must be an RLSettings or a dict of its fields, got {type(settings).__name__}",
+                              argument="rl")
+        names = [f.name for f in dataclasses.fields(cls)]
+        unknown = [k for k in settings if k not in names]
+        if unknown:
+            close = closest_names(unknown[0], names)
+            hint = f" (closest: {', '.join(close)})" if close else ""
+            raise ConfigError(f"rl setting must be one of {sorted(names)}, got {unknown[0]!r}{hint}", argument="rl")
+        return cls(**settings)
+
+
+_RL_FIELDS = tuple(f.name for f in dataclasses.fields(RLSettings))
+
+
 class LitMiniOneRecRL(LitMiniOneRec):
     """GRPO on constrained beam-search rollouts (MiniOneRec step 6) with a clipped surrogate.
 
-    Per batch of prompts: beam search with G = ``group_size`` beams gives G distinct valid items in rank
+    Per batch of prompts: beam search with G = ``rl.group_size`` beams gives G distinct valid items in rank
     order; rewards are the hybrid reward (exact match + rank-aware penalty); advantages are
-    group-normalised; then ``updates_per_rollout`` AdamW steps on the clipped surrogate plus
-    ``beta`` x KL(pi || pi_ref) (k3), pi_ref being the initial (SFT) model, frozen.
+    group-normalised; then ``rl.updates_per_rollout`` AdamW steps (``vlkit.models.policy.policy_updates``)
+    on the clipped surrogate plus ``rl.beta`` x KL(pi || pi_ref) (k3). pi_ref is the initial (SFT) policy:
+    a frozen copy of the trainable weights taken at the first step of each fit, or, for LoRA adapters
+    created untrained (no ``init_checkpoint``), the model with its adapters disabled
+    (``vlkit.models.policy.ReferencePolicy``).
 
-    Args (beyond :class:`LitMiniOneRec`'s):
-        group_size: G (authors: 16).
-        beta: KL weight (authors: 1e-3).
-        clip_eps: PPO clip epsilon (the authors have none: ratio = 1, one update).
-        updates_per_rollout: optimisation steps per rollout (authors: 1).
-        rule_weight, rank_weight: reward weights (authors: 1, 1).
-        aggregation: token aggregation of the loss (authors: ``seq-mean-token-mean``).
-        max_grad_norm: gradient clipping (authors: 0.3).
+    Args:
+        sid_path: the items' semantic IDs, as in :class:`LitMiniOneRec` (a ``sid_index.json``, ``"released"``
+            or ``"random-<K>x<L>"``).
+        backbone: ``"scratch"``, ``"smollm2"`` or a Hugging Face causal-LM path/id (as the SFT run's).
+        hidden_size: width of the from-scratch decoder.
+        num_layers: layers of the from-scratch decoder.
+        num_heads: attention heads of the from-scratch decoder (must divide ``hidden_size``).
+        max_words: word vocabulary of the from-scratch tokenizer.
+        lora_r: LoRA rank on Hugging Face backbones (0 = full fine-tuning; must be 0 for ``"scratch"``).
+        lora_alpha: LoRA scale alpha.
+        tasks: the SFT tasks of the checkpoint (they size the tokenizer's prompt vocabulary).
+        max_prompt_tokens: prompts are cut from the left to this many tokens.
+        lr: AdamW peak learning rate of RL (linear warm-up, then cosine decay to 10 % per rollout).
+        weight_decay: AdamW weight decay.
+        warmup_steps: rollouts of linear warm-up.
+        val_num_beams: beams for validation HR/NDCG.
+        test_num_beams: beams at test (authors: 50).
+        exact_ranking: also rank every item exactly at test.
+        max_exact_rows: score at most this many test rows exactly (None = all).
+        ks: cut-offs K of HR@K / NDCG@K.
+        init_checkpoint: the SFT checkpoint (``LitMiniOneRec`` or ``LitMiniOneRecRL``) whose weights RL starts from.
+        rl: the RL settings (:class:`RLSettings`: group size, KL weight, clip, updates per rollout, reward
+            weights, aggregation, gradient clipping), the ``rl`` group of the YAML.
     """
 
     def __init__(
@@ -391,32 +472,27 @@ class LitMiniOneRecRL(LitMiniOneRec):
         max_exact_rows: int | None = None,
         ks: tuple[int, ...] = DEFAULT_KS,
         init_checkpoint: str | None = None,
-        group_size: int = 16,
-        beta: float = 1e-3,
-        clip_eps: float = 0.2,
-        updates_per_rollout: int = 2,
-        rule_weight: float = 1.0,
-        rank_weight: float = 1.0,
-        aggregation: str = "seq-mean-token-mean",
-        max_grad_norm: float = 0.3,
+        rl: RLSettings = RLSettings(),
     ) -> None:
+        settings = RLSettings.build(rl)  # also takes a dict (a Python caller, a checkpoint's hyperparameters)
+        # save_hyperparameters() (in the parent) reads this frame's locals: the group is saved as a plain dict,
+        # so a checkpoint loads with weights_only=True anywhere; self.rl is the checked RLSettings
+        rl = dataclasses.asdict(settings)
         super().__init__(
-            sid_path, backbone, hidden_size, num_layers, num_heads, max_words, lora_r, lora_alpha, tasks,
-            max_prompt_tokens, lr, weight_decay, warmup_steps, val_num_beams, test_num_beams, exact_ranking,
-            max_exact_rows, ks, init_checkpoint,
+            sid_path=sid_path, backbone=backbone, hidden_size=hidden_size, num_layers=num_layers,
+            num_heads=num_heads, max_words=max_words, lora_r=lora_r, lora_alpha=lora_alpha, tasks=tasks,
+            max_prompt_tokens=max_prompt_tokens, lr=lr, weight_decay=weight_decay, warmup_steps=warmup_steps,
+            val_num_beams=val_num_beams, test_num_beams=test_num_beams, exact_ranking=exact_ranking,
+            max_exact_rows=max_exact_rows, ks=ks, init_checkpoint=init_checkpoint,
         )
-        check_int("group_size", group_size, low=2)
-        check_non_negative("beta", beta)
-        check_positive("clip_eps", clip_eps)
-        check_int("updates_per_rollout", updates_per_rollout, low=1)
-        check_number("rule_weight", rule_weight)
-        check_number("rank_weight", rank_weight)
-        check_choice("aggregation", aggregation, AGGREGATIONS)
-        check_positive("max_grad_norm", max_grad_norm)
+        self.rl = settings
         self.automatic_optimization = False
-        self._reference = []  # [frozen copy]; a list so that it is neither a submodule nor saved
+        # LoRA adapters created here (no SFT checkpoint) start as the identity: the disabled adapter is the
+        # initial policy; trained adapters or full fine-tuning: a frozen copy of the trainable weights
+        self.reference = ReferencePolicy(use_disabled_adapter=lora_r > 0 and not init_checkpoint)
 
     def setup(self, stage: str) -> None:
+        """Build for the DataModule's data; the RL prompts are the training samples in the shared prompt."""
         dm = self.trainer.datamodule
         self.build(dm.load())
         # RL prompts: the training samples in the shared recommendation prompt
@@ -424,25 +500,35 @@ class LitMiniOneRecRL(LitMiniOneRec):
                    eval_collate_fn=self.collate_eval)
 
     def on_fit_start(self) -> None:
-        reference = copy.deepcopy(self.model).eval()
-        for p in reference.parameters():
-            p.requires_grad_(False)
-        self._reference = [reference.to(self.device)]
+        """pi_ref is the policy as this fit starts: the frozen copy is retaken at its first step."""
+        self.reference.reset()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Checkpoints written before the ``rl`` group kept its fields as flat hyperparameters (``group_size``,
+        ``beta``, ...): the settings they were trained with are rebuilt from those."""
+        hparams = checkpoint.get("hyper_parameters") or {}
+        flat = {k: hparams[k] for k in _RL_FIELDS if k in hparams}
+        if flat and "rl" not in hparams:
+            self.rl = RLSettings.build(flat)
+            self.hparams["rl"] = dataclasses.asdict(self.rl)
 
     def completion_logprobs(self, model, input_ids, mask, completion_length: int) -> torch.Tensor:
-        """(R, C) log-probs of the last C tokens of each row under ``model``."""
+        """(R, C) log-probs of the last C tokens of each row under ``model`` (the policy or the reference)."""
         out = model(input_ids=input_ids, attention_mask=mask, position_ids=position_ids_from_mask(mask),
                     logits_to_keep=completion_length + 1)
-        logits = out.logits[:, :-1].float()  # (R, C, V) predicting the last C tokens
-        return torch.log_softmax(logits, dim=-1).gather(2, input_ids[:, -completion_length:].unsqueeze(2)).squeeze(2)
+        logits = out.logits[:, :-1]  # (R, C, V) predicting the last C tokens
+        return sampled_token_logprobs(logits, input_ids[:, -completion_length:])  # (R, C)
 
     def training_step(self, batch, batch_idx):
-        hp = self.hparams
-        G = min(hp.group_size, self.trie.codes.shape[0])
+        """One rollout batch: G beams per prompt, hybrid rewards, group advantages, then K clipped-surrogate +
+        KL updates (manual optimisation); logs ``train/loss``, ``reward``, ``hit_rate``, ``kl``, ``clip_frac``
+        (the last update's)."""
+        rl = self.rl
+        G = min(rl.group_size, self.trie.codes.shape[0])
         prompts, target = batch["prompts"], batch["target"]  # B prompts, (B,)
         items = self.recommend(prompts, G)  # (B, G) rollouts: distinct valid items in beam order
         valid = items >= 0  # (B, G)
-        rewards = hybrid_reward(items == target.unsqueeze(1), hp.rule_weight, hp.rank_weight)  # (B, G)
+        rewards = hybrid_reward(items == target.unsqueeze(1), rl.rule_weight, rl.rank_weight)  # (B, G)
         advantages = group_advantages(rewards.reshape(-1), G)  # (B*G,)
         trie = self.trie.to(self.device)
         completion = trie.item_token_ids[items.clamp(min=0)].reshape(-1, trie.num_levels)  # (B*G, L)
@@ -453,26 +539,25 @@ class LitMiniOneRecRL(LitMiniOneRec):
         mask = torch.cat([prompt_mask.repeat_interleave(G, 0), torch.ones_like(completion)], dim=1)
         token_mask = valid.reshape(-1, 1).expand_as(completion).float()  # (B*G, C)
         C = completion.shape[1]
-        with torch.no_grad():
-            old = self.completion_logprobs(self.model, input_ids, mask, C)
-            ref = self.completion_logprobs(self._reference[0], input_ids, mask, C)
-        optimizer = self.optimizers()
-        scheduler = self.lr_schedulers()
-        for _ in range(hp.updates_per_rollout):
+        with self.reference(self.model) as reference:
+            ref = self.completion_logprobs(reference, input_ids, mask, C)  # (B*G, C)
+        rollout: dict[str, torch.Tensor] = {}
+
+        def loss_of_update(k: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
             logp = self.completion_logprobs(self.model, input_ids, mask, C)  # (B*G, C)
-            per_token = clipped_surrogate(logp, old, advantages, hp.clip_eps) + hp.beta * kl_penalty(logp, ref, "k3")
-            loss = aggregate_tokens(per_token, token_mask, hp.aggregation)
-            optimizer.zero_grad()
-            self.manual_backward(loss)
-            self.clip_gradients(optimizer, gradient_clip_val=hp.max_grad_norm, gradient_clip_algorithm="norm")
-            optimizer.step()
-        if scheduler is not None:
-            scheduler.step()
-        with torch.no_grad():
+            old = rollout.setdefault("old", logp.detach())  # pi_old: the policy before update 0
+            per_token = clipped_surrogate(logp, old, advantages, rl.clip_eps) + rl.beta * kl_penalty(logp, ref, "k3")
+            clipped_low, clipped_high = clip_fractions(logp, old, token_mask, rl.clip_eps)
             kl = aggregate_tokens(kl_penalty(logp.detach(), ref, "k3"), token_mask, "token-mean")
-            clipped = ((logp.detach() - old).exp() - 1).abs() > hp.clip_eps
-            self.log_dict({
-                "train/loss": loss.detach(), "train/reward": rewards.mean(), "train/hit_rate": (rewards >= 1).any(1).float().mean(),
-                "train/kl": kl, "train/clip_frac": (clipped.float() * token_mask).sum() / token_mask.sum().clamp(min=1),
-            }, prog_bar=True, batch_size=len(prompts))
-        return loss.detach()
+            return aggregate_tokens(per_token, token_mask, rl.aggregation), {"kl": kl, "clip_frac": clipped_low + clipped_high}
+
+        step = manual_optimizer_step(self, self.optimizers(), rl.max_grad_norm)
+        last = policy_updates(loss_of_update, step, rl.updates_per_rollout)[-1]
+        scheduler = self.lr_schedulers()
+        if scheduler is not None:
+            scheduler.step()  # once per rollout
+        self.log_dict({
+            "train/loss": last["loss"], "train/reward": rewards.mean(), "train/hit_rate": (rewards >= 1).any(1).float().mean(),
+            "train/kl": last["kl"], "train/clip_frac": last["clip_frac"],
+        }, prog_bar=True, batch_size=len(prompts))
+        return last["loss"]

@@ -11,6 +11,7 @@ from torch import Tensor
 
 from recsys.functional.trie import allowed_codes, build_prefix_tables, pack_prefix
 from vlkit.errors import ConfigError, check_int
+from vlkit.functional.policy import position_ids_from_mask  # the policy core's (re-exported here)
 
 __all__ = [
     "SIDTrie",
@@ -217,11 +218,6 @@ def _check_prompts(prompts) -> None:
     empty = [i for i, p in enumerate(prompts) if len(p) == 0]
     if empty:
         raise ConfigError(f"prompts must each hold at least one token, got empty prompts at rows {empty[:5]}", argument="prompts")
-
-
-def position_ids_from_mask(attention_mask: Tensor) -> Tensor:
-    """(B, T) 0/1 mask -> (B, T) positions counted from the first real token (left padding)."""
-    return (attention_mask.long().cumsum(dim=-1) - 1).clamp(min=0)
 
 
 @torch.no_grad()

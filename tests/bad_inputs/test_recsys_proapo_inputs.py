@@ -227,13 +227,13 @@ def test_minionerec_sft_rejects_bad_hyperparameters(kwargs, match):
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        ({"group_size": 1}, r"group_size must be >= 2, got 1"),
-        ({"beta": -0.001}, r"beta must be >= 0, got -0.001"),
-        ({"clip_eps": 0.0}, r"clip_eps must be > 0, got 0.0"),
-        ({"updates_per_rollout": 0}, r"updates_per_rollout must be >= 1, got 0"),
-        ({"rule_weight": INF}, r"rule_weight must be a finite number, got inf"),
-        ({"aggregation": "mean"}, r"aggregation must be one of \['token-mean', 'seq-mean-token-mean', 'seq-mean-token-sum'\], got 'mean'"),
-        ({"max_grad_norm": 0}, r"max_grad_norm must be > 0, got 0"),
+        ({"rl": {"group_size": 1}}, r"group_size must be >= 2, got 1"),
+        ({"rl": {"beta": -0.001}}, r"beta must be >= 0, got -0.001"),
+        ({"rl": {"clip_eps": 0.0}}, r"clip_eps must be > 0, got 0.0"),
+        ({"rl": {"updates_per_rollout": 0}}, r"updates_per_rollout must be >= 1, got 0"),
+        ({"rl": {"rule_weight": INF}}, r"rule_weight must be a finite number, got inf"),
+        ({"rl": {"aggregation": "mean"}}, r"aggregation must be one of \['token-mean', 'seq-mean-token-mean', 'seq-mean-token-sum'\], got 'mean'"),
+        ({"rl": {"max_grad_norm": 0}}, r"max_grad_norm must be > 0, got 0"),
         ({"lora_r": -2}, r"lora_r must be >= 0, got -2"),  # the SFT checks run for RL too
     ],
 )
@@ -603,9 +603,9 @@ def test_accepts_boundary_hyperparameters():
     sft = LitMiniOneRec(sid_path="random-2x8", lora_r=0, warmup_steps=0, lr=1e-8, weight_decay=0.0,
                         max_exact_rows=None, ks=(1,), tasks=["sid_seq", "title2sid"])
     assert sft.hparams.lora_r == 0 and sft.hparams.ks == (1,)
-    rl = LitMiniOneRecRL(sid_path="random-8x2", group_size=2, beta=0.0, rule_weight=0.0, rank_weight=-1.0,
-                         aggregation="token-mean", updates_per_rollout=1)
-    assert rl.hparams.group_size == 2
+    rl = LitMiniOneRecRL(sid_path="random-8x2", rl=dict(group_size=2, beta=0.0, rule_weight=0.0, rank_weight=-1.0,
+                                                        aggregation="token-mean", updates_per_rollout=1))
+    assert rl.rl.group_size == 2
     rq = LitRQVAE(text_encoder="hash-1", num_levels=7, codebook_size=2, ema_decay=0.0, commitment_weight=0.0,
                   sinkhorn_rounds=0, hidden_dims=(), reference_sid_path=None)
     assert rq.hparams.num_levels == 7

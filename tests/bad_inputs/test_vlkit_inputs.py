@@ -29,7 +29,8 @@ from vlkit.functional.aepo import shaped_rewards
 from vlkit.functional.entropy import response_entropy_threshold, window_entropy
 from vlkit.functional.repri import repri_fit
 from vlkit.functional.tfup import select_confident_prototypes, tfup_cache_shots, tfup_logits
-from vlkit.methods.ares import LitARES, LitColdStartSFT
+from vlkit.methods.ares import LitARES
+from vlkit.methods.ares_coldstart import LitColdStartSFT
 from vlkit.methods.repri import LitRePRI, LitRePRIBaseTraining
 from vlkit.methods.tfup import LitTFUP, LitTFUPT
 

@@ -1,12 +1,9 @@
-"""Reasoning problems with verifiable answers, answer checkers, and the ARES adaptive cold-start builder.
+"""Reasoning problems with verifiable answers, and the ARES adaptive cold-start builder.
 
 - ``generate_arithmetic_problems``: a generated arithmetic task with difficulty levels 1-5 (from a
   one-digit sum to a three-operation expression with two- and three-digit numbers) and exact integer
   answers; optionally as multiple choice, and optionally rendered into an image (for VLMs).
-- Checkers (model output is parsed, never executed or passed to ``eval``): ``extract_boxed`` (the last
-  ``\\boxed{...}`` with balanced braces), ``extract_final_number``, ``parse_number`` (integers,
-  decimals, fractions, thousands separators via ``fractions.Fraction``), ``extract_choice_letter``,
-  ``check_answer`` -> 1.0 / 0.0.
+- The answer checkers live in ``vlkit.data.verifier`` (``check_answer``, ``parse_number``, ...): the reward.
 - ``build_adaptive_cold_start``: ARES' adaptive cold start (AdaCS): problems with measured pass rates p
   become SFT examples whose reasoning length tracks L_target(p) = (1 - p) L(0) + p L(1), L(0) and L(1)
   the median candidate lengths at pass rates 0 and 1 (the authors did not ship this code).
@@ -26,10 +23,8 @@ import hashlib
 import json
 import math
 import random
-import re
 import statistics
 from dataclasses import asdict, dataclass, field
-from fractions import Fraction
 from pathlib import Path
 from typing import Callable
 
@@ -38,6 +33,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from vlkit.errors import ConfigError, check_file, check_int, check_number
+from vlkit.data.verifier import ANSWER_TYPES, check_answer, parse_number
 
 __all__ = [
     "ANSWER_TYPES",
@@ -46,21 +42,16 @@ __all__ = [
     "generate_arithmetic_problems",
     "load_problems_jsonl",
     "render_problem_image",
-    "extract_boxed",
-    "extract_final_number",
-    "parse_number",
-    "extract_choice_letter",
-    "check_answer",
     "solution_candidates",
     "target_length",
     "build_adaptive_cold_start",
+    "estimate_pass_rates",
     "ReasoningDataset",
     "ReasoningDataModule",
     "ColdStartSFTDataset",
     "ColdStartSFTDataModule",
 ]
 
-ANSWER_TYPES = ("number", "choice")
 ANSWER_INSTRUCTION = "Put the final answer in \\boxed{}."
 CHOICE_INSTRUCTION = "Answer with the letter of the correct option in \\boxed{}."
 LEVELS = (1, 2, 3, 4, 5)
@@ -234,97 +225,6 @@ def render_problem_image(problem: ReasoningProblem, size: int = 56):
     return image
 
 
-# ------------------------------------------------------------------------------------------ checkers
-_NUMBER = re.compile(r"[-+]?\d[\d,]*(?:\.\d+)?(?:\s*/\s*\d+)?|[-+]?\.\d+")
-
-
-def extract_boxed(text: str) -> str | None:
-    """Content of the last ``\\boxed{...}`` (or ``\\fbox{...}``), with nested braces balanced; None if absent."""
-    if not isinstance(text, str):
-        raise TypeError(f"text must be a string, got {type(text).__name__}")
-    start = max(text.rfind("\\boxed{"), text.rfind("\\fbox{"))
-    if start < 0:
-        return None
-    i = text.index("{", start) + 1
-    depth, out = 1, []
-    while i < len(text):
-        ch = text[i]
-        depth += ch == "{"
-        depth -= ch == "}"
-        if depth == 0:
-            return "".join(out).strip()
-        out.append(ch)
-        i += 1
-    return None  # unbalanced: the answer was cut off
-
-
-def parse_number(text: str) -> Fraction | None:
-    """A number written as an integer, decimal, fraction ``a/b``, ``\\frac{a}{b}`` or with thousands
-    separators, as an exact ``Fraction``; None when ``text`` holds no single number. Never evaluates."""
-    if text is None:
-        return None
-    s = str(text).strip().strip("$").replace("\\!", "").replace("{,}", "")
-    s = re.sub(r"\\(?:d|t)?frac\{([^{}]+)\}\{([^{}]+)\}", r"\1/\2", s)
-    s = re.sub(r"\\text\{[^{}]*\}", "", s).strip().rstrip(".")
-    m = re.fullmatch(r"([-+]?)\s*(\d[\d,]*(?:\.\d+)?|\.\d+)(?:\s*/\s*(\d+))?", s)
-    if m is None:
-        return None
-    sign, body, denom = m.groups()
-    if "," in body and not re.fullmatch(r"\d{1,3}(,\d{3})+(\.\d+)?", body):
-        return None  # "1,2" is not a number in any notation we accept
-    try:
-        value = Fraction(body.replace(",", ""))
-        if denom is not None:
-            if int(denom) == 0:
-                return None
-            value /= int(denom)
-    except (ValueError, ZeroDivisionError):
-        return None
-    return -value if sign == "-" else value
-
-
-def extract_final_number(text: str) -> Fraction | None:
-    """The boxed answer if there is one, else the last number in the text."""
-    boxed = extract_boxed(text)
-    if boxed is not None:
-        return parse_number(boxed)
-    found = _NUMBER.findall(text)
-    for candidate in reversed(found):
-        value = parse_number(candidate.rstrip(","))
-        if value is not None:
-            return value
-    return None
-
-
-def extract_choice_letter(text: str, n_choices: int = 4) -> str | None:
-    """The chosen option letter: boxed content, else "answer is X" / "(X)", else the last standalone letter."""
-    if not isinstance(text, str):
-        raise TypeError(f"text must be a string, got {type(text).__name__}")
-    letters = "".join(chr(65 + i) for i in range(n_choices))
-    boxed = extract_boxed(text)
-    if boxed is not None:
-        m = re.search(rf"\b([{letters}])\b", boxed.replace("\\text{", " ").upper())
-        return m.group(1) if m else None
-    m = re.findall(rf"answer\s*(?:is|:)?\s*\(?([{letters}])\b", text, flags=re.IGNORECASE)
-    if m:
-        return m[-1].upper()
-    m = re.findall(rf"(?<![A-Za-z])\(?([{letters}])[).:]?(?![A-Za-z])", text)
-    return m[-1] if m else None
-
-
-def check_answer(response: str, answer: str, answer_type: str = "number") -> float:
-    """Verifiable accuracy reward: 1.0 if the response's final answer equals ``answer``, else 0.0."""
-    if answer_type == "number":
-        expected = parse_number(answer)
-        if expected is None:
-            raise ConfigError(f"answer must be a number for answer_type='number', got {answer!r}", argument="answer")
-        got = extract_final_number(response)
-        return float(got is not None and got == expected)
-    if answer_type == "choice":
-        return float(extract_choice_letter(response) == str(answer).strip().upper())
-    raise ConfigError(f"answer_type must be one of {ANSWER_TYPES}, got {answer_type!r}", argument="answer_type")
-
-
 # ------------------------------------------------------------------------------------------ cold start
 def solution_candidates(problem: ReasoningProblem) -> list[str]:
     """Correct worked solutions of increasing length for a generated problem (detail 0-3)."""
@@ -357,6 +257,9 @@ def target_length(pass_rate: float, length_at_0: float, length_at_1: float) -> f
 
 @dataclass
 class ColdStartExample:
+    """One SFT pair of the adaptive cold start: a prompt, a response of about ``target_length`` words, the
+    problem's pass rate and level (0 when unknown)."""
+
     prompt: str
     response: str
     pass_rate: float
@@ -423,9 +326,40 @@ def build_adaptive_cold_start(
     return examples
 
 
+def estimate_pass_rates(policy, problems: list[ReasoningProblem], samples: int = 4, batch_prompts: int = 8) -> list[float]:
+    """Measured pass rate of a policy on each problem, the input of :func:`build_adaptive_cold_start`.
+
+    Args:
+        policy: anything with ``sample_texts(prompts, samples) -> list[str]`` returning ``samples``
+            completions per prompt, grouped by prompt (``LitARES`` has it).
+        problems: the problems to measure.
+        samples: completions per problem, an int >= 1.
+        batch_prompts: problems per call of ``sample_texts``, an int >= 1.
+
+    Returns:
+        one pass rate per problem: the fraction of its completions that ``check_answer`` accepts.
+    """
+    check_int("samples", samples, low=1)
+    check_int("batch_prompts", batch_prompts, low=1)
+    rates: list[float] = []
+    for start in range(0, len(problems), batch_prompts):
+        chunk = problems[start : start + batch_prompts]
+        texts = policy.sample_texts([p.prompt for p in chunk], samples)  # len(chunk) * samples, grouped
+        for i, problem in enumerate(chunk):
+            scores = [check_answer(t, problem.answer, problem.answer_type) for t in texts[i * samples : (i + 1) * samples]]
+            rates.append(sum(scores) / samples)
+    return rates
+
+
 # ------------------------------------------------------------------------------------------ datasets
 class ReasoningDataset(Dataset):
-    """Problems as dicts for ``ReasoningDataModule`` (see the module docstring for the keys)."""
+    """Problems as dicts for ``ReasoningDataModule`` (see the module docstring for the keys).
+
+    Args:
+        problems: the problems, in order.
+        with_images: add each question rendered as an ``image`` and point the prompt at it.
+        image_size: side of the rendered image, an int >= 8.
+    """
 
     def __init__(self, problems: list[ReasoningProblem], with_images: bool = False, image_size: int = 56):
         check_int("image_size", image_size, low=8)
@@ -451,6 +385,7 @@ class ReasoningDataset(Dataset):
 
 
 def collate_reasoning(items: list[dict]) -> dict:
+    """Batch :class:`ReasoningDataset` items: strings as lists, ``prompt_id`` and ``level`` as (B,) tensors."""
     batch = {
         "prompt": [it["prompt"] for it in items],
         "answer": [it["answer"] for it in items],
@@ -472,8 +407,10 @@ class ReasoningDataModule(L.LightningDataModule):
     """Prompts with verifiable answers for RL (ARES / GRPO): the generated arithmetic task or a JSONL file.
 
     Args:
-        train_size, val_size, test_size: number of generated problems per split (disjoint seeds), ints >= 0;
-            train_size >= prompts_per_batch unless ``problems_path`` is given (the last partial batch is dropped).
+        train_size: generated training problems, an int >= 0; >= prompts_per_batch unless ``problems_path``
+            is given (the last partial batch is dropped).
+        val_size: generated validation problems (seed + 1), an int >= 0.
+        test_size: generated test problems (seed + 2), an int >= 0.
         levels: difficulty levels of the generated task (1 = one-digit sum ... 5 = three operations).
         prompts_per_batch: prompts per training batch, an int >= 1 (each is sampled G times by the method).
         eval_batch_size: prompts per validation/test batch, an int >= 1.
@@ -525,6 +462,7 @@ class ReasoningDataModule(L.LightningDataModule):
         return ReasoningDataset(problems, hp.with_images)
 
     def setup(self, stage: str | None = None) -> None:
+        """Generate (or load) the three splits once."""
         hp = self.hparams
         if self.train_set is None:
             if hp.problems_path:
@@ -539,16 +477,25 @@ class ReasoningDataModule(L.LightningDataModule):
                           num_workers=self.hparams.num_workers, drop_last=shuffle)
 
     def train_dataloader(self) -> DataLoader:
+        """Shuffled batches of ``prompts_per_batch`` prompts (the last partial batch dropped)."""
         return self._loader(self.train_set, self.hparams.prompts_per_batch, True)
 
     def val_dataloader(self) -> DataLoader:
+        """Validation prompts in order, ``eval_batch_size`` per batch."""
         return self._loader(self.val_set, self.hparams.eval_batch_size, False)
 
     def test_dataloader(self) -> DataLoader:
+        """Test prompts in order, ``eval_batch_size`` per batch."""
         return self._loader(self.test_set, self.hparams.eval_batch_size, False)
 
 
 class ColdStartSFTDataset(Dataset):
+    """:class:`ColdStartExample` pairs as dicts (the dataclass fields).
+
+    Args:
+        examples: the SFT pairs (``build_adaptive_cold_start``).
+    """
+
     def __init__(self, examples: list[ColdStartExample]):
         self.examples = list(examples)
 
@@ -560,6 +507,7 @@ class ColdStartSFTDataset(Dataset):
 
 
 def collate_sft(items: list[dict]) -> dict:
+    """Batch SFT pairs: ``prompt`` and ``response`` as lists, ``pass_rate`` as a (B,) float tensor."""
     return {
         "prompt": [it["prompt"] for it in items],
         "response": [it["response"] for it in items],
@@ -571,14 +519,18 @@ class ColdStartSFTDataModule(L.LightningDataModule):
     """SFT pairs built by ``build_adaptive_cold_start`` from the arithmetic task.
 
     Pass rates come from ``pass_rates_path`` (a JSON list, one per generated train problem, e.g. measured
-    with ``vlkit.methods.ares.estimate_pass_rates``) or, without it, from ``level_pass_rates`` (a prior
+    with ``estimate_pass_rates``) or, without it, from ``level_pass_rates`` (a prior
     per level 1-5), so the module works without a model.
 
     Args:
-        train_size, val_size: generated problems per split, ints >= 1. levels: difficulty levels.
+        train_size: generated training problems, an int >= 1.
+        val_size: generated validation problems (seed + 1, prior pass rates), an int >= 1.
+        levels: difficulty levels of the generated task, a non-empty subset of 1..5.
         level_pass_rates: pass-rate prior for levels 1..5 when no measured rates are given, 5 values in [0, 1].
         pass_rates_path: an existing JSON file with measured pass rates for the train problems.
-        batch_size: SFT pairs per batch, an int >= 1. seed: generation seed, an int. num_workers: an int >= 0.
+        batch_size: SFT pairs per batch, an int >= 1.
+        seed: generation seed, an int.
+        num_workers: DataLoader workers, an int >= 0.
     """
 
     def __init__(
@@ -622,6 +574,7 @@ class ColdStartSFTDataModule(L.LightningDataModule):
         return build_adaptive_cold_start(problems, rates, length_at_0=l0, length_at_1=l1)
 
     def setup(self, stage: str | None = None) -> None:
+        """Build the train pairs (measured or prior pass rates) and the val pairs (prior) once."""
         if self.train_set is not None:
             return
         hp = self.hparams
@@ -639,9 +592,11 @@ class ColdStartSFTDataModule(L.LightningDataModule):
         self.val_set = ColdStartSFTDataset(self._examples(hp.val_size, hp.seed + 1, None))
 
     def train_dataloader(self) -> DataLoader:
+        """Shuffled SFT pairs, ``batch_size`` per batch."""
         return DataLoader(self.train_set, batch_size=self.hparams.batch_size, shuffle=True, collate_fn=collate_sft,
                           num_workers=self.hparams.num_workers)
 
     def val_dataloader(self) -> DataLoader:
+        """Validation SFT pairs in order, ``batch_size`` per batch."""
         return DataLoader(self.val_set, batch_size=self.hparams.batch_size, shuffle=False, collate_fn=collate_sft,
                           num_workers=self.hparams.num_workers)

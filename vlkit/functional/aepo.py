@@ -23,7 +23,7 @@ from torch import Tensor
 
 from vlkit.errors import ConfigError, check_choice, check_int, check_number, check_probability
 from vlkit.functional.entropy import hierarchical_entropy_reward
-from vlkit.functional.policy import aggregate_tokens, clipped_surrogate, kl_penalty
+from vlkit.functional.policy import aggregate_tokens, clip_fractions, clipped_surrogate, kl_penalty
 
 __all__ = [
     "TOKEN_SELECTIONS",
@@ -211,7 +211,8 @@ def aepo_loss(
         aggregation: ``"token-mean"``, ``"seq-mean-token-mean"`` or ``"seq-mean-token-sum"``.
 
     Returns:
-        scalar loss, and a dict of detached scalars: ``pg_loss``, ``kl``, ``clip_frac``, ``selected_frac``.
+        scalar loss, and a dict of detached scalars: ``pg_loss``, ``kl``, ``clip_frac`` (= ``clip_frac_low`` +
+        ``clip_frac_high``, :func:`vlkit.functional.policy.clip_fractions`), ``selected_frac``.
     """
     check_choice("token_selection", token_selection, TOKEN_SELECTIONS)
     check_choice("kl_estimator", kl_estimator, ("k1", "k2", "k3"))
@@ -262,15 +263,15 @@ def aepo_loss(
         total = total + coef * kl
         kl_mean = aggregate_tokens(kl.detach(), mask, aggregation)
     loss = aggregate_tokens(total, mask, aggregation)
+    clipped_low, clipped_high = clip_fractions(logprobs, old_logprobs, mask, clip_low, clip_high)
     with torch.no_grad():
-        ratio = torch.exp(logprobs - old_logprobs)
-        hi = 1.0 + (clip_low if clip_high is None else clip_high)
-        clipped = ((ratio < 1.0 - clip_low) | (ratio > hi)) & valid
         n = valid.sum().clamp(min=1)
         stats = {
             "pg_loss": aggregate_tokens(pg.detach(), mask, aggregation),
             "kl": kl_mean,
-            "clip_frac": clipped.sum() / n,
+            "clip_frac": clipped_low + clipped_high,
+            "clip_frac_low": clipped_low,
+            "clip_frac_high": clipped_high,
             "selected_frac": (selected & valid).sum() / n,
         }
     return loss, stats

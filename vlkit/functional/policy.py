@@ -1,6 +1,8 @@
 """Policy-optimisation core shared by ARES (vlkit) and MiniOneRec RL (recsys).
 
-Pure tensor math, no Lightning. Shapes: B sequences (= groups x G), G group size, T tokens.
+Pure tensor math, no Lightning. Shapes: B sequences (= groups x G), G group size, T tokens, V vocabulary.
+The pieces with weights (the reference policy, the K-updates-per-rollout loop, sampling) live one layer
+up, in ``vlkit.models.policy``.
 
 References
 - GRPO: Shao et al., DeepSeekMath (arXiv 2402.03300), eq. 3 (group-normalised advantage) and
@@ -21,6 +23,11 @@ __all__ = [
     "clipped_surrogate",
     "kl_penalty",
     "aggregate_tokens",
+    "sampled_token_logprobs",
+    "position_ids_from_mask",
+    "completion_mask_after_eos",
+    "masked_token_nll",
+    "clip_fractions",
 ]
 
 
@@ -132,3 +139,94 @@ def aggregate_tokens(values: Tensor, mask: Tensor, mode: str = "token-mean") -> 
     raise ConfigError(
         f"mode must be 'token-mean', 'seq-mean-token-mean' or 'seq-mean-token-sum', got {mode!r}", argument="mode"
     )
+
+
+def sampled_token_logprobs(logits: Tensor, tokens: Tensor, chunk_size: int | None = None) -> Tensor:
+    """log pi(o_t): the log-probability of each sampled token under ``logits``, in float32.
+
+    Computed as ``logits[o_t] - logsumexp(logits)`` so that no second (B, T, V) tensor of log-probs is
+    built; with ``chunk_size`` the float32 upcast and the logsumexp run over that many token positions at
+    a time (the peak extra memory is then (B, chunk_size, V) instead of (B, T, V); the values are the same).
+
+    Args:
+        logits: (B, T, V) next-token logits aligned with ``tokens`` (position t predicts ``tokens[:, t]``).
+        tokens: (B, T) long, the sampled (or target) token ids.
+        chunk_size: positions per chunk, an int >= 1, or None for all at once.
+
+    Returns:
+        (B, T) float32 log-probs.
+    """
+    if logits.dim() != 3 or tokens.shape != logits.shape[:2]:
+        raise ConfigError(
+            f"logits must be (B, T, V) and tokens (B, T), got {tuple(logits.shape)} and {tuple(tokens.shape)}",
+            argument="tokens",
+        )
+    check_int("chunk_size", chunk_size, low=1, allow_none=True)
+    step = logits.shape[1] if chunk_size is None else chunk_size
+    pieces = []
+    for start in range(0, logits.shape[1], max(step, 1)):
+        chunk = logits[:, start : start + step]  # (B, t, V)
+        picked = chunk.gather(-1, tokens[:, start : start + step].unsqueeze(-1)).squeeze(-1).float()  # (B, t)
+        pieces.append(picked - torch.logsumexp(chunk.float(), dim=-1))  # (B, t)
+    if not pieces:  # T = 0
+        return logits.new_zeros(tokens.shape, dtype=torch.float32)
+    return pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=1)  # (B, T)
+
+
+def position_ids_from_mask(attention_mask: Tensor) -> Tensor:
+    """Position ids of a left-padded batch: (B, T) 0/1 mask -> (B, T) positions counted from each row's first
+    real token (padding gets 0), as ``generate()`` numbers them; a training forward must use the same."""
+    return (attention_mask.long().cumsum(dim=-1) - 1).clamp(min=0)  # (B, T)
+
+
+def completion_mask_after_eos(completion: Tensor, eos_token_id: int) -> Tensor:
+    """(B, T) long mask of a batch of sampled completions: 1 for tokens up to and including the first EOS,
+    0 after it (where ``generate()`` pads)."""
+    is_eos = (completion == eos_token_id).long()  # (B, T)
+    after_eos = (is_eos.cumsum(dim=1) - is_eos) > 0  # (B, T) strictly after the first EOS
+    return (~after_eos).long()
+
+
+def masked_token_nll(logits: Tensor, labels: Tensor, ignore_index: int = -100) -> Tensor:
+    """The supervised fine-tuning loss: mean negative log-likelihood of the labelled tokens.
+
+    Args:
+        logits: (B, T, V) next-token logits aligned with ``labels`` (the caller shifts by one).
+        labels: (B, T) long target ids, ``ignore_index`` where no loss is taken (prompt, padding).
+
+    Returns:
+        scalar mean cross-entropy (float32) over the tokens whose label is not ``ignore_index``.
+    """
+    if logits.dim() != 3 or labels.shape != logits.shape[:2]:
+        raise ConfigError(
+            f"logits must be (B, T, V) and labels (B, T), got {tuple(logits.shape)} and {tuple(labels.shape)}",
+            argument="labels",
+        )
+    return torch.nn.functional.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1), ignore_index=ignore_index  # (B*T, V), (B*T,)
+    )
+
+
+def clip_fractions(
+    logprobs: Tensor, old_logprobs: Tensor, mask: Tensor, clip_low: float = 0.2, clip_high: float | None = None
+) -> tuple[Tensor, Tensor]:
+    """Fractions of the valid tokens whose importance ratio r = pi / pi_old left the clip range.
+
+    Args:
+        logprobs, old_logprobs: (B, T) log-probs of the sampled tokens now and under the rollout policy.
+        mask: (B, T) tokens that count.
+        clip_low, clip_high: epsilon below / above 1 (``clip_high=None``: symmetric), as in
+            :func:`clipped_surrogate`.
+
+    Returns:
+        (low, high): scalar fractions of the valid tokens with r < 1 - clip_low and with r > 1 + clip_high;
+        their sum is PPO's usual ``clip_frac``. Both are 0 at the first update of a rollout (r = 1).
+    """
+    hi = clip_low if clip_high is None else clip_high
+    with torch.no_grad():
+        ratio = torch.exp(logprobs - old_logprobs)  # (B, T)
+        valid = mask.bool()  # (B, T)
+        n = valid.sum().clamp(min=1)
+        low = ((ratio < 1.0 - clip_low) & valid).sum() / n
+        high = ((ratio > 1.0 + hi) & valid).sum() / n
+    return low, high

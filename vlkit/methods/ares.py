@@ -1,12 +1,15 @@
 """ARES: difficulty-aware entropy shaping for RL with verifiable rewards (arXiv 2510.08457).
 
 ``LitARES`` post-trains a Hugging Face causal LM or vision-language model (Qwen2-VL style processor)
-with group-sampled rollouts from ``transformers`` ``generate``, verifiable rewards (``vlkit.data.reasoning``
-checkers), and the AEPO objective (``vlkit.functional.aepo``) or plain GRPO. Every equation lives in
-``vlkit.functional.entropy`` / ``aepo`` / ``policy``; this module orchestrates and logs.
+with group-sampled rollouts from ``transformers`` ``generate``, verifiable rewards (the answer verifier
+``vlkit.data.verifier``), and the AEPO objective (``vlkit.functional.aepo``) or plain GRPO. Every equation
+lives in ``vlkit.functional.entropy`` / ``aepo`` / ``policy``; sampling, the reference policy and the
+update loop are the policy core of ``vlkit.models.policy`` (shared with MiniOneRec RL); this module
+orchestrates and logs. The cold-start SFT before RL is ``vlkit.methods.ares_coldstart.LitColdStartSFT``.
 
-One training step (one rollout batch, one optimiser update, so the importance ratio is 1 at the update;
-the authors take 4 updates per rollout batch, see docs/papers.md (ARES section)):
+One training step (one rollout batch, ``updates_per_rollout`` optimiser updates: 1 by default, so the
+importance ratio is 1 at the update; the authors take 4 updates per rollout batch, see docs/papers.md
+(ARES section)):
  1. sample G completions per prompt; 2. score them (accuracy in {0, 1});
  3. one forward pass: log-probs of the sampled tokens and the exact full-vocabulary entropy;
  4. window entropy, per-response 95th percentile, global threshold tau (decayed median), HWE tokens;
@@ -14,26 +17,23 @@ the authors take 4 updates per rollout batch, see docs/papers.md (ARES section))
  6. reward = accuracy (GRPO) or accuracy + hierarchical entropy reward (AEPO), computed *after* 5;
  7. GRPO advantages; groups with pass rate 0 or 1 masked out (filter on accuracy, optional);
  8. loss = clipped surrogate + kl_coef * beta_bucket * k3 KL to the reference (LoRA disabled);
- 9. per-bucket KL controller step on all-reduced statistics (identical on every rank, checkpointed).
+ 9. per-bucket KL controller step on all-reduced statistics (identical on every rank, checkpointed);
+ 10. updates 2..K reuse the rollout (advantages, reference log-probs, pi_old = the log-probs of update 1).
 
-``LitColdStartSFT`` trains on the adaptive cold-start pairs of ``ColdStartSFTDataModule``.
+The training signals are logged (``train/reward``, ``train/entropy``, ...); the module's
+``configure_callbacks`` adds a ``vlkit.callbacks.MetricHistory`` that draws them into ``ares_training.png``
+and writes ``ares_history.json`` at the end of ``fit``.
 """
 
 from __future__ import annotations
-
-import copy
-import json
-import math
-import os
-import tempfile
-from pathlib import Path
 
 import lightning as L
 import torch
 from torch import Tensor
 
+from vlkit.callbacks import MetricHistory
 from vlkit.checkpoints import record_class
-from vlkit.data.reasoning import check_answer
+from vlkit.data.verifier import check_answer
 from vlkit.errors import (
     ConfigError,
     check_choice,
@@ -57,179 +57,75 @@ from vlkit.functional.entropy import (
     update_kl_controller,
     window_entropy,
 )
-from vlkit.functional.policy import group_advantages, kl_penalty
+from vlkit.functional.policy import group_advantages, kl_penalty, position_ids_from_mask, sampled_token_logprobs
 from vlkit.models.language import (
     DEFAULT_TRIGGER_WORDS,
-    LanguageModelBundle,
     apply_lora,
+    check_language_model_arguments,
+    check_lora_arguments,
     create_language_model,
+    encode_chat_prompts,
     trigger_token_ids,
+    vision_token_ids,
+)
+from vlkit.models.policy import (
+    ReferencePolicy,
+    decode_completions,
+    manual_optimizer_step,
+    policy_updates,
+    sample_completions,
 )
 
-__all__ = ["LitARES", "LitColdStartSFT", "completion_mask_after_eos", "estimate_pass_rates", "plot_training_history"]
+__all__ = ["LitARES", "TRAINING_PANELS"]
 
 ALGORITHMS = ("aepo", "grpo")
-DTYPES = ("float32", "bfloat16", "float16")
 KL_ESTIMATORS = ("k1", "k2", "k3")
-
-
-def _check_model_args(model_name, dtype, lora_r, lora_alpha, lora_dropout, lora_target_modules, learning_rate,
-                      weight_decay) -> None:
-    """Arguments shared by LitARES and LitColdStartSFT, checked before the model is built."""
-    if not isinstance(model_name, str) or not model_name.strip():
-        raise ConfigError(
-            f"model_name must be a non-empty string (a preset or a Hugging Face id / directory), got {model_name!r}",
-            argument="model_name",
-        )
-    check_choice("dtype", dtype, DTYPES)
-    check_int("lora_r", lora_r, low=0)
-    check_positive("lora_alpha", lora_alpha)
-    check_probability("lora_dropout", lora_dropout, open_high=True)
-    if lora_target_modules is not None and not isinstance(lora_target_modules, str):
-        if not lora_target_modules or not all(isinstance(m, str) and m for m in lora_target_modules):
-            raise ConfigError(
-                f"lora_target_modules must be 'all-linear', a module name or a non-empty list of names, "
-                f"got {lora_target_modules!r}",
-                argument="lora_target_modules",
-            )
-    check_positive("learning_rate", learning_rate)
-    check_non_negative("weight_decay", weight_decay)
 _CONTROLLER_KEYS = ("hwe_threshold", "hwe_targets", "entropy_alpha", "kl_ema", "kl_error_ema", "kl_log_beta", "controller_steps")
 
-
-def _atomic_write_bytes(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
-def plot_training_history(history: list[dict], path: str | Path) -> Path:
-    """Plot the logged training signals (reward, entropy, HWE counts, KL coefficient and length per
-    bucket) into one PNG, written atomically. ``history``: one dict of floats per step."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    path = Path(path)
-    panels = [
-        ("reward / accuracy", ["train/reward", "train/accuracy"]),
-        ("token entropy", ["train/entropy", "train/hwe_threshold"]),
-        ("HWE tokens per response", [f"train/hwe_count_{b}" for b in BUCKET_NAMES]),
-        ("KL coefficient", [f"train/kl_coef_{b}" for b in BUCKET_NAMES]),
-        ("response length", [f"train/length_{b}" for b in BUCKET_NAMES]),
-        ("KL to reference", ["train/kl"]),
-    ]
-    fig, axes = plt.subplots(2, 3, figsize=(13, 6.5))
-    for ax, (title, keys) in zip(axes.flat, panels):
-        for key in keys:
-            pts = [(h["step"], h[key]) for h in history if key in h and math.isfinite(h[key])]
-            if pts:
-                ax.plot(*zip(*pts), label=key.split("/", 1)[1], marker="." if len(pts) < 30 else None)
-        ax.set_title(title)
-        ax.set_xlabel("step")
-        if ax.lines:
-            ax.legend(fontsize=7)
-    fig.tight_layout()
-    _atomic_write_bytes(path, lambda tmp: fig.savefig(tmp, dpi=90, format="png"))
-    plt.close(fig)
-    return path
+# the six panels of ares_training.png: title -> logged keys (vlkit.callbacks.MetricHistory)
+TRAINING_PANELS = {
+    "reward / accuracy": ["train/reward", "train/accuracy"],
+    "token entropy": ["train/entropy", "train/hwe_threshold"],
+    "HWE tokens per response": [f"train/hwe_count_{b}" for b in BUCKET_NAMES],
+    "KL coefficient": [f"train/kl_coef_{b}" for b in BUCKET_NAMES],
+    "response length": [f"train/length_{b}" for b in BUCKET_NAMES],
+    "KL to reference": ["train/kl"],
+}
+_SCALAR_KEYS = ["train/reward", "train/accuracy", "train/entropy", "train/hwe_threshold", "train/hwe_count",
+                "train/length", "train/kept_groups", "train/loss_pg", "train/kl", "train/clip_frac",
+                "train/selected_frac"]
+_BUCKET_KEYS = ["kl_coef", "alpha", "hwe_target", "frac", "hwe_count", "length"]
+# every key _log_train logs, in its order: what the history records
+TRAINING_METRICS = _SCALAR_KEYS + [f"train/{key}_{b}" for key in _BUCKET_KEYS for b in BUCKET_NAMES]
 
 
-def completion_mask_after_eos(completion: Tensor, eos_token_id: int) -> Tensor:
-    """(B, T) long mask: 1 for tokens up to and including the first EOS (what generate pads after)."""
-    is_eos = (completion == eos_token_id).long()  # (B, T)
-    after_eos = (is_eos.cumsum(dim=1) - is_eos) > 0  # (B, T) strictly after the first EOS
-    return (~after_eos).long()
-
-
-class _PolicyMixin:
-    """Shared prompt encoding, generation and log-prob computation of LitARES and LitColdStartSFT."""
-
-    bundle: LanguageModelBundle
-    model: torch.nn.Module
-    system_prompt: str | None
-
-    def _messages(self, prompt: str, with_image: bool) -> list[dict]:
-        content = [{"type": "image"}, {"type": "text", "text": prompt}] if with_image else prompt
-        msgs = [{"role": "user", "content": content}]
-        if self.system_prompt:
-            msgs.insert(0, {"role": "system", "content": self.system_prompt})
-        return msgs
-
-    def _encode_prompts(self, prompts: list[str], images: list | None) -> dict[str, Tensor]:
-        """Left-padded model inputs for a list of prompts (and one image each for VLMs)."""
-        tok = self.bundle.tokenizer
-        if images is not None and not self.bundle.is_multimodal:
-            raise ConfigError(
-                "the batch holds images but the model has no image processor: model_name must be a vision-language "
-                "model for image data",
-                argument="model_name",
-            )
-        chat = self.bundle.processor if self.bundle.is_multimodal else tok
-        texts = [chat.apply_chat_template(self._messages(p, images is not None), tokenize=False, add_generation_prompt=True)
-                 for p in prompts]
-        if self.bundle.is_multimodal:
-            if images is None:
-                enc = self.bundle.processor(text=texts, return_tensors="pt", padding=True)
-            else:
-                enc = self.bundle.processor(text=texts, images=images, return_tensors="pt", padding=True)
-        else:
-            enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
-        return {k: v.to(self.device) for k, v in enc.items() if isinstance(v, Tensor)}
-
-    def _suppressed_token_ids(self) -> list[int] | None:
-        """Vision placeholder tokens must never be sampled (they would break the image-token count)."""
-        if not self.bundle.is_multimodal:
-            return None
-        cfg = self._base_model().config
-        ids = [getattr(cfg, k, None) for k in ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id")]
-        return [int(i) for i in ids if i is not None]
-
-    def _base_model(self):
-        model = self.model
-        return model.get_base_model() if hasattr(model, "get_base_model") else model
-
-    def _forward_logits(self, input_ids: Tensor, attention_mask: Tensor, extra: dict[str, Tensor], model=None) -> Tensor:
-        """Logits (B, L, V) of a full (prompt + completion) batch, positions following the left padding."""
-        model = self.model if model is None else model
-        kwargs = dict(extra)
-        if not self.bundle.is_multimodal:
-            # left padding: positions count from the first real token, as generate() does
-            kwargs["position_ids"] = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)  # (B, L)
-        return model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False, **kwargs).logits
-
-
-def _sequence_logprobs(logits: Tensor, targets: Tensor) -> Tensor:
-    """log softmax(logits)[target] without materialising a second (B, T, V) tensor.  (B, T, V), (B, T) -> (B, T)."""
-    picked = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1).float()  # (B, T)
-    return picked - torch.logsumexp(logits.float(), dim=-1)  # (B, T)
-
-
-class LitARES(_PolicyMixin, L.LightningModule):
+class LitARES(L.LightningModule):
     """RL post-training with ARES' AEPO (difficulty-aware entropy shaping) or plain GRPO.
 
     Args:
         model_name: a ``vlkit.models.language`` preset (``tiny-random-lm``, ``tiny-random-qwen2-vl``,
             ``smollm2-135m-instruct``) or a Hugging Face id / directory.
         dtype: weights dtype (``float32``, ``bfloat16``, ``float16``).
-        lora_r: LoRA rank, an int >= 0; 0 trains all weights (and keeps a frozen copy as the reference policy).
-        lora_alpha, lora_dropout, lora_target_modules: peft LoRA settings (lora_alpha > 0, lora_dropout in
-            [0, 1)).
+        lora_r: LoRA rank, an int >= 0; 0 trains all weights (and keeps a frozen copy as the reference
+            policy); with LoRA the reference is the model with its adapters disabled (no copy).
+        lora_alpha: LoRA scale alpha, > 0.
+        lora_dropout: dropout on the LoRA inputs, in [0, 1).
+        lora_target_modules: ``"all-linear"``, a module name or a list of names (peft).
         algorithm: ``"aepo"`` (accuracy + hierarchical entropy reward) or ``"grpo"`` (accuracy only).
         group_size: G samples per prompt (authors: 8); an int >= 2.
         max_new_tokens: completion budget per sample, an int >= 1.
-        temperature, top_p: rollout sampling, temperature > 0, top_p in (0, 1] (authors: 1.0, 0.99).
+        temperature: rollout sampling temperature, > 0 (authors: 1.0).
+        top_p: rollout nucleus sampling, in (0, 1] (authors: 0.99).
         eval_temperature: validation/test sampling temperature, >= 0 (authors: 0.5); 0 means greedy.
-        learning_rate, weight_decay: AdamW, > 0 and >= 0 (authors: 1e-6, 1e-2 for full fine-tuning).
-        clip_low, clip_high, dual_clip: PPO clip range and dual clip, clip_low in [0, 1), clip_high >= 0 or
-            None (= clip_low), dual_clip > 1 or None (authors: 0.2, 0.3, 3.0).
+        learning_rate: AdamW learning rate, > 0 (authors: 1e-6 for full fine-tuning).
+        weight_decay: AdamW weight decay, >= 0 (authors: 1e-2).
+        max_grad_norm: clip the gradients' global L2 norm to this, > 0, or None for no clipping (authors:
+            1.0). Set here, not as ``trainer.gradient_clip_val``: the updates use manual optimisation.
+        updates_per_rollout: K, optimiser updates on each rollout batch, an int >= 1 (1: on-policy, the
+            importance ratio is 1; authors: 4 mini-batch updates per rollout batch).
+        clip_low: PPO clip epsilon below 1, in [0, 1) (authors: 0.2).
+        clip_high: PPO clip epsilon above 1 (clip-higher), >= 0, or None for ``clip_low`` (authors: 0.3).
+        dual_clip: dual-clip cap c > 1 for negative advantages, or None (authors: 3.0).
         kl_coef: base KL coefficient, >= 0 (authors: 1e-2); 0 disables the reference pass.
         kl_estimator: ``k1``, ``k2`` or ``k3`` (authors: k3, "low_var_kl").
         dynamic_kl: per-bucket beta controller (authors: on); off means a constant kl_coef.
@@ -243,15 +139,16 @@ class LitARES(_PolicyMixin, L.LightningModule):
         trigger_words: restrict HWE tokens to these words' first tokens (authors: a 174-word list);
             ``None`` counts every high window-entropy token (the paper's definition); ``["default"]``
             uses ``vlkit.models.language.DEFAULT_TRIGGER_WORDS``.
-        alpha_init, alpha_step: entropy-reward scale per bucket and its update step (authors: 0.5, 0.05);
-            alpha_init in [0, 2] (the range alpha is clipped to), alpha_step >= 0.
+        alpha_init: initial entropy-reward scale alpha of every bucket, in [0, 2] (the range alpha is
+            clipped to; authors: 0.5).
+        alpha_step: alpha's update step, >= 0 (authors: 0.05).
         filter_groups: mask groups whose pass rate is 0 or 1 (DAPO dynamic sampling, on accuracy).
         token_selection: ``all``, ``top_entropy`` (80/20), ``clip_cov`` or ``kl_cov``.
         top_entropy_rho: fraction of tokens kept by ``top_entropy``, in (0, 1] (0.2).
         entropy_chunk_size: rows per chunk of the full-vocabulary entropy, an int >= 1.
         system_prompt: optional system message.
-        plot_dir: where to write ``ares_training.png`` and ``ares_history.json`` at the end of fit
-            (default: the trainer's log directory).
+        plot_dir: where the ``MetricHistory`` callback writes ``ares_training.png`` and ``ares_history.json``
+            at the end of fit (default: the trainer's log directory).
         seed: initialisation seed of random tiny presets.
     """
 
@@ -271,6 +168,8 @@ class LitARES(_PolicyMixin, L.LightningModule):
         eval_temperature: float = 0.5,
         learning_rate: float = 1e-6,
         weight_decay: float = 1e-2,
+        max_grad_norm: float | None = None,
+        updates_per_rollout: int = 1,
         clip_low: float = 0.2,
         clip_high: float | None = 0.3,
         dual_clip: float | None = 3.0,
@@ -295,8 +194,12 @@ class LitARES(_PolicyMixin, L.LightningModule):
         seed: int = 0,
     ):
         super().__init__()
-        _check_model_args(model_name, dtype, lora_r, lora_alpha, lora_dropout, lora_target_modules, learning_rate,
-                          weight_decay)
+        check_language_model_arguments(model_name, dtype)
+        check_lora_arguments(lora_r, lora_alpha, lora_dropout, lora_target_modules)
+        check_positive("learning_rate", learning_rate)
+        check_non_negative("weight_decay", weight_decay)
+        check_positive("max_grad_norm", max_grad_norm, allow_none=True)
+        check_int("updates_per_rollout", updates_per_rollout, low=1)
         check_choice("algorithm", algorithm, ALGORITHMS)
         check_int("group_size", group_size, low=2)  # advantages are relative to the group
         check_choice("token_selection", token_selection, TOKEN_SELECTIONS)
@@ -333,15 +236,16 @@ class LitARES(_PolicyMixin, L.LightningModule):
         check_int("seed", seed)
         self.save_hyperparameters()
         self.system_prompt = system_prompt
+        self.automatic_optimization = False  # K updates per rollout (vlkit.models.policy.policy_updates)
         self.bundle = create_language_model(model_name, dtype=dtype, seed=seed)
-        self.ref_model = None
         if lora_r > 0:
             self.model = apply_lora(self.bundle.model, lora_r, lora_alpha, lora_dropout, lora_target_modules)
         else:
             self.model = self.bundle.model
-            if kl_coef > 0:  # no adapter to disable: keep a frozen copy as the reference policy
-                self.ref_model = copy.deepcopy(self.bundle.model).eval().requires_grad_(False)
         self.bundle.model = self.model
+        # fresh adapters are the identity: the disabled adapter is the initial policy; else a frozen copy,
+        # taken at the first reference pass (none at all when kl_coef = 0)
+        self.reference = ReferencePolicy(use_disabled_adapter=lora_r > 0)
         # controller state: buffers (so they follow the device and sit in state_dict) + on_save_checkpoint
         self.register_buffer("hwe_threshold", torch.tensor(-1.0))  # tau, -1 = not set yet
         self.register_buffer("hwe_targets", torch.zeros(3))  # per bucket
@@ -351,25 +255,28 @@ class LitARES(_PolicyMixin, L.LightningModule):
         self.register_buffer("kl_log_beta", torch.zeros(3))  # beta = 1
         self.register_buffer("controller_steps", torch.tensor(0, dtype=torch.long))
         self._trigger_ids: Tensor | None = None
-        self.history: list[dict] = []
         self._eval_sums: dict[str, Tensor] = {}
 
     # ------------------------------------------------------------------ helpers
     @property
     def kl_beta(self) -> Tensor:
+        """(3,) the per-bucket KL multipliers beta = exp(log beta) of the controller."""
         return self.kl_log_beta.exp()
 
     def _world_sum(self, t: Tensor) -> Tensor:
+        """``t`` summed over all ranks (itself on one process)."""
         if self._trainer is not None and self._trainer.world_size > 1:
             return self.trainer.strategy.reduce(t.clone(), reduce_op="sum")
         return t
 
     def _world_cat(self, t: Tensor) -> Tensor:
+        """(B,) ``t`` of every rank, concatenated: (world * B,) (itself on one process)."""
         if self._trainer is not None and self._trainer.world_size > 1:
             return self.all_gather(t).reshape(-1)  # (world * B,)
         return t
 
     def trigger_ids(self) -> Tensor | None:
+        """(K,) token ids that may open an HWE token (the trigger words' first tokens), or None for all."""
         words = self.hparams.trigger_words
         if words is None:
             return None
@@ -403,7 +310,8 @@ class LitARES(_PolicyMixin, L.LightningModule):
         check_int("max_new_tokens", max_new_tokens, low=1, allow_none=True)  # 0 must not fall back to the default
         rep_prompts = [p for p in prompts for _ in range(group_size)]
         rep_images = None if images is None else [im for im in images for _ in range(group_size)]
-        enc = self._encode_prompts(rep_prompts, rep_images)
+        enc = encode_chat_prompts(self.bundle, rep_prompts, rep_images, self.system_prompt)
+        enc = {k: v.to(self.device) for k, v in enc.items()}
         temperature = hp.temperature if temperature is None else temperature
         tok = self.bundle.tokenizer
         gen_cfg = GenerationConfig(
@@ -414,41 +322,31 @@ class LitARES(_PolicyMixin, L.LightningModule):
             max_new_tokens=hp.max_new_tokens if max_new_tokens is None else max_new_tokens,
             pad_token_id=tok.pad_token_id,
             eos_token_id=tok.eos_token_id,
-            suppress_tokens=self._suppressed_token_ids(),
+            suppress_tokens=vision_token_ids(self.bundle),
             return_dict_in_generate=True,
             output_logits=True,
         )
-        was_training = self.model.training
-        self.model.eval()
-        out = self.model.generate(**enc, generation_config=gen_cfg)
-        self.model.train(was_training)
-        P = enc["input_ids"].shape[1]
-        completion = out.sequences[:, P:]  # (B, T)
-        completion_mask = completion_mask_after_eos(completion, tok.eos_token_id)  # (B, T)
-        extra = {k: v for k, v in enc.items() if k not in ("input_ids", "attention_mask")}
-        if "mm_token_type_ids" in extra:  # completion tokens are text (type 0)
-            extra["mm_token_type_ids"] = torch.cat(
-                [extra["mm_token_type_ids"], torch.zeros_like(completion)], dim=1
-            )  # (B, P + T)
-        logits = torch.stack(out.logits, dim=1)  # (B, T, V)
-        return {
-            "input_ids": out.sequences,
-            "attention_mask": torch.cat([enc["attention_mask"], completion_mask], dim=1),  # (B, P + T)
-            "completion_ids": completion,
-            "completion_mask": completion_mask,
-            "prompt_length": P,
-            "extra": extra,
-            "logits": logits,
-        }
+        return sample_completions(self.model, enc, gen_cfg, tok.eos_token_id)
 
-    def _decode(self, completion_ids: Tensor, completion_mask: Tensor) -> list[str]:
-        tok = self.bundle.tokenizer
-        ids = completion_ids.masked_fill(completion_mask == 0, tok.pad_token_id)
-        return tok.batch_decode(ids, skip_special_tokens=True)
+    def sample_texts(self, prompts: list[str], samples: int = 1) -> list[str]:
+        """``samples`` completion texts per prompt at the rollout temperature, grouped by prompt (the policy
+        interface of ``vlkit.data.reasoning.estimate_pass_rates``)."""
+        roll = self.generate(prompts, None, group_size=samples)
+        return decode_completions(self.bundle.tokenizer, roll["completion_ids"], roll["completion_mask"])
 
     @staticmethod
     def _score(texts: list[str], answers: list[str], answer_types: list[str]) -> Tensor:
+        """(B,) accuracy rewards in {0, 1} from the answer verifier."""
         return torch.tensor([check_answer(t, a, k) for t, a, k in zip(texts, answers, answer_types)])
+
+    def _forward_logits(self, input_ids: Tensor, attention_mask: Tensor, extra: dict[str, Tensor], model=None) -> Tensor:
+        """Logits (B, L, V) of a full (prompt + completion) batch under ``model`` (default: the policy; the
+        reference callable of ``self.reference``), positions following the left padding."""
+        model = self.model if model is None else model
+        kwargs = dict(extra)
+        if not self.bundle.is_multimodal:  # M-RoPE models compute their own positions
+            kwargs["position_ids"] = position_ids_from_mask(attention_mask)  # (B, L), as generate() numbers them
+        return model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False, **kwargs).logits
 
     def _hwe(self, entropy: Tensor, mask: Tensor, token_ids: Tensor, update_threshold: bool) -> Tensor:
         """(B, T) HWE mask; updates tau from this batch first when ``update_threshold`` (training)."""
@@ -462,98 +360,127 @@ class LitARES(_PolicyMixin, L.LightningModule):
 
     # ------------------------------------------------------------------ training
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
+        """One rollout batch: sample G completions per prompt, score them, then ``updates_per_rollout``
+        optimiser updates on the AEPO / GRPO loss (manual optimisation); logs the training signals."""
         G = self.hparams.group_size
         if not batch["prompt"]:
             raise ConfigError("batch['prompt'] must hold at least one prompt, got an empty batch", argument="batch")
         roll = self.generate(batch["prompt"], batch.get("image"), group_size=G)
-        texts = self._decode(roll["completion_ids"], roll["completion_mask"])
+        texts = decode_completions(self.bundle.tokenizer, roll["completion_ids"], roll["completion_mask"])
         answers = [a for a in batch["answer"] for _ in range(G)]
         kinds = [k for k in batch["answer_type"] for _ in range(G)]
         correct = self._score(texts, answers, kinds).to(self.device)  # (B,), B = prompts * G
-        return self.rollout_loss(roll, correct)
+        rollout: dict = {}
 
-    def rollout_loss(self, roll: dict, correct: Tensor) -> Tensor:
-        """The policy loss of one scored rollout batch (``generate`` output and (B,) accuracy rewards);
-        updates the controller state and logs. Split from ``training_step`` so it can be timed alone."""
+        def loss_of_update(k: int) -> tuple[Tensor, dict[str, Tensor]]:
+            loss = self.rollout_loss(roll, correct, rollout)
+            return loss, rollout["stats"]
+
+        step = manual_optimizer_step(self, self.optimizers(), self.hparams.max_grad_norm)
+        updates = policy_updates(loss_of_update, step, self.hparams.updates_per_rollout)
+        self._log_train(rollout, updates[-1])
+        return updates[-1]["loss"]
+
+    def rollout_loss(self, roll: dict, correct: Tensor, rollout: dict | None = None) -> Tensor:
+        """The policy loss of one update on a scored rollout batch (``generate`` output and (B,) accuracy
+        rewards). Split from ``training_step`` so it can be timed alone (``bench/ares.py``).
+
+        The first call on a rollout (``rollout`` None or an empty dict) does the once-per-rollout work with
+        the forward pass of the rollout policy: pi_old (its detached log-probs), the exact entropy, the
+        reference pass, the HWE threshold, difficulty buckets, rewards, advantages and the KL-controller
+        step, kept in ``rollout``; later calls (updates 2..K) reuse them with a fresh forward pass. The
+        update's statistics land in ``rollout["stats"]``.
+        """
+        hp = self.hparams
+        rollout = {} if rollout is None else rollout
+        P = roll["prompt_length"]
+        logits = self._forward_logits(roll["input_ids"], roll["attention_mask"], roll["extra"])[:, P - 1 : -1]  # (B, T, V)
+        logprobs = sampled_token_logprobs(logits, roll["completion_ids"])  # (B, T) with grad
+        if not rollout:
+            rollout["entropy"] = token_entropy(logits, hp.entropy_chunk_size)  # (B, T) exact, no grad
+            del logits
+            self._prepare_rollout(roll, correct, logprobs.detach(), rollout)
+        else:
+            del logits
+        loss, stats = aepo_loss(
+            logprobs, rollout["old_logprobs"], rollout["advantages"], rollout["loss_mask"], rollout["ref_logprobs"],
+            rollout["kl_coef_seq"], clip_low=hp.clip_low, clip_high=hp.clip_high, dual_clip=hp.dual_clip,
+            kl_estimator=hp.kl_estimator, token_selection=hp.token_selection, entropy=rollout["entropy"],
+            top_entropy_rho=hp.top_entropy_rho,
+        )
+        if rollout["kl"] is not None:  # log the KL of every sampled token, as the controller sees it
+            stats["kl"] = rollout["kl"]
+        rollout["stats"] = stats
+        return loss
+
+    @torch.no_grad()
+    def _prepare_rollout(self, roll: dict, correct: Tensor, old_logprobs: Tensor, rollout: dict) -> None:
+        """The once-per-rollout signals (into ``rollout``) and controller updates, from the rollout policy's
+        (B, T) log-probs ``old_logprobs`` and ``rollout["entropy"]``."""
         hp = self.hparams
         G = hp.group_size
         mask = roll["completion_mask"]  # (B, T)
         P = roll["prompt_length"]
-        logits = self._forward_logits(roll["input_ids"], roll["attention_mask"], roll["extra"])[:, P - 1 : -1]  # (B, T, V)
-        logprobs = _sequence_logprobs(logits, roll["completion_ids"])  # (B, T) with grad
-        entropy = token_entropy(logits, hp.entropy_chunk_size)  # (B, T) exact, no grad
-        del logits
+        entropy = rollout["entropy"]  # (B, T)
         ref_logprobs = None
         if hp.kl_coef > 0:
-            with torch.no_grad():
-                if self.ref_model is None:
-                    with self.model.disable_adapter():
-                        ref_logits = self._forward_logits(roll["input_ids"], roll["attention_mask"], roll["extra"])
-                else:
-                    ref_logits = self._forward_logits(
-                        roll["input_ids"], roll["attention_mask"], roll["extra"], model=self.ref_model
-                    )
-                ref_logprobs = _sequence_logprobs(ref_logits[:, P - 1 : -1], roll["completion_ids"])  # (B, T)
+            with self.reference(self.model) as reference:
+                ref_logits = self._forward_logits(roll["input_ids"], roll["attention_mask"], roll["extra"], model=reference)
+                ref_logprobs = sampled_token_logprobs(ref_logits[:, P - 1 : -1], roll["completion_ids"])  # (B, T)
                 del ref_logits
 
         # entropy signals and difficulty, all before any reward is computed (the authors' ordering bug)
-        with torch.no_grad():
-            hwe = self._hwe(entropy, mask, roll["completion_ids"], update_threshold=True)  # (B, T)
-            hwe_counts = hwe.sum(dim=1).float()  # (B,)
-            buckets = difficulty_buckets(correct, G)  # (B,)
-            sums, counts = bucket_mean(hwe_counts, buckets)
-            sums, counts = self._world_sum(sums), self._world_sum(counts)  # (3,) over all ranks
-            self.hwe_targets.copy_(bucket_targets(sums, counts, self.hwe_targets))
-            self.entropy_alpha.copy_(update_entropy_alpha(self.entropy_alpha, sums, counts, self.hwe_targets, hp.alpha_step))
-            if hp.algorithm == "aepo":
-                rewards = shaped_rewards(correct, hwe_counts, self.hwe_targets, buckets, self.entropy_alpha)
-            else:
-                rewards = correct.float()
-            advantages = group_advantages(rewards, G)  # (B,)
-            keep = accuracy_group_mask(correct, G) if hp.filter_groups else torch.ones_like(correct, dtype=torch.bool)
-            loss_mask = mask * keep.unsqueeze(1)  # (B, T)
-            beta = self.kl_beta if hp.dynamic_kl else torch.ones(3, device=self.device)
-            kl_coef_seq = hp.kl_coef * beta[buckets]  # (B,)
-
-        loss, stats = aepo_loss(
-            logprobs, logprobs.detach(), advantages, loss_mask, ref_logprobs, kl_coef_seq,
-            clip_low=hp.clip_low, clip_high=hp.clip_high, dual_clip=hp.dual_clip, kl_estimator=hp.kl_estimator,
-            token_selection=hp.token_selection, entropy=entropy, top_entropy_rho=hp.top_entropy_rho,
+        hwe = self._hwe(entropy, mask, roll["completion_ids"], update_threshold=True)  # (B, T)
+        hwe_counts = hwe.sum(dim=1).float()  # (B,)
+        buckets = difficulty_buckets(correct, G)  # (B,)
+        sums, counts = bucket_mean(hwe_counts, buckets)
+        sums, counts = self._world_sum(sums), self._world_sum(counts)  # (3,) over all ranks
+        self.hwe_targets.copy_(bucket_targets(sums, counts, self.hwe_targets))
+        self.entropy_alpha.copy_(update_entropy_alpha(self.entropy_alpha, sums, counts, self.hwe_targets, hp.alpha_step))
+        if hp.algorithm == "aepo":
+            rewards = shaped_rewards(correct, hwe_counts, self.hwe_targets, buckets, self.entropy_alpha)
+        else:
+            rewards = correct.float()
+        advantages = group_advantages(rewards, G)  # (B,)
+        keep = accuracy_group_mask(correct, G) if hp.filter_groups else torch.ones_like(correct, dtype=torch.bool)
+        beta = self.kl_beta if hp.dynamic_kl else torch.ones(3, device=self.device)
+        rollout.update(
+            old_logprobs=old_logprobs, ref_logprobs=ref_logprobs, advantages=advantages, rewards=rewards,
+            correct=correct, keep=keep, loss_mask=mask * keep.unsqueeze(1), mask=mask,  # (B, T) each
+            kl_coef_seq=hp.kl_coef * beta[buckets], hwe_counts=hwe_counts, buckets=buckets,  # (B,) each
+            lengths=mask.sum(dim=1).float(), kl=None,  # (B,)
         )
 
         # per-bucket KL controller on all-reduced per-sequence KL (identical on every rank)
-        with torch.no_grad():
-            lengths = mask.sum(dim=1).float()  # (B,)
-            if ref_logprobs is not None:
-                kl_tok = kl_penalty(logprobs.detach(), ref_logprobs, hp.kl_estimator)  # (B, T)
-                kl_seq = (kl_tok * mask).sum(dim=1) / lengths.clamp(min=1.0)  # (B,)
-                # log the KL of every sampled token (filtered groups included), as the controller sees it
-                stats["kl"] = (kl_tok * mask).sum() / mask.sum().clamp(min=1)
-                kl_sums, kl_counts = bucket_mean(kl_seq, buckets)
-                kl_sums, kl_counts = self._world_sum(kl_sums), self._world_sum(kl_counts)
-                if hp.dynamic_kl:
-                    self.controller_steps += 1
-                    new = update_kl_controller(
-                        self.kl_ema, self.kl_error_ema, self.kl_log_beta, kl_sums, kl_counts,
-                        target=torch.tensor(hp.kl_target, device=self.device),
-                        update_beta=int(self.controller_steps) % hp.kl_update_interval == 0,
-                    )
-                    for buf, value in zip((self.kl_ema, self.kl_error_ema, self.kl_log_beta), new):
-                        buf.copy_(value)
-            self._log_train(correct, rewards, entropy, mask, hwe_counts, buckets, lengths, keep, stats)
-        return loss
+        if ref_logprobs is not None:
+            kl_tok = kl_penalty(old_logprobs, ref_logprobs, hp.kl_estimator)  # (B, T)
+            kl_seq = (kl_tok * mask).sum(dim=1) / rollout["lengths"].clamp(min=1.0)  # (B,)
+            rollout["kl"] = (kl_tok * mask).sum() / mask.sum().clamp(min=1)  # filtered groups included
+            kl_sums, kl_counts = bucket_mean(kl_seq, buckets)
+            kl_sums, kl_counts = self._world_sum(kl_sums), self._world_sum(kl_counts)
+            if hp.dynamic_kl:
+                self.controller_steps += 1
+                new = update_kl_controller(
+                    self.kl_ema, self.kl_error_ema, self.kl_log_beta, kl_sums, kl_counts,
+                    target=torch.tensor(hp.kl_target, device=self.device),
+                    update_beta=int(self.controller_steps) % hp.kl_update_interval == 0,
+                )
+                for buf, value in zip((self.kl_ema, self.kl_error_ema, self.kl_log_beta), new):
+                    buf.copy_(value)
 
-    def _log_train(self, correct, rewards, entropy, mask, hwe_counts, buckets, lengths, keep, stats) -> None:
+    @torch.no_grad()
+    def _log_train(self, rollout: dict, stats: dict[str, Tensor]) -> None:
+        """Log the rollout's signals and the last update's ``stats`` (the keys of ``TRAINING_METRICS``)."""
         hp = self.hparams
+        correct, rewards, entropy, mask = rollout["correct"], rollout["rewards"], rollout["entropy"], rollout["mask"]
+        hwe_counts, buckets, lengths, keep = rollout["hwe_counts"], rollout["buckets"], rollout["lengths"], rollout["keep"]
         n_tok = mask.sum().clamp(min=1)
         beta = self.kl_beta if hp.dynamic_kl else torch.ones(3, device=self.device)
         hwe_sums, counts = bucket_mean(hwe_counts, buckets)  # (3,) each
         len_sums, _ = bucket_mean(lengths, buckets)
         present = counts > 0
         nan = torch.full_like(counts, float("nan"))
-        names = ["train/reward", "train/accuracy", "train/entropy", "train/hwe_threshold", "train/hwe_count",
-                 "train/length", "train/kept_groups", "train/loss_pg", "train/kl", "train/clip_frac",
-                 "train/selected_frac"]
+        names = list(_SCALAR_KEYS)
         scalars = [rewards.mean(), correct.float().mean(), (entropy * mask).sum() / n_tok, self.hwe_threshold,
                    hwe_counts.mean(), lengths.mean(), keep.float().mean(), stats["pg_loss"], stats["kl"],
                    stats["clip_frac"], stats["selected_frac"]]
@@ -563,24 +490,23 @@ class LitARES(_PolicyMixin, L.LightningModule):
             "hwe_count": torch.where(present, hwe_sums / counts.clamp(min=1.0), nan),
             "length": torch.where(present, len_sums / counts.clamp(min=1.0), nan),
         }
-        for key, values in per_bucket.items():
+        for key in _BUCKET_KEYS:
             names += [f"train/{key}_{b}" for b in BUCKET_NAMES]
-            scalars += list(values.float())
+            scalars += list(per_bucket[key].float())
         # one device-to-host transfer for the whole row (no sync per metric)
         values = torch.stack([torch.as_tensor(v, device=self.device).float().reshape(()) for v in scalars]).tolist()
         row = {k: v for k, v in zip(names, values) if v == v}  # drop NaN: buckets absent from this batch
         for key, value in row.items():
             self.log(key, value, on_step=True, on_epoch=False, prog_bar=key in ("train/reward", "train/accuracy"),
                      batch_size=len(buckets))
-        if self._trainer is None or self._trainer.is_global_zero:
-            self.history.append({"step": int(self.global_step), **row})
 
     # ------------------------------------------------------------------ evaluation
     def _eval_step(self, batch: dict, stage: str) -> None:
+        """One completion per prompt at ``eval_temperature``; accumulate per-level counts, accuracy, length, HWE."""
         hp = self.hparams
         roll = self.generate(batch["prompt"], batch.get("image"), group_size=1, temperature=hp.eval_temperature)
         mask = roll["completion_mask"]  # (B, T)
-        texts = self._decode(roll["completion_ids"], mask)
+        texts = decode_completions(self.bundle.tokenizer, roll["completion_ids"], mask)
         correct = self._score(texts, batch["answer"], batch["answer_type"]).to(self.device)  # (B,)
         entropy = token_entropy(roll["logits"], hp.entropy_chunk_size)  # (B, T) from the raw generation logits
         hwe_counts = self._hwe(entropy, mask, roll["completion_ids"], update_threshold=False).sum(1).float()  # (B,)
@@ -593,6 +519,7 @@ class LitARES(_PolicyMixin, L.LightningModule):
         self._eval_sums[stage] = self._eval_sums.get(stage, torch.zeros_like(sums)) + sums
 
     def _eval_epoch_end(self, stage: str) -> None:
+        """Log ``<stage>/acc``, ``length``, ``hwe_count``, overall and per generator level (summed over ranks)."""
         sums = self._eval_sums.pop(stage, None)
         if sums is None:
             return
@@ -610,151 +537,58 @@ class LitARES(_PolicyMixin, L.LightningModule):
                 self.log(f"{stage}/hwe_count_level{level}", sums[level, 3] / c, sync_dist=False)
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
+        """Sample and score one completion per validation prompt."""
         self._eval_step(batch, "val")
 
     def on_validation_epoch_end(self) -> None:
+        """Log the ``val/*`` metrics."""
         self._eval_epoch_end("val")
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
+        """Sample and score one completion per test prompt."""
         self._eval_step(batch, "test")
 
     def on_test_epoch_end(self) -> None:
+        """Log the ``test/*`` metrics."""
         self._eval_epoch_end("test")
 
     # ------------------------------------------------------------------ optimisation, checkpoints, plots
     def configure_optimizers(self):
+        """AdamW on the trainable parameters (the adapters under LoRA)."""
         params = [p for p in self.model.parameters() if p.requires_grad]
         return torch.optim.AdamW(params, lr=self.hparams.learning_rate, weight_decay=self.hparams.weight_decay)
 
+    def configure_callbacks(self) -> list:
+        """The history of the training signals: a ``vlkit.callbacks.MetricHistory`` (one row per rollout batch)
+        that writes ``ares_history.json`` and draws ``ares_training.png`` (``TRAINING_PANELS``) in ``plot_dir``
+        (default: the trainer's log directory) at the end of fit. It replaces a ``MetricHistory`` listed in
+        the trainer's callbacks."""
+        return [MetricHistory(TRAINING_METRICS, panels=TRAINING_PANELS, interval="step", directory=self.hparams.plot_dir,
+                              json_file="ares_history.json", png_file="ares_training.png")]
+
     def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Record the class, the controller state and the frozen reference copy (full fine-tuning only)."""
         record_class(checkpoint, self)  # checkpoint["vlkit_class"]: which class wrote it
         checkpoint["ares_controller"] = self.controller_state()
+        reference = self.reference.state_dict()
+        if reference:
+            checkpoint["ares_reference_policy"] = reference
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Restore the controller state and the frozen reference copy. Checkpoints written before the policy
+        core kept the full-fine-tuning reference as a submodule (``ref_model.*`` weights): those become the
+        frozen copy."""
+        old_reference = {k: checkpoint["state_dict"].pop(k) for k in list(checkpoint.get("state_dict", {}))
+                         if k.startswith("ref_model.")}
+        if old_reference:
+            names = dict(self.model.named_parameters())
+            old_reference = {k[len("ref_model."):]: v for k, v in old_reference.items() if k[len("ref_model."):] in names}
+        reference = checkpoint.get("ares_reference_policy") or old_reference
+        if reference:
+            self.reference.load_state_dict(reference)
         state = checkpoint.get("ares_controller")
         if state is None:
             return
         for key in _CONTROLLER_KEYS:
             buf = getattr(self, key)
             buf.copy_(torch.tensor(state[key], dtype=buf.dtype))
-
-    def on_fit_end(self) -> None:
-        # trainer.log_dir broadcasts from rank 0: every rank must ask for it
-        log_dir = self._trainer.log_dir if self._trainer is not None else None
-        if self._trainer is not None and not self._trainer.is_global_zero:
-            return
-        if not self.history:
-            return
-        out_dir = Path(self.hparams.plot_dir or log_dir or ".")
-        plot_training_history(self.history, out_dir / "ares_training.png")
-        text = json.dumps({"history": self.history, "controller": self.controller_state()})
-        _atomic_write_bytes(out_dir / "ares_history.json", lambda tmp: Path(tmp).write_text(text))
-
-
-@torch.no_grad()
-def estimate_pass_rates(module: LitARES, problems: list, samples: int = 4, batch_prompts: int = 8) -> list[float]:
-    """Measured pass rate of ``module``'s policy on each problem (``samples`` completions each), the input
-    of ``vlkit.data.reasoning.build_adaptive_cold_start``. ``samples`` and ``batch_prompts``: ints >= 1."""
-    check_int("samples", samples, low=1)
-    check_int("batch_prompts", batch_prompts, low=1)
-    rates: list[float] = []
-    for start in range(0, len(problems), batch_prompts):
-        chunk = problems[start : start + batch_prompts]
-        roll = module.generate([p.prompt for p in chunk], None, group_size=samples)
-        texts = module._decode(roll["completion_ids"], roll["completion_mask"])
-        scores = LitARES._score(texts, [p.answer for p in chunk for _ in range(samples)],
-                                [p.answer_type for p in chunk for _ in range(samples)])
-        rates.extend(scores.view(len(chunk), samples).mean(1).tolist())  # (n_prompts,)
-    return rates
-
-
-class LitColdStartSFT(_PolicyMixin, L.LightningModule):
-    """Supervised fine-tuning on adaptive cold-start pairs (``ColdStartSFTDataModule``): cross-entropy on
-    the response tokens only (prompt tokens masked), chat template applied to the prompt.
-
-    Args:
-        model_name, dtype, lora_r, lora_alpha, lora_dropout, lora_target_modules: as in ``LitARES``.
-        learning_rate, weight_decay: AdamW, > 0 and >= 0.
-        max_length: truncate prompt + response to this many tokens, an int >= 2.
-        system_prompt: optional system message.
-        seed: initialisation seed of random tiny presets.
-    """
-
-    def __init__(
-        self,
-        model_name: str = "tiny-random-lm",
-        dtype: str = "float32",
-        lora_r: int = 16,
-        lora_alpha: int = 32,
-        lora_dropout: float = 0.0,
-        lora_target_modules: list[str] | str | None = "all-linear",
-        learning_rate: float = 1e-4,
-        weight_decay: float = 0.0,
-        max_length: int = 512,
-        system_prompt: str | None = None,
-        seed: int = 0,
-    ):
-        super().__init__()
-        _check_model_args(model_name, dtype, lora_r, lora_alpha, lora_dropout, lora_target_modules, learning_rate,
-                          weight_decay)
-        check_int("max_length", max_length, low=2)
-        check_int("seed", seed)
-        self.save_hyperparameters()
-        self.system_prompt = system_prompt
-        self.bundle = create_language_model(model_name, dtype=dtype, seed=seed)
-        if self.bundle.is_multimodal:
-            raise ConfigError(
-                f"model_name must be a causal LM preset or id (LitColdStartSFT trains text-only pairs), got the "
-                f"vision-language model {model_name!r}",
-                argument="model_name",
-            )
-        self.model = apply_lora(self.bundle.model, lora_r, lora_alpha, lora_dropout, lora_target_modules) if lora_r > 0 else self.bundle.model
-        self.bundle.model = self.model
-
-    def _batch_tensors(self, batch: dict) -> tuple[Tensor, Tensor, Tensor]:
-        """Right-padded (input_ids, attention_mask, labels), each (B, L); labels -100 on prompt and padding."""
-        tok = self.bundle.tokenizer
-        rows = []
-        for prompt, response in zip(batch["prompt"], batch["response"]):
-            p = tok.apply_chat_template(self._messages(prompt, False), tokenize=False, add_generation_prompt=True)
-            p_ids = tok(p, add_special_tokens=False)["input_ids"]
-            r_ids = tok(response, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
-            ids = (p_ids + r_ids)[: self.hparams.max_length]
-            labels = ([-100] * len(p_ids) + r_ids)[: self.hparams.max_length]
-            rows.append((ids, labels))
-        width = max(len(ids) for ids, _ in rows)
-        input_ids = torch.full((len(rows), width), tok.pad_token_id, dtype=torch.long)  # (B, L)
-        labels = torch.full((len(rows), width), -100, dtype=torch.long)  # (B, L)
-        attention = torch.zeros((len(rows), width), dtype=torch.long)  # (B, L)
-        for i, (ids, lab) in enumerate(rows):
-            input_ids[i, : len(ids)] = torch.tensor(ids)
-            labels[i, : len(lab)] = torch.tensor(lab)
-            attention[i, : len(ids)] = 1
-        return input_ids.to(self.device), attention.to(self.device), labels.to(self.device)
-
-    def _loss(self, batch: dict) -> tuple[Tensor, Tensor]:
-        input_ids, attention, labels = self._batch_tensors(batch)
-        logits = self.model(input_ids=input_ids, attention_mask=attention, use_cache=False).logits  # (B, L, V)
-        target = labels[:, 1:]  # (B, L-1) next-token targets
-        loss = torch.nn.functional.cross_entropy(
-            logits[:, :-1].reshape(-1, logits.shape[-1]).float(), target.reshape(-1), ignore_index=-100
-        )
-        return loss, (target != -100).sum()
-
-    def training_step(self, batch: dict, batch_idx: int) -> Tensor:
-        loss, n = self._loss(batch)
-        bs = len(batch["prompt"])
-        self.log("train/loss", loss, prog_bar=True, batch_size=bs)
-        self.log("train/response_tokens", n.float() / bs, batch_size=bs)
-        return loss
-
-    def validation_step(self, batch: dict, batch_idx: int) -> None:
-        loss, _ = self._loss(batch)
-        self.log("val/loss", loss, prog_bar=True, batch_size=len(batch["prompt"]), sync_dist=True)
-
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        record_class(checkpoint, self)  # checkpoint["vlkit_class"]: which class wrote it
-
-    def configure_optimizers(self):
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        return torch.optim.AdamW(params, lr=self.hparams.learning_rate, weight_decay=self.hparams.weight_decay)

@@ -13,8 +13,10 @@ None) over a dict of presets:
 - anything else: a Hugging Face id or local directory (AutoModelForImageTextToText when the config
   has a vision part, else AutoModelForCausalLM).
 
-Also: ``apply_lora`` (peft), ``ensure_pad_token``, ``trigger_token_ids`` (reasoning trigger words to
-token ids, for HWE detection), ``DEFAULT_TRIGGER_WORDS``.
+Also: ``apply_lora`` (the kit's one peft loader, used by ARES and by recsys's Hugging Face decoders) and
+``check_lora_arguments``, ``ensure_pad_token``, the chat prompts of a bundle (``chat_messages``,
+``encode_chat_prompts``, ``vision_token_ids``), ``trigger_token_ids`` (reasoning trigger words to token ids,
+for HWE detection), ``DEFAULT_TRIGGER_WORDS``.
 """
 
 from __future__ import annotations
@@ -24,7 +26,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
+
+from vlkit.errors import ConfigError, check_choice, check_int, check_positive, check_probability
 
 __all__ = [
     "DEFAULT_TRIGGER_WORDS",
@@ -32,9 +36,15 @@ __all__ = [
     "LANGUAGE_MODEL_PRESETS",
     "apply_lora",
     "char_tokenizer",
+    "DTYPES",
+    "chat_messages",
+    "check_language_model_arguments",
+    "check_lora_arguments",
     "create_language_model",
+    "encode_chat_prompts",
     "ensure_pad_token",
     "trigger_token_ids",
+    "vision_token_ids",
 ]
 
 # Words that often open a reasoning step or a change of course. Our own short list (the authors ship a
@@ -74,6 +84,7 @@ class LanguageModelBundle:
 
     @property
     def is_multimodal(self) -> bool:
+        """True for a vision-language model (a processor that takes images)."""
         return self.processor is not None
 
 
@@ -261,22 +272,112 @@ def apply_lora(
     trainable_token_indices: dict[str, list[int]] | None = None,
     task_type: str | None = None,
 ) -> nn.Module:
-    """Wrap ``model`` with peft LoRA adapters; only the adapters train.
+    """Wrap ``model`` with peft LoRA adapters; only the adapters train. The kit's one peft loader.
 
-    The reference policy is then the same model under ``model.disable_adapter()`` (no second copy).
-    ``target_modules="all-linear"`` adapts every linear layer but the output head (peft's rule); for a
-    VLM, pass e.g. ``["q_proj", "k_proj", "v_proj", "o_proj"]`` to adapt the language model only.
-    ``trainable_token_indices`` (e.g. ``{"embed_tokens": new_ids}``) keeps those embedding rows trainable
-    while the rest of the embedding stays frozen (tokens added to the vocabulary); ``task_type`` is peft's
-    (``"CAUSAL_LM"`` gives a ``PeftModelForCausalLM``; None a plain ``PeftModel``).
+    Fresh adapters start as the identity (peft initialises every B matrix to zero), so the reference
+    policy of RL can be the same model under ``model.disable_adapter()`` (no second copy; see
+    ``vlkit.models.policy.ReferencePolicy``).
+
+    Args:
+        model: the Hugging Face model to adapt (its weights are frozen).
+        r: LoRA rank, an int >= 1.
+        alpha: LoRA scale alpha (> 0); the update is scaled by alpha / r.
+        dropout: dropout on the adapters' input, in [0, 1).
+        target_modules: ``"all-linear"`` adapts every linear layer but the output head (peft's rule); for a
+            VLM pass e.g. ``["q_proj", "k_proj", "v_proj", "o_proj"]`` to adapt the language model only.
+        trainable_token_indices: e.g. ``{"embed_tokens": new_ids}`` keeps those embedding rows trainable
+            while the rest of the embedding stays frozen (tokens added to the vocabulary).
+        task_type: peft's (``"CAUSAL_LM"`` gives a ``PeftModelForCausalLM``; None a plain ``PeftModel``).
+
+    Returns:
+        the peft model.
     """
     from peft import LoraConfig, get_peft_model
 
-    if r < 1:
-        raise ValueError(f"LoRA rank r must be >= 1, got {r}")
+    check_lora_arguments(r, alpha, dropout, target_modules, low=1, prefix="")
     config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules, bias="none",
                         trainable_token_indices=trainable_token_indices, task_type=task_type)
     return get_peft_model(model, config)
+
+
+DTYPES = ("float32", "bfloat16", "float16")  # the weight dtypes create_language_model accepts
+
+
+def check_language_model_arguments(model_name: Any, dtype: Any) -> None:
+    """Check ``create_language_model``'s name and dtype before anything is built (ConfigError): ``model_name``
+    a non-empty string (a preset, a Hugging Face id or a directory), ``dtype`` one of ``DTYPES``."""
+    if not isinstance(model_name, str) or not model_name.strip():
+        raise ConfigError(
+            f"model_name must be a non-empty string (a preset or a Hugging Face id / directory), got {model_name!r}",
+            argument="model_name",
+        )
+    check_choice("dtype", dtype, DTYPES)
+
+
+def check_lora_arguments(
+    lora_r: Any, lora_alpha: Any, lora_dropout: Any, lora_target_modules: Any, *, low: int = 0, prefix: str = "lora_"
+) -> None:
+    """Check LoRA settings before any model is built (ConfigError naming the argument).
+
+    ``lora_r`` is an int >= ``low`` (0 means no LoRA in the ``Lit*`` modules), ``lora_alpha`` > 0,
+    ``lora_dropout`` in [0, 1), ``lora_target_modules`` ``"all-linear"``, one module name, a non-empty list of
+    names, or None (peft's default for known architectures). ``prefix`` is how the caller names them
+    (``lora_r`` in the ``Lit*`` modules, ``r`` in :func:`apply_lora`).
+    """
+    check_int(f"{prefix}r", lora_r, low=low)
+    check_positive(f"{prefix}alpha", lora_alpha)
+    check_probability(f"{prefix}dropout", lora_dropout, open_high=True)
+    if lora_target_modules is not None and not isinstance(lora_target_modules, str):
+        if not lora_target_modules or not all(isinstance(m, str) and m for m in lora_target_modules):
+            raise ConfigError(
+                f"{prefix}target_modules must be 'all-linear', a module name or a non-empty list of names, "
+                f"got {lora_target_modules!r}",
+                argument=f"{prefix}target_modules",
+            )
+
+
+def chat_messages(prompt: str, with_image: bool = False, system_prompt: str | None = None) -> list[dict]:
+    """The chat messages of one user prompt: an optional system message, then the user turn (an image part
+    before the text for vision-language models, in the Qwen2-VL list-of-parts format)."""
+    content = [{"type": "image"}, {"type": "text", "text": prompt}] if with_image else prompt
+    messages = [{"role": "user", "content": content}]
+    if system_prompt:
+        messages.insert(0, {"role": "system", "content": system_prompt})
+    return messages
+
+
+def encode_chat_prompts(
+    bundle: LanguageModelBundle, prompts: list[str], images: list | None = None, system_prompt: str | None = None
+) -> dict[str, Tensor]:
+    """Left-padded model inputs (CPU tensors) of user prompts under the bundle's chat template, with the
+    generation prompt appended: ``input_ids`` (B, P), ``attention_mask`` (B, P), and for a vision-language
+    model with ``images`` (one per prompt) its pixel values, image grid and token types."""
+    if images is not None and not bundle.is_multimodal:
+        raise ConfigError(
+            "the batch holds images but the model has no image processor: model_name must be a vision-language "
+            "model for image data",
+            argument="model_name",
+        )
+    chat = bundle.processor if bundle.is_multimodal else bundle.tokenizer
+    texts = [chat.apply_chat_template(chat_messages(p, images is not None, system_prompt), tokenize=False,
+                                      add_generation_prompt=True) for p in prompts]
+    if bundle.is_multimodal:
+        kwargs = {} if images is None else {"images": images}
+        encoded = bundle.processor(text=texts, return_tensors="pt", padding=True, **kwargs)
+    else:
+        encoded = bundle.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+    return {k: v for k, v in encoded.items() if isinstance(v, Tensor)}
+
+
+def vision_token_ids(bundle: LanguageModelBundle) -> list[int] | None:
+    """The vision placeholder tokens of a vision-language model, which must never be sampled (they would
+    break the image-token count); None for a text model."""
+    if not bundle.is_multimodal:
+        return None
+    model = bundle.model.get_base_model() if hasattr(bundle.model, "get_base_model") else bundle.model
+    ids = [getattr(model.config, k, None) for k in ("image_token_id", "video_token_id", "vision_start_token_id",
+                                                    "vision_end_token_id")]
+    return [int(i) for i in ids if i is not None]
 
 
 def trigger_token_ids(tokenizer, words: list[str] | tuple[str, ...] = DEFAULT_TRIGGER_WORDS) -> torch.Tensor:

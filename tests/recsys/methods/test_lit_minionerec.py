@@ -60,7 +60,7 @@ def test_bad_arguments_are_named():
     with pytest.raises(ValueError, match="tasks must be"):
         LitMiniOneRec(tasks=("next_title",))
     with pytest.raises(ValueError, match="group_size"):
-        LitMiniOneRecRL(group_size=1)
+        LitMiniOneRecRL(rl=dict(group_size=1))
     with pytest.raises(FileNotFoundError, match="sid_path"):
         LitMiniOneRec(sid_path="/nonexistent/sid.json").build(synthetic_seqrec())
 

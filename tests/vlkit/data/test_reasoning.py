@@ -11,16 +11,12 @@ from vlkit.data.reasoning import (
     ReasoningDataModule,
     ReasoningProblem,
     build_adaptive_cold_start,
-    check_answer,
-    extract_boxed,
-    extract_choice_letter,
-    extract_final_number,
     generate_arithmetic_problems,
     load_problems_jsonl,
-    parse_number,
     solution_candidates,
     target_length,
 )
+from vlkit.data.verifier import check_answer, extract_boxed, extract_choice_letter, extract_final_number, parse_number
 
 
 def test_generated_answers_are_correct_and_levels_cycle():

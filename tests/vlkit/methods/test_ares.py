@@ -11,7 +11,9 @@ import pytest
 import torch
 
 from vlkit.cli import main
-from vlkit.methods.ares import LitARES, LitColdStartSFT, _sequence_logprobs, completion_mask_after_eos
+from vlkit.functional.policy import completion_mask_after_eos, sampled_token_logprobs as _sequence_logprobs
+from vlkit.methods.ares import LitARES
+from vlkit.methods.ares_coldstart import LitColdStartSFT
 from vlkit.models.language import char_tokenizer, create_language_model, ensure_pad_token, trigger_token_ids
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -84,7 +86,7 @@ def tiny_module():
 
 def test_reference_policy_is_the_disabled_adapter(tiny_module):
     module = tiny_module
-    assert module.ref_model is None  # no second copy with LoRA
+    assert module.reference.use_disabled_adapter and module.reference.frozen is None  # no second copy with LoRA
     ids = torch.randint(5, 100, (2, 9), generator=torch.Generator().manual_seed(1))
     mask = torch.ones_like(ids)
     base = create_language_model("tiny-random-lm").model  # same seed -> same base weights
@@ -173,12 +175,12 @@ def test_config_parses(config, capsys):
         main(["fit", "--config", str(config), "--print_config"])
     assert exit_info.value.code in (0, None)
     printed = capsys.readouterr().out
-    assert "class_path: vlkit.methods.ares." in printed
+    assert "class_path: vlkit.methods.ares." in printed or "class_path: vlkit.methods.ares_coldstart." in printed
 
 
 def test_estimate_pass_rates_feeds_the_cold_start_builder(tiny_module):
     from vlkit.data.reasoning import build_adaptive_cold_start, generate_arithmetic_problems
-    from vlkit.methods.ares import estimate_pass_rates
+    from vlkit.data.reasoning import estimate_pass_rates
 
     problems = generate_arithmetic_problems(3, levels=[1], seed=0)
     rates = estimate_pass_rates(tiny_module, problems, samples=2, batch_prompts=2)
@@ -188,3 +190,82 @@ def test_estimate_pass_rates_feeds_the_cold_start_builder(tiny_module):
     examples = build_adaptive_cold_start(problems, rates, length_at_0=30, length_at_1=2)
     # L_target(p) = (1 - p) 30 + p 2
     assert [e.target_length for e in examples] == [30 - 28 * r for r in rates]
+
+
+def _fit_two_rollouts(tmp_path, **overrides):
+    import lightning as L
+
+    from vlkit.data.reasoning import ReasoningDataModule
+
+    L.seed_everything(0)
+    module = LitARES(model_name="tiny-random-lm", group_size=2, max_new_tokens=6, learning_rate=0.01, filter_groups=False,
+                     kl_coef=0.5, max_grad_norm=1.0, plot_dir=str(tmp_path), **overrides)
+    trainer = L.Trainer(accelerator="cpu", devices=1, max_steps=2 * module.hparams.updates_per_rollout, logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        limit_val_batches=0, default_root_dir=tmp_path)
+    trainer.fit(module, ReasoningDataModule(train_size=4, val_size=2, test_size=2, levels=[1, 2], prompts_per_batch=2))
+    trainable = [p.detach().double() for p in module.model.parameters() if p.requires_grad]
+    return module, trainer, sum(p.pow(2).sum() for p in trainable).item()
+
+
+@pytest.mark.parametrize(
+    "lora_r, weights_sq, kl, kl_log_beta_hard",
+    [
+        # what the code before the policy core gave for this run (automatic optimisation with
+        # trainer.gradient_clip_val=1.0, the reference a disabled adapter / a deepcopy submodule): two
+        # rollout batches, one update each
+        (4, 20.014121297949877, 0.009888753294944763, -0.00013280050188768655),
+        (0, 372.80280837319174, 0.05259836092591286, 5.93928198213689e-05),
+    ],
+)
+def test_one_update_per_rollout_gives_the_numbers_of_before(tmp_path, lora_r, weights_sq, kl, kl_log_beta_hard):
+    module, trainer, got_sq = _fit_two_rollouts(tmp_path, lora_r=lora_r)
+    assert trainer.global_step == 2 and int(module.controller_steps) == 2
+    assert got_sq == pytest.approx(weights_sq, rel=1e-6)
+    assert trainer.callback_metrics["train/kl"].item() == pytest.approx(kl, rel=1e-5)
+    assert module.kl_log_beta[2].item() == pytest.approx(kl_log_beta_hard, rel=1e-4)
+    # LoRA: no copy at all; full fine-tuning: a frozen copy of the weights, taken at the first step
+    assert (module.reference.frozen is None) == (lora_r > 0)
+    # the history callback the module brings wrote one row per rollout batch
+    history = json.loads((tmp_path / "ares_history.json").read_text())["history"]
+    assert [row["step"] for row in history] == [1, 2] and (tmp_path / "ares_training.png").exists()
+
+
+def test_several_updates_per_rollout(tmp_path):
+    module, trainer, got_sq = _fit_two_rollouts(tmp_path, lora_r=4, updates_per_rollout=2)
+    # 2 rollout batches x 2 optimiser updates; the controller steps once per rollout
+    assert trainer.global_step == 4 and int(module.controller_steps) == 2
+    # the second update of each rollout moved the weights beyond where one update per rollout leaves them
+    assert got_sq != pytest.approx(20.014121297949877, rel=1e-6)
+    assert math.isfinite(trainer.callback_metrics["train/clip_frac"].item())  # the last update's statistics
+    history = json.loads((tmp_path / "ares_history.json").read_text())["history"]
+    assert [row["step"] for row in history] == [2, 4]
+
+
+def test_checkpoints_keep_the_frozen_reference_and_old_ones_load(tmp_path):
+    module = LitARES(model_name="tiny-random-lm", group_size=2, max_new_tokens=4, lora_r=0)
+    ids = torch.randint(5, 100, (1, 6), generator=torch.Generator().manual_seed(2))
+    mask = torch.ones_like(ids)
+    with module.reference(module.model) as ref:  # the first reference pass copies the weights
+        before = module._forward_logits(ids, mask, {}, model=ref)
+    ckpt = {"state_dict": module.state_dict()}
+    module.on_save_checkpoint(ckpt)
+    assert set(ckpt["ares_reference_policy"]) == set(module.reference.frozen)
+    # a checkpoint of the code before the policy core held the frozen copy as a submodule, ref_model.*
+    old = {"state_dict": {**module.state_dict(), **{f"ref_model.{k}": v for k, v in module.model.state_dict().items()}}}
+    fresh = LitARES(model_name="tiny-random-lm", group_size=2, max_new_tokens=4, lora_r=0, seed=1)  # other weights
+    fresh.on_load_checkpoint(old)
+    fresh.load_state_dict(old["state_dict"])  # strict: the ref_model.* keys were taken out
+    with fresh.reference(fresh.model) as ref:
+        assert torch.allclose(fresh._forward_logits(ids, mask, {}, model=ref), before)
+
+
+def test_cold_start_checkpoints_from_before_the_split_still_load(tmp_path):
+    from vlkit.checkpoints import load_checkpoint
+
+    # LitColdStartSFT lived in vlkit.methods.ares; a checkpoint recorded that path
+    path = tmp_path / "sft.ckpt"
+    torch.save({"state_dict": {}, "vlkit_class": "vlkit.methods.ares.LitColdStartSFT"}, path)
+    assert load_checkpoint(path, LitColdStartSFT)["vlkit_class"] == "vlkit.methods.ares.LitColdStartSFT"
+    with pytest.raises(ValueError, match="is a LitColdStartSFT checkpoint; expected a LitARES checkpoint"):
+        load_checkpoint(path, LitARES)
