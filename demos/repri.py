@@ -32,14 +32,14 @@ def _model(backbone: str = "lite0-offline"):
 
 @lru_cache(maxsize=1)
 def _pool():
-    from vlkit.data.episodes import FashionScenePool
+    from vlkit.data.scenes import FashionScenePool
 
     return FashionScenePool("test", num_scenes=200, canvas_size=CANVAS_SIZE)
 
 
 def example(class_name: str, index: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A support scene, its mask for ``class_name`` and a query scene holding the same class."""
-    from vlkit.data.episodes import FASHION_MNIST_CLASSNAMES
+    from vlkit.data.fashion_mnist import FASHION_MNIST_CLASSNAMES
 
     if class_name not in FASHION_MNIST_CLASSNAMES:
         raise ConfigError(f"class_name must be one of {FASHION_MNIST_CLASSNAMES}, got {class_name!r}", argument="class_name")
@@ -116,7 +116,7 @@ def build_demo():
 
     from demos._safety import guard_image_inputs
 
-    from vlkit.data.episodes import FASHION_MNIST_CLASSNAMES
+    from vlkit.data.fashion_mnist import FASHION_MNIST_CLASSNAMES
 
     with gr.Blocks(title="RePRI few-shot segmentation") as demo:
         gr.Markdown(

@@ -6,15 +6,20 @@ count (``max_shots``, 10): episode e has the same class, the same query and the 
 supports for every K, so every method and every shot setting is scored on identical episodes.
 
 Label maps everywhere: 0 background, ``c + 1`` for class c (0-based class ids), 255 void. An episode's
-binary masks: 1 where the label is its class, 255 where void or padding, 0 elsewhere.
+binary masks: 1 where the label is its class, 255 where void or padding, 0 elsewhere (the preprocessing
+lives in :mod:`vlkit.data.segmentation_preprocessing`).
 
 Pools (anything with ``__len__``, ``image(i)`` -> uint8 (H, W, 3), ``label(i)`` -> uint8 (H, W),
-``num_classes``, ``classnames`` and ``fingerprint``):
+``num_classes``, ``classnames``, ``fingerprint`` and ``class_to_indices(min_pixels)``):
 
-- :class:`SegmentationListPool`: PASCAL-5i / COCO-20i from the standard list files (PFENet's
-  ``lists/pascal/val.txt``: lines ``JPEGImages/x.jpg SegmentationClassAug/x.png`` relative to ``root``).
-- :class:`FashionScenePool`: the offline benchmark, rendered deterministically from Fashion-MNIST (see
-  :func:`render_fashion_scenes` for exactly how).
+- :class:`vlkit.data.segmentation_lists.SegmentationListPool`: PASCAL-5i / COCO-20i from the standard
+  list files (PFENet's ``lists/pascal/val.txt``: lines ``JPEGImages/x.jpg SegmentationClassAug/x.png``
+  relative to ``root``).
+- :class:`vlkit.data.scenes.FashionScenePool`: the offline benchmark, rendered deterministically from
+  Fashion-MNIST (see :func:`vlkit.data.scenes.render_fashion_scenes` for exactly how).
+
+This module holds what is common to them: the folds, the fixed task lists, the episode datasets and the
+:class:`EpisodicDataModule`.
 
 Folds: PASCAL-5i fold i holds novel classes 5i..5i+4; COCO-20i uses PFENet's interleaved split
 (fold i = classes 4k + i); Fashion scenes use 5 folds of 2 novel classes (fold i = classes 2i, 2i+1; the
@@ -44,37 +49,31 @@ the fold's base classes remapped to 1..n_base, background 0 and novel classes / 
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 
 import lightning as L
 import numpy as np
 import torch
-import torch.nn.functional as F
-from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from vlkit.data.fashion_mnist import FASHION_MNIST_CLASSNAMES, load_fashion_mnist_arrays
+from vlkit.data.scenes import FashionScenePool
+from vlkit.data.segmentation_lists import SegmentationListPool
+from vlkit.data.segmentation_preprocessing import (
+    IGNORE_INDEX,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    as_rgb_uint8,
+    binary_mask,
+    preprocess_image,
+    preprocess_label,
+    resized_shape,
+)
 from vlkit.errors import ConfigError, check_choice, check_file, check_int, check_int_sequence, check_number
 
 __all__ = [
-    "IGNORE_INDEX",
-    "IMAGENET_MEAN",
-    "IMAGENET_STD",
-    "PASCAL_CLASSNAMES",
     "Episode",
-    "FashionScenePool",
-    "SegmentationListPool",
-    "render_fashion_scenes",
     "fold_classes",
     "build_episodes",
-    "preprocess_image",
-    "preprocess_label",
-    "binary_mask",
     "make_episode",
     "EpisodeDataset",
     "BaseSegmentationDataset",
@@ -82,13 +81,8 @@ __all__ = [
     "EpisodicDataModule",
 ]
 
-IGNORE_INDEX = 255
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-PASCAL_CLASSNAMES = [
-    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
-    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
-]  # fmt: skip
+NUM_FOLDS = {"fashion_scenes": 5, "pascal": 4, "coco": 4}  # the benchmarks' fold counts
+NUM_CLASSES = {"fashion_scenes": 10, "pascal": 20, "coco": 80}
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -97,11 +91,10 @@ PASCAL_CLASSNAMES = [
 
 def fold_classes(dataset: str, fold: int) -> list[int]:
     """0-based novel classes of ``fold`` for ``dataset`` in {"fashion_scenes", "pascal", "coco"}."""
-    folds = {"fashion_scenes": 5, "pascal": 4, "coco": 4}
-    check_choice("dataset", dataset, sorted(folds))
+    check_choice("dataset", dataset, sorted(NUM_FOLDS))
     check_int("fold", fold)
-    if not 0 <= fold < folds[dataset]:
-        raise ConfigError(f"fold must be in 0..{folds[dataset] - 1} for {dataset}, got {fold!r}", argument="fold")
+    if not 0 <= fold < NUM_FOLDS[dataset]:
+        raise ConfigError(f"fold must be in 0..{NUM_FOLDS[dataset] - 1} for {dataset}, got {fold!r}", argument="fold")
     if dataset == "fashion_scenes":
         return [2 * fold, 2 * fold + 1]
     if dataset == "pascal":
@@ -153,304 +146,7 @@ def build_episodes(
 
 
 # ----------------------------------------------------------------------------------------------------------
-# The offline benchmark
-
-
-def _item_layers(gray: np.ndarray, size: int, flip: bool) -> tuple[np.ndarray, np.ndarray]:
-    """A 28x28 uint8 garment resized to ``size`` (bilinear): its intensity g in [0, 1] and alpha."""
-    item = Image.fromarray(gray, mode="L").resize((size, size), Image.BILINEAR)
-    g = np.asarray(item, dtype=np.float32) / 255.0
-    if flip:
-        g = g[:, ::-1]
-    alpha = np.clip((g - 0.1) / 0.3, 0.0, 1.0)  # soft edge; alpha >= 0.5 exactly where g >= 0.25
-    return g, alpha
-
-
-def _background(rng: np.random.Generator, size: int) -> np.ndarray:
-    kind = int(rng.integers(3))
-    if kind == 0:  # solid colour
-        bg = np.broadcast_to(rng.uniform(0, 1, 3).astype(np.float32), (size, size, 3)).copy()
-    elif kind == 1:  # linear gradient between two colours at a random angle
-        c1, c2 = rng.uniform(0, 1, 3), rng.uniform(0, 1, 3)
-        theta = rng.uniform(0, 2 * np.pi)
-        yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / max(size - 1, 1)
-        t = xx * np.cos(theta) + yy * np.sin(theta)
-        t = (t - t.min()) / max(t.max() - t.min(), 1e-6)
-        bg = (c1[None, None] * (1 - t[..., None]) + c2[None, None] * t[..., None]).astype(np.float32)
-    else:  # smooth colour texture: a coarse random grid upsampled bilinearly
-        cells = int(rng.integers(2, 7))
-        grid = (rng.uniform(0, 1, (cells, cells, 3)) * 255).astype(np.uint8)
-        bg = np.asarray(Image.fromarray(grid).resize((size, size), Image.BILINEAR), dtype=np.float32) / 255.0
-    return bg
-
-
-def render_fashion_scenes(
-    images: np.ndarray,
-    labels: np.ndarray,
-    num_scenes: int,
-    canvas_size: int = 128,
-    seed: int = 0,
-    items_per_scene: tuple[int, int] = (2, 4),
-    item_scale: tuple[float, float] = (0.25, 0.5),
-) -> tuple[np.ndarray, np.ndarray]:
-    """Compose Fashion-MNIST garments into scenes with segmentation labels, deterministically.
-
-    Scene s uses its own generator ``numpy.random.default_rng([seed, s])`` (so scene s never depends on
-    how many scenes are rendered) and:
-
-    1. a background, one of three kinds with equal probability: a solid random colour, a linear gradient
-       between two random colours at a random angle, or a smooth texture (a 2x2 to 6x6 grid of random
-       colours upsampled bilinearly); then Gaussian pixel noise (sigma 0.02);
-    2. ``n`` garments, n uniform in ``items_per_scene`` (2 to 4); each: a uniform class, a uniform image of
-       that class, a side of ``uniform(item_scale) * canvas_size`` pixels (bilinear from 28x28), a
-       horizontal flip with probability 1/2, a uniform position fully inside the canvas, and a random
-       colour tint (redrawn up to 10 times until it differs from the mean background under it by at
-       least 0.3 in mean absolute RGB). The garment is shaded ``tint * (0.35 + 0.65 g)`` (g its intensity
-       in [0, 1]) and alpha-blended with ``alpha = clip((g - 0.1) / 0.3, 0, 1)``;
-    3. labels: pixels with ``g >= 0.25`` (alpha >= 0.5) take the garment's class + 1; later garments
-       occlude earlier ones in both image and label.
-
-    Args:
-        images: (N, 28, 28) uint8 Fashion-MNIST images (0 = background, as in the IDX files).
-        labels: (N,) int64 classes 0..9, each class present.
-        num_scenes: an int >= 0. canvas_size: an int >= 8. items_per_scene: (low, high), 1 <= low <= high.
-        item_scale: (low, high) fractions of the canvas, 0 < low <= high <= 1.
-
-    Returns:
-        ``(scenes, label_maps)``: (num_scenes, S, S, 3) uint8 and (num_scenes, S, S) uint8.
-    """
-    if images.ndim != 3 or images.shape[0] != labels.shape[0]:
-        raise ConfigError(f"images must be (N, 28, 28) with N = len(labels), got {images.shape} and {labels.shape}",
-                          argument="images")
-    check_int("num_scenes", num_scenes, low=0)
-    check_int("canvas_size", canvas_size, low=8)
-    lo, hi = items_per_scene
-    if not 1 <= lo <= hi:
-        raise ConfigError(f"items_per_scene must be (low, high) with 1 <= low <= high, got {items_per_scene}",
-                          argument="items_per_scene")
-    check_number("item_scale", item_scale[0], low=0, high=1, low_open=True)
-    check_number("item_scale", item_scale[1], low=item_scale[0], high=1)
-    by_class = [np.flatnonzero(labels == c) for c in range(10)]
-    empty = [c for c in range(10) if not len(by_class[c])]
-    if num_scenes and empty:
-        raise ConfigError(f"labels must hold every class 0..9, got none of classes {empty}", argument="labels")
-    size = canvas_size
-    scenes = np.empty((num_scenes, size, size, 3), dtype=np.uint8)
-    label_maps = np.zeros((num_scenes, size, size), dtype=np.uint8)
-    for s in range(num_scenes):
-        rng = np.random.default_rng([seed, s])
-        canvas = _background(rng, size)
-        label_map = label_maps[s]
-        for _ in range(int(rng.integers(lo, hi + 1))):
-            c = int(rng.integers(10))
-            index = int(by_class[c][int(rng.integers(len(by_class[c])))])
-            side = max(8, int(round(rng.uniform(*item_scale) * size)))
-            side = min(side, size)
-            g, alpha = _item_layers(images[index], side, bool(rng.random() < 0.5))
-            y0, x0 = int(rng.integers(0, size - side + 1)), int(rng.integers(0, size - side + 1))
-            region = canvas[y0 : y0 + side, x0 : x0 + side]  # (side, side, 3) view
-            under = region.reshape(-1, 3).mean(0)
-            tint = rng.uniform(0, 1, 3)
-            for _ in range(10):
-                if np.abs(tint - under).mean() >= 0.3:
-                    break
-                tint = rng.uniform(0, 1, 3)
-            colour = tint[None, None] * (0.35 + 0.65 * g[..., None])  # (side, side, 3)
-            region[:] = region * (1 - alpha[..., None]) + colour * alpha[..., None]
-            label_map[y0 : y0 + side, x0 : x0 + side][g >= 0.25] = c + 1
-        canvas += rng.normal(0, 0.02, canvas.shape).astype(np.float32)
-        scenes[s] = np.clip(canvas * 255 + 0.5, 0, 255).astype(np.uint8)
-    return scenes, label_maps
-
-
-class FashionScenePool:
-    """A rendered pool of Fashion-MNIST scenes (see :func:`render_fashion_scenes`).
-
-    ``split``: ``"test"`` renders from the Fashion-MNIST test images (the benchmark's episodes);
-    ``"val"`` from train images 50000..59999 (episodes for design choices and base-training validation);
-    ``"train"`` from train images 0..49999 (base training). Each split has its own seed offset.
-    """
-
-    num_classes = 10
-    classnames = FASHION_MNIST_CLASSNAMES
-    _SPLITS = {"train": ("train", slice(0, 50000), 1), "val": ("train", slice(50000, 60000), 2), "test": ("test", slice(None), 0)}
-
-    def __init__(
-        self,
-        split: str = "test",
-        num_scenes: int = 1000,
-        canvas_size: int = 128,
-        seed: int = 0,
-        root: str | None = None,
-    ) -> None:
-        check_choice("split", split, sorted(self._SPLITS))
-        check_int("num_scenes", num_scenes, low=1)
-        check_int("canvas_size", canvas_size, low=32)
-        check_int("seed", seed)
-        source, rows, offset = self._SPLITS[split]
-        images, labels = load_fashion_mnist_arrays(source, root)
-        self.scenes, self.labels = render_fashion_scenes(
-            images[rows], labels[rows], num_scenes, canvas_size, seed=1000 * seed + offset
-        )
-        self.split = split
-        self.fingerprint = f"fashion_scenes/{split}/n={num_scenes}/size={canvas_size}/seed={seed}/v1"
-
-    def __len__(self) -> int:
-        return len(self.scenes)
-
-    def image(self, index: int) -> np.ndarray:
-        return self.scenes[index]
-
-    def label(self, index: int) -> np.ndarray:
-        return self.labels[index]
-
-    def class_to_indices(self, min_pixels: int = 128) -> dict[int, list[int]]:
-        """Scenes in which class c covers at least ``min_pixels`` visible pixels."""
-        counts = np.stack([(self.labels == c + 1).sum(axis=(1, 2)) for c in range(self.num_classes)], 1)  # (N, C)
-        return {c: np.flatnonzero(counts[:, c] >= min_pixels).tolist() for c in range(self.num_classes)}
-
-
-def _cache_dir() -> Path:
-    root = Path(os.environ.get("VLKIT_CACHE", Path.home() / ".cache" / "vlkit")) / "episodes"
-    root.mkdir(parents=True, exist_ok=True)
-    return root
-
-
-class SegmentationListPool:
-    """Images and label PNGs named by a PFENet-style list file (``image_path label_path`` per line).
-
-    PASCAL-5i: ``root`` = the VOC2012 directory with ``SegmentationClassAug``, list ``lists/pascal/val.txt``.
-    COCO-20i: label PNGs with values 1..80 (PFENet's / RePRI's ``create_masks.py``), list ``lists/coco/val.txt``.
-    Which classes each image holds is scanned once and cached (JSON, written atomically).
-    """
-
-    def __init__(self, root: str, list_file: str, dataset: str = "pascal") -> None:
-        check_choice("dataset", dataset, ("pascal", "coco"))
-        if not isinstance(root, (str, os.PathLike)) or not str(root):
-            raise ConfigError(f"root must be the image directory, got {root!r}", argument="root")
-        self.root = Path(root)
-        list_path = Path(list_file)
-        if not list_path.exists():
-            raise FileNotFoundError(f"list file {list_file} not found (PFENet's lists/{dataset}/val.txt)")
-        self.pairs = []
-        for line in list_path.read_text().splitlines():
-            parts = line.split()
-            if len(parts) != 2:
-                continue
-            self.pairs.append((self.root / parts[0], self.root / parts[1]))
-        if not self.pairs:
-            raise ConfigError(f"list file {list_file} must hold 'image label' lines, got none", argument="list_file")
-        self.dataset = dataset
-        self.num_classes = 20 if dataset == "pascal" else 80
-        self.classnames = PASCAL_CLASSNAMES if dataset == "pascal" else [f"coco_{i}" for i in range(80)]
-        digest = hashlib.sha1(f"{self.root.resolve()}|{list_path.resolve()}".encode()).hexdigest()[:12]
-        self.fingerprint = f"{dataset}/{list_path.name}/{digest}"
-
-    def __len__(self) -> int:
-        return len(self.pairs)
-
-    def image(self, index: int) -> np.ndarray:
-        with Image.open(self.pairs[index][0]) as img:
-            return np.asarray(img.convert("RGB"))
-
-    def label(self, index: int) -> np.ndarray:
-        with Image.open(self.pairs[index][1]) as img:
-            return np.asarray(img, dtype=np.uint8)
-
-    def class_to_indices(self, min_pixels: int = 2 * 32 * 32) -> dict[int, list[int]]:
-        """Images where class c has at least ``min_pixels`` pixels (PFENet's 2 x 32 x 32 filter)."""
-        cache = _cache_dir() / (self.fingerprint.replace("/", "_") + f"_min{min_pixels}.json")
-        if cache.exists():
-            return {int(k): v for k, v in json.loads(cache.read_text()).items()}
-        result: dict[int, list[int]] = {c: [] for c in range(self.num_classes)}
-        for i in range(len(self)):
-            values, counts = np.unique(self.label(i), return_counts=True)
-            for v, n in zip(values.tolist(), counts.tolist()):
-                if 1 <= v <= self.num_classes and n >= min_pixels:
-                    result[v - 1].append(i)
-        fd, tmp = tempfile.mkstemp(dir=cache.parent, suffix=".tmp")
-        with os.fdopen(fd, "w") as fh:
-            json.dump(result, fh)
-        os.replace(tmp, cache)
-        return result
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Preprocessing
-
-
-def _resized_shape(height: int, width: int, size: int) -> tuple[int, int]:
-    scale = size / max(height, width)
-    return max(1, int(round(height * scale))), max(1, int(round(width * scale)))
-
-
-def preprocess_image(
-    image: np.ndarray, size: int, mean=IMAGENET_MEAN, std=IMAGENET_STD
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Resize the long side to ``size`` (bilinear), normalise, pad bottom/right with zeros to (size, size).
-
-    image: (H, W, 3) uint8 -> ``(image (3, size, size) float, valid (size, size) bool)``; ``valid`` marks
-    the image area, known from geometry alone. ``size``: an int >= 1.
-    """
-    check_int("size", size, low=1)
-    if image.ndim != 3 or image.shape[2] != 3 or 0 in image.shape:
-        raise ConfigError(f"image must be (H, W, 3) RGB uint8, got shape {image.shape}", argument="image")
-    h, w = _resized_shape(image.shape[0], image.shape[1], size)
-    if (h, w) != image.shape[:2]:
-        image = np.asarray(Image.fromarray(image).resize((w, h), Image.BILINEAR))
-    x = torch.from_numpy(np.array(image)).permute(2, 0, 1).float() / 255.0  # (3, h, w)
-    x = (x - torch.tensor(mean)[:, None, None]) / torch.tensor(std)[:, None, None]
-    out = torch.zeros(3, size, size)
-    out[:, :h, :w] = x
-    valid = torch.zeros(size, size, dtype=torch.bool)
-    valid[:h, :w] = True
-    return out, valid
-
-
-def preprocess_label(label: np.ndarray, size: int) -> torch.Tensor:
-    """Resize a label map's long side to ``size`` (nearest) and pad with 255: (H, W) -> (size, size) long."""
-    check_int("size", size, low=1)
-    if label.ndim != 2 or 0 in label.shape:
-        raise ConfigError(f"label must be a non-empty (H, W) map, got shape {label.shape}", argument="label")
-    h, w = _resized_shape(label.shape[0], label.shape[1], size)
-    if (h, w) != label.shape:
-        label = np.asarray(Image.fromarray(label).resize((w, h), Image.NEAREST))
-    out = torch.full((size, size), IGNORE_INDEX, dtype=torch.long)
-    out[:h, :w] = torch.from_numpy(label.astype(np.int64))
-    return out
-
-
-def binary_mask(label: np.ndarray | torch.Tensor, class_id: int) -> torch.Tensor:
-    """Episode mask from a label map: 1 where ``label == class_id + 1``, 255 where void, else 0."""
-    label = torch.as_tensor(np.asarray(label)).long()
-    out = (label == class_id + 1).long()
-    out[label == IGNORE_INDEX] = IGNORE_INDEX
-    return out
-
-
-def _as_rgb_uint8(image, name: str) -> np.ndarray:
-    """Accept PIL images or arrays that are grayscale (H, W), (H, W, 1), RGB or RGBA; return (H, W, 3) uint8."""
-    if isinstance(image, Image.Image):
-        return np.asarray(image.convert("RGB"))
-    array = np.asarray(image)
-    if array.size == 0 or array.dtype.kind not in "biuf":
-        raise ConfigError(f"{name} must be a non-empty numeric image, got dtype {array.dtype} and shape {array.shape}",
-                          argument=name)
-    if array.dtype.kind == "f" and not np.isfinite(array).all():
-        # a NaN would become an arbitrary pixel value after the uint8 cast, silently
-        raise ConfigError(f"{name} must be finite, got {int((~np.isfinite(array)).sum())} NaN/inf value(s) in an image "
-                          f"of shape {array.shape}", argument=name)
-    if array.dtype != np.uint8:
-        if array.dtype.kind == "f" and array.size and array.max() <= 1.0:
-            array = array * 255.0
-        array = np.clip(array, 0, 255).astype(np.uint8)
-    if array.ndim == 2:
-        return np.repeat(array[..., None], 3, axis=2)
-    if array.ndim == 3 and array.shape[2] in (1, 3, 4):
-        if array.shape[2] == 1:
-            return np.repeat(array, 3, axis=2)
-        return np.ascontiguousarray(array[..., :3])  # RGBA: drop alpha
-    raise ConfigError(f"{name} must be an image (H, W), (H, W, 1|3|4) or PIL, got shape {array.shape}", argument=name)
+# Episodes from user images
 
 
 def make_episode(
@@ -477,7 +173,7 @@ def make_episode(
         )
     s_imgs, s_masks = [], []
     for k, (img, mask) in enumerate(zip(support_images, support_masks)):
-        rgb = _as_rgb_uint8(img, f"support_images[{k}]")
+        rgb = as_rgb_uint8(img, f"support_images[{k}]")
         mask = np.asarray(mask)
         if mask.ndim == 3:
             mask = mask.max(axis=2)
@@ -493,9 +189,9 @@ def make_episode(
         x, _ = preprocess_image(rgb, image_size, mean, std)
         s_imgs.append(x)
         s_masks.append(preprocess_label(binary, image_size))
-    q = _as_rgb_uint8(query_image, "query_image")
+    q = as_rgb_uint8(query_image, "query_image")
     qx, qvalid = preprocess_image(q, image_size, mean, std)
-    rh, rw = _resized_shape(q.shape[0], q.shape[1], image_size)
+    rh, rw = resized_shape(q.shape[0], q.shape[1], image_size)
     return {
         "support_images": torch.stack(s_imgs)[None],  # (1, K, 3, S, S)
         "support_masks": torch.stack(s_masks)[None],  # (1, K, S, S)
@@ -511,7 +207,17 @@ def make_episode(
 
 
 class EpisodeDataset(Dataset):
-    """K-shot episodes over a pool; items are dicts with the keys listed in the module docstring (no B)."""
+    """K-shot episodes over a pool; items are dicts with the keys listed in the module docstring (no B).
+
+    Args:
+        pool: an image pool (:class:`vlkit.data.scenes.FashionScenePool`,
+            :class:`vlkit.data.segmentation_lists.SegmentationListPool` or anything with their interface).
+        episodes: the fixed task list (:func:`build_episodes`).
+        shots: K, the first K supports of each episode are used; an int in 1..len(supports).
+        image_size: S, the input side, an int >= 1.
+        mean: normalisation mean (R, G, B).
+        std: normalisation std (R, G, B).
+    """
 
     def __init__(self, pool, episodes: list[Episode], shots: int, image_size: int, mean=IMAGENET_MEAN, std=IMAGENET_STD):
         check_int("shots", shots, low=1)
@@ -536,7 +242,7 @@ class EpisodeDataset(Dataset):
         q_img = self.pool.image(ep.query)
         qx, qvalid = preprocess_image(q_img, size, self.mean, self.std)
         q_label = binary_mask(self.pool.label(ep.query), ep.class_id)  # (H0, W0)
-        rh, rw = _resized_shape(q_img.shape[0], q_img.shape[1], size)
+        rh, rw = resized_shape(q_img.shape[0], q_img.shape[1], size)
         return {
             "support_images": torch.stack(s_imgs),  # (K, 3, S, S)
             "support_masks": torch.stack(s_masks),  # (K, S, S)
@@ -571,7 +277,16 @@ def collate_episodes(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Te
 
 
 class BaseSegmentationDataset(Dataset):
-    """Dense base-class labels for base training: base classes -> 1..n_base, background 0, rest 255."""
+    """Dense base-class labels for base training: base classes -> 1..n_base, background 0, rest 255.
+
+    Args:
+        pool: an image pool (see :class:`EpisodeDataset`).
+        base_classes: 0-based base class ids, in the order of their new labels 1..n_base.
+        image_size: S, the input side, an int >= 1.
+        mean: normalisation mean (R, G, B).
+        std: normalisation std (R, G, B).
+        flip: flip half the images horizontally (deterministically, by index).
+    """
 
     def __init__(self, pool, base_classes: list[int], image_size: int, mean=IMAGENET_MEAN, std=IMAGENET_STD, flip: bool = False):
         check_int_sequence("base_classes", list(base_classes), low=0, high=253)  # c + 1 must stay below 255 (void)
@@ -612,8 +327,12 @@ class EpisodicDataModule(L.LightningDataModule):
         batch_size: episodes per batch, optimised together; an int >= 1.
         num_workers: DataLoader workers, an int >= 0.
         root: Fashion-MNIST IDX directory (None: Debian's) or the PASCAL/COCO image root.
-        val_list, test_list, train_list: PFENet list files for pascal/coco.
-        test_scenes, val_scenes, train_scenes: rendered pool sizes for fashion_scenes, ints >= 1.
+        val_list: PFENet list file of the val split for pascal/coco (needed only by the val loader).
+        test_list: PFENet list file of the test split for pascal/coco (PFENet's ``lists/pascal/val.txt``).
+        train_list: PFENet list file of the base-training split for pascal/coco (needed only by base training).
+        test_scenes: rendered test pool size for fashion_scenes, an int >= 1.
+        val_scenes: rendered val pool size for fashion_scenes, an int >= 1.
+        train_scenes: rendered base-training pool size for fashion_scenes, an int >= 1.
         min_foreground_pixels: an image joins a class's pool only if the class covers this many pixels, an
             int >= 1 (None: 128 for fashion scenes, PFENet's 2 x 32 x 32 for pascal/coco).
         base_training: train/val loaders yield dense base-class batches instead of episodes.
@@ -644,13 +363,12 @@ class EpisodicDataModule(L.LightningDataModule):
         base_batch_size: int = 32,
     ) -> None:
         super().__init__()
-        n_folds = {"fashion_scenes": 5, "pascal": 4, "coco": 4}
-        check_choice("dataset", dataset, sorted(n_folds))
+        check_choice("dataset", dataset, sorted(NUM_FOLDS))
         if folds is not None:
-            check_int_sequence("folds", folds, low=0, high=n_folds[dataset] - 1)
+            check_int_sequence("folds", folds, low=0, high=NUM_FOLDS[dataset] - 1)
             if len(set(folds)) != len(folds):
                 raise ConfigError(f"folds must be distinct, got {list(folds)}", argument="folds")
-        folds = list(range(n_folds[dataset])) if folds is None else list(folds)
+        folds = list(range(NUM_FOLDS[dataset])) if folds is None else list(folds)
         for f in folds:
             fold_classes(dataset, f)  # validates
         check_int("max_shots", max_shots, low=1)
@@ -701,6 +419,7 @@ class EpisodicDataModule(L.LightningDataModule):
 
     @property
     def min_pixels(self) -> int:
+        """Pixels a class must cover for an image to join its pool (``min_foreground_pixels`` or the default)."""
         if self.hparams.min_foreground_pixels is not None:
             return self.hparams.min_foreground_pixels
         return 128 if self.dataset == "fashion_scenes" else 2 * 32 * 32
@@ -750,15 +469,16 @@ class EpisodicDataModule(L.LightningDataModule):
         return f"{self.pool('test').fingerprint}|S={self.image_size}|mean={self.mean}|std={self.std}"
 
     def pool_fingerprint(self, split: str) -> str:
+        """Like :attr:`fingerprint`, for the pool of ``split``."""
         return f"{self.pool(split).fingerprint}|S={self.image_size}|mean={self.mean}|std={self.std}"
 
     def base_classes(self) -> list[int]:
         """The first fold's base classes: every class of the dataset that is not one of its novel classes."""
         novel = set(fold_classes(self.dataset, self.folds[0]))
-        num_classes = {"fashion_scenes": 10, "pascal": 20, "coco": 80}[self.dataset]
-        return [c for c in range(num_classes) if c not in novel]
+        return [c for c in range(NUM_CLASSES[self.dataset]) if c not in novel]
 
     def train_dataloader(self) -> DataLoader:
+        """Shuffled dense base-class batches (only with ``base_training=True``)."""
         if not self.hparams.base_training:
             raise ConfigError(
                 "train_dataloader needs base_training=True, got False (RePRI itself trains nothing: use `vlkit test`)",
@@ -767,12 +487,15 @@ class EpisodicDataModule(L.LightningDataModule):
         return self._base_loader("train", shuffle=True)
 
     def val_dataloader(self) -> DataLoader:
+        """Base-class batches of the val pool with ``base_training``, else the val episodes."""
         if self.hparams.base_training:
             return self._base_loader("val", shuffle=False)
         return self._episode_loader("val")
 
     def test_dataloader(self) -> DataLoader:
+        """The test episodes (the benchmark's fixed task list)."""
         return self._episode_loader("test")
 
     def predict_dataloader(self) -> DataLoader:
+        """The test episodes, for ``predict``."""
         return self._episode_loader("test")

@@ -108,6 +108,7 @@ class FashionMNIST(Dataset):
         return len(self.labels)
 
     def image(self, index: int) -> Image.Image:
+        """Image ``index`` as a 28x28 RGB PIL image (inverted when ``invert``), before ``transform``."""
         array = self.images[index]
         if self.invert:
             array = 255 - array

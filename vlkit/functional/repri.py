@@ -244,6 +244,7 @@ class RePRIResult:
     loss_history: Tensor
 
     def foreground_probability(self) -> Tensor:
+        """Eq. 1 on the query with the fitted prototype and bias: (B, 1, h, w) in [0, 1]."""
         return foreground_probability(self.query_logits, self.bias)  # (B, 1, h, w)
 
 

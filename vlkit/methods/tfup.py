@@ -101,7 +101,25 @@ def resolve_templates(
 
 
 class _FeatureClassifier(L.LightningModule):
-    """Shared set-up: backbone, data connection, text class weights, accuracy metrics."""
+    """Shared set-up: backbone, data connection, text class weights, accuracy metrics.
+
+    The arguments below are those of both subclasses (``LitTFUP`` and ``LitTFUPT``); jsonargparse reads
+    base-class docstrings, so ``--model.help`` shows them for either.
+
+    Args:
+        backbone: ``create_backbone`` name (preset, ``open_clip:<arch>/<tag>``, checkpoint, HF dir).
+        template_set: ``"auto"`` (the simple template, or only the prompt file's sentences when
+            ``class_prompts_file`` is set), ``"simple"`` ("a photo of a {}."), ``"imagenet"`` (CLIP's 80
+            templates) or ``None`` (no template).
+        templates: explicit templates (override ``template_set``).
+        class_prompts_file: a class -> sentences JSON (CuPL, DCLIP or ProAPO output) for the text head.
+        alpha: residual weight of the cache logits, >= 0 (TFUP: 0.3).
+        beta: sharpness of the cache kernel exp(-beta (1 - A)), >= 0 (TFUP: 1).
+        temperature: softmax temperature of the selection and MSM probabilities, > 0 (TFUP: 10).
+        cache_proportion: TFUP's K = min(max_shots, max(min_shots, floor(proportion N / C))), in [0, 1] (0.3).
+        min_shots: the lower bound of K, an int >= 1 (9).
+        max_shots: the upper bound of K, an int >= min_shots (16).
+    """
 
     def prepare(self, datamodule) -> "_FeatureClassifier":
         """Set up outside a Trainer (demos, notebooks): connect ``datamodule`` and build the head/cache."""
@@ -162,18 +180,23 @@ class _FeatureClassifier(L.LightningModule):
 
     # both subclasses score features the same way: forward() gives (B, C) logits
     def validation_step(self, batch: dict, batch_idx: int) -> None:
+        """Accumulate ``val/acc`` over a batch of features."""
         self._collect(self(batch["features"]), batch, "val")
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
+        """Accumulate test accuracy, mean per-class recall and the (index, prediction, label) rows."""
         self._collect(self(batch["features"]), batch, "test")
 
     def predict_step(self, batch: dict, batch_idx: int) -> Tensor:
+        """Class probabilities (B, C)."""
         return self(batch["features"]).softmax(-1)
 
     def on_test_epoch_start(self) -> None:
+        """Start a fresh list of test predictions."""
         self._test_preds: list[Tensor] = []
 
     def on_test_epoch_end(self) -> None:
+        """Log ``test/acc`` and ``test/mean_per_class_recall``; keep ``test_predictions`` (N, 3)."""
         self.log("test/acc", self.test_acc.compute(), prog_bar=True)
         self.log("test/mean_per_class_recall", self.test_recall.compute())
         self.test_acc.reset()
@@ -181,6 +204,7 @@ class _FeatureClassifier(L.LightningModule):
         self.test_predictions = torch.cat(self._test_preds)  # (N, 3): index, prediction, label
 
     def on_validation_epoch_end(self) -> None:
+        """Log ``val/acc``."""
         self.log("val/acc", self.val_acc.compute(), prog_bar=True)
         self.val_acc.reset()
 
@@ -188,20 +212,13 @@ class _FeatureClassifier(L.LightningModule):
 class LitTFUP(_FeatureClassifier):
     """Training-free classifiers over cached features: zero-shot, TFUP and Tip-Adapter.
 
+    The backbone, text-head and cache arguments (``backbone``, ``template_set``, ``templates``,
+    ``class_prompts_file``, ``alpha``, ``beta``, ``temperature``, ``cache_proportion``, ``min_shots``,
+    ``max_shots``) are documented on the shared base class ``_FeatureClassifier``.
+
     Args:
-        backbone: ``create_backbone`` name (preset, ``open_clip:<arch>/<tag>``, checkpoint, HF dir).
         mode: ``"zeroshot"``, ``"tfup"`` (unsupervised cache from the unlabeled set, multi-level
             similarity) or ``"tip-adapter"`` (labelled shots from the datamodule, cosine affinity).
-        template_set: ``"auto"`` (the simple template, or only the prompt file's sentences when
-            ``class_prompts_file`` is set), ``"simple"`` ("a photo of a {}."), ``"imagenet"`` (CLIP's 80
-            templates) or ``None`` (no template).
-        templates: explicit templates (override ``template_set``).
-        class_prompts_file: a class -> sentences JSON (CuPL, DCLIP or ProAPO output) for the text head.
-        alpha: residual weight of the cache logits, >= 0 (TFUP: 0.3).
-        beta: sharpness of the cache kernel exp(-beta (1 - A)), >= 0 (TFUP: 1).
-        temperature: softmax temperature of the selection and MSM probabilities, > 0 (TFUP: 10).
-        cache_proportion: TFUP's K = min(max_shots, max(min_shots, floor(proportion N / C))), in [0, 1] (0.3).
-        min_shots, max_shots: the bounds of K, integers with 1 <= min_shots <= max_shots (9 and 16).
     """
 
     def __init__(
@@ -225,6 +242,7 @@ class LitTFUP(_FeatureClassifier):
         self.save_hyperparameters()
 
     def setup(self, stage: str) -> None:
+        """Build the text head, then the cache: TFUP's confident prototypes or the labelled shots."""
         self._build_head()
         h, dm = self.hparams, self.datamodule
         self.cache_keys = self.cache_values = None
@@ -263,16 +281,23 @@ class LitTFUP(_FeatureClassifier):
         )
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Record which class wrote the checkpoint."""
         record_class(checkpoint, self)  # checkpoint["vlkit_class"]: which class wrote it
 
     def configure_optimizers(self):
+        """No optimiser: TFUP trains nothing."""
         return None
 
 
 class ImageAdapter(nn.Module):
     """TFUP-T's image adapter: Linear(D, D/r) - ReLU - Linear(D/r, D) - ReLU, no bias (CLIP-Adapter style).
 
-    The feature dimension D is read from the backbone (the authors hard-code 512)."""
+    The feature dimension D is read from the backbone (the authors hard-code 512).
+
+    Args:
+        dim: D, the feature dimension.
+        reduction: r, the hidden width is D // r.
+    """
 
     def __init__(self, dim: int, reduction: int = 4) -> None:
         super().__init__()
@@ -284,6 +309,7 @@ class ImageAdapter(nn.Module):
         )
 
     def forward(self, x: Tensor) -> Tensor:
+        """(B, D) -> (B, D)."""
         return self.net(x)
 
 
@@ -299,19 +325,27 @@ class LitTFUPT(_FeatureClassifier):
     ``confidence_threshold`` contribute CE(strong logits, argmax weak); plus
     ``marginal_weight`` * (-H(mean softmax(strong logits))).
 
+    The backbone, text-head and cache arguments (``backbone``, ``template_set``, ``templates``,
+    ``class_prompts_file``, ``alpha``, ``beta``, ``temperature``, ``cache_proportion``, ``min_shots``,
+    ``max_shots``) are documented on the shared base class ``_FeatureClassifier``.
+
     Args:
+        training_proportion: K_t's proportion of the warm-up subset, in [0, 1] (0.75).
+        adapter_ratio: weight of the adapter output in f', in [0, 1] (0.2).
+        text_ratio: weight of the frozen class weights in W', in (0, 1] (0.5).
+        adapter_reduction: hidden width D / r of the adapter, an int >= 1 with D / r >= 1 (4).
+        warmup_epochs: epochs of warm-up cross-entropy on the selected subset, an int >= 0 (5).
+        confidence_threshold: weak-view probability above which a sample is confident, in [0, 1) (0.9;
+            at 1 no sample is ever confident).
+        marginal_weight: weight of the marginal-entropy term, >= 0 (0.3).
+        lr: AdamW learning rate, > 0 (authors: 0.012 at batch 256), cosine schedule over the real number
+            of steps.
+        weight_decay: AdamW weight decay, >= 0 (authors: 0.1).
+        adam_eps: AdamW epsilon, > 0 (authors: 3e-3).
         selection: ``"last"`` (default, strict: the last epoch is tested; no label is read) or
             ``"paper-test-best"`` (the authors' protocol: the epoch with the best test accuracy; the
             CLI config adds a ModelCheckpoint on ``val/acc`` computed on the test labels). Every result
             records which one produced it.
-        lr, weight_decay, adam_eps: AdamW settings (authors: 0.012 at batch 256, 0.1, 3e-3), cosine
-            schedule over the real number of steps; lr > 0, weight_decay >= 0, adam_eps > 0.
-        training_proportion: K_t's proportion of the warm-up subset, in [0, 1] (0.75).
-        adapter_ratio: in [0, 1] (0.2). text_ratio: in (0, 1] (0.5).
-        adapter_reduction: hidden width D / r of the adapter, an int >= 1 with D / r >= 1 (4).
-        warmup_epochs: an int >= 0 (5). confidence_threshold: in [0, 1) (0.9; at 1 no sample is ever confident).
-        marginal_weight: >= 0 (0.3).
-        Other arguments as in ``LitTFUP``.
     """
 
     def __init__(
@@ -356,6 +390,7 @@ class LitTFUPT(_FeatureClassifier):
         self.adapter = None
 
     def setup(self, stage: str) -> None:
+        """Build the text head, the adapter and residual, TFUP's cache and the warm-up pseudo-labels."""
         self._build_head()
         if self.adapter is not None:
             return
@@ -386,10 +421,12 @@ class LitTFUPT(_FeatureClassifier):
 
     # -- the adapted heads -------------------------------------------------------------------------
     def adapted_text(self) -> Tensor:
+        """W' = normalize(text_ratio W + (1 - text_ratio) R): (C, D)."""
         r = self.hparams.text_ratio
         return F.normalize(r * self.class_weights + (1 - r) * self.text_residual, dim=-1)  # (C, D)
 
     def adapted_image(self, features: Tensor) -> Tensor:
+        """f' = normalize(adapter_ratio A(f) + (1 - adapter_ratio) f), f normalised: (B, D) -> (B, D)."""
         a = self.hparams.adapter_ratio
         f = F.normalize(features, dim=-1)
         return F.normalize(a * self.adapter(f) + (1 - a) * f, dim=-1)  # (B, D)
@@ -399,6 +436,7 @@ class LitTFUPT(_FeatureClassifier):
         return self.logit_scale * self.adapted_image(features) @ self.adapted_text().T
 
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
+        """Warm-up cross-entropy on the selected subset, then confident-sample CE minus the marginal entropy."""
         h = self.hparams
         text = self.adapted_text()  # (C, D)
         strong = self.logit_scale * self.adapted_image(batch["strong_features"]) @ text.T  # (B, C)
@@ -425,9 +463,11 @@ class LitTFUPT(_FeatureClassifier):
         return loss
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Record which class wrote the checkpoint."""
         record_class(checkpoint, self)  # checkpoint["vlkit_class"]: which class wrote it
 
     def configure_optimizers(self):
+        """AdamW over the adapter and the text residual, cosine-annealed per step."""
         h = self.hparams
         params = list(self.adapter.parameters()) + [self.text_residual]
         optimizer = torch.optim.AdamW(params, lr=h.lr, eps=h.adam_eps, weight_decay=h.weight_decay)

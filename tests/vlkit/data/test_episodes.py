@@ -8,15 +8,13 @@ from PIL import Image
 from vlkit.data.episodes import (
     EpisodeDataset,
     EpisodicDataModule,
-    FashionScenePool,
     build_episodes,
     collate_episodes,
     fold_classes,
     make_episode,
-    preprocess_image,
-    preprocess_label,
-    render_fashion_scenes,
 )
+from vlkit.data.scenes import FashionScenePool, render_fashion_scenes
+from vlkit.data.segmentation_preprocessing import preprocess_image, preprocess_label
 
 
 def _toy_items():
@@ -190,6 +188,27 @@ def test_pascal_list_pool_reads_images_labels_and_filters_small_masks(tmp_path, 
     assert batch["query_valid"][0, 0, :26].all() and not batch["query_valid"][0, 0, 26:].any()
     assert (batch["query_mask_original"][0, 39] == 255).all() and batch["query_mask_original"][0, :20, :20].eq(1).all()
 
+
+
+def test_list_pool_class_scan_is_cached_atomically_under_the_cache_root(tmp_path, monkeypatch):
+    from vlkit.data.segmentation_lists import SegmentationListPool
+
+    monkeypatch.setenv("VLKIT_CACHE", str(tmp_path / "cache"))
+    lines = []
+    for i in range(3):
+        label = np.zeros((10, 10), dtype=np.uint8)
+        label[:5, :5] = i + 1  # class id i, 25 pixels
+        Image.fromarray(label).save(tmp_path / f"{i}.png")
+        lines.append(f"{i}.jpg {i}.png")
+    (tmp_path / "val.txt").write_text("\n".join(lines))
+    pool = SegmentationListPool(str(tmp_path), str(tmp_path / "val.txt"), "pascal")
+    first = pool.class_to_indices(20)
+    assert first[0] == [0] and first[1] == [1] and first[2] == [2] and first[3] == []
+    files = sorted(p.name for p in (tmp_path / "cache" / "episodes").iterdir())
+    assert len(files) == 1 and files[0].endswith("_min20.json")  # no temporary file left behind
+    for i in range(3):  # the second scan reads the JSON, not the (now missing) labels
+        (tmp_path / f"{i}.png").unlink()
+    assert pool.class_to_indices(20) == first
 
 def test_base_training_labels_ignore_novel_classes():
     from vlkit.data.episodes import BaseSegmentationDataset
