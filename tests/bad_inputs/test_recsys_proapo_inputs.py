@@ -196,25 +196,28 @@ def test_random_ids_too_few_for_the_catalogue():
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        ({"lora_r": -1}, r"lora_r must be >= 0, got -1"),
-        ({"lora_r": 4}, r"lora_r must be 0 for backbone='scratch'.*got 4"),
-        ({"lora_alpha": 0}, r"lora_alpha must be > 0, got 0"),
-        ({"lr": 0.0}, r"lr must be > 0, got 0.0"),
-        ({"lr": -0.1}, r"lr must be > 0, got -0.1"),
-        ({"lr": NAN}, r"lr must be a finite number, got nan"),
-        ({"weight_decay": -0.01}, r"weight_decay must be >= 0, got -0.01"),
-        ({"warmup_steps": -1}, r"warmup_steps must be >= 0, got -1"),
+        ({"decoder": {"lora_r": -1}}, r"decoder\.lora_r must be >= 0, got -1"),
+        ({"decoder": {"lora_r": 4}}, r"decoder\.lora_r must be 0 for decoder\.backbone='scratch'.*got 4"),
+        ({"decoder": {"lora_alpha": 0}}, r"decoder\.lora_alpha must be > 0, got 0"),
+        ({"optimizer": {"lr": 0.0}}, r"optimizer\.lr must be > 0, got 0.0"),
+        ({"optimizer": {"lr": -0.1}}, r"optimizer\.lr must be > 0, got -0.1"),
+        ({"optimizer": {"lr": NAN}}, r"optimizer\.lr must be a finite number, got nan"),
+        ({"optimizer": {"weight_decay": -0.01}}, r"optimizer\.weight_decay must be >= 0, got -0.01"),
+        ({"optimizer": {"warmup_steps": -1}}, r"optimizer\.warmup_steps must be >= 0, got -1"),
         ({"tasks": ("next_title",)}, r"tasks must be a non-empty subset of .*got \['next_title'\]"),
         ({"tasks": "sid_seq"}, r"tasks must be a non-empty subset of .*got 'sid_seq'"),
         ({"tasks": ()}, r"tasks must be a non-empty subset"),
         ({"sid_path": "random-8"}, r"'random-<K>x<L>' needs integers K and L, got 'random-8'"),
         ({"sid_path": "random-1x2"}, r"needs K >= 2 codes and 1 <= L <= 8 levels, got 'random-1x2'"),
-        ({"hidden_size": 30, "num_heads": 4}, r"hidden_size must be divisible by num_heads=4, got 30"),
-        ({"val_num_beams": 0}, r"val_num_beams must be >= 1, got 0"),
-        ({"test_num_beams": 2.0}, r"test_num_beams must be an integer, got 2.0"),
-        ({"max_exact_rows": 0}, r"max_exact_rows must be >= 1, got 0"),
+        ({"decoder": {"hidden_size": 30, "num_heads": 4}},
+         r"decoder\.hidden_size must be divisible by decoder\.num_heads=4, got 30"),
+        ({"evaluation": {"val_num_beams": 0}}, r"evaluation\.val_num_beams must be >= 1, got 0"),
+        ({"evaluation": {"test_num_beams": 2.0}}, r"evaluation\.test_num_beams must be an integer, got 2.0"),
+        ({"evaluation": {"max_exact_rows": 0}}, r"evaluation\.max_exact_rows must be >= 1, got 0"),
         ({"max_prompt_tokens": 0}, r"max_prompt_tokens must be >= 1, got 0"),
-        ({"ks": (10, 0)}, r"ks\[1\] must be >= 1, got 0"),
+        ({"evaluation": {"ks": (10, 0)}}, r"evaluation\.ks\[1\] must be >= 1, got 0"),
+        ({"decoder": {"hidden_sise": 32}}, r"decoder setting must be one of .*got 'hidden_sise' \(closest: hidden_size"),
+        ({"optimizer": 0.1}, r"optimizer must be a OptimizerSettings object or a dict of its fields, got float"),
     ],
 )
 def test_minionerec_sft_rejects_bad_hyperparameters(kwargs, match):
@@ -227,14 +230,15 @@ def test_minionerec_sft_rejects_bad_hyperparameters(kwargs, match):
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        ({"rl": {"group_size": 1}}, r"group_size must be >= 2, got 1"),
-        ({"rl": {"beta": -0.001}}, r"beta must be >= 0, got -0.001"),
-        ({"rl": {"clip_eps": 0.0}}, r"clip_eps must be > 0, got 0.0"),
-        ({"rl": {"updates_per_rollout": 0}}, r"updates_per_rollout must be >= 1, got 0"),
-        ({"rl": {"rule_weight": INF}}, r"rule_weight must be a finite number, got inf"),
-        ({"rl": {"aggregation": "mean"}}, r"aggregation must be one of \['token-mean', 'seq-mean-token-mean', 'seq-mean-token-sum'\], got 'mean'"),
-        ({"rl": {"max_grad_norm": 0}}, r"max_grad_norm must be > 0, got 0"),
-        ({"lora_r": -2}, r"lora_r must be >= 0, got -2"),  # the SFT checks run for RL too
+        ({"rl": {"group_size": 1}}, r"rl\.group_size must be >= 2, got 1"),
+        ({"rl": {"beta": -0.001}}, r"rl\.beta must be >= 0, got -0.001"),
+        ({"rl": {"clip_eps": 0.0}}, r"rl\.clip_eps must be > 0, got 0.0"),
+        ({"rl": {"updates_per_rollout": 0}}, r"rl\.updates_per_rollout must be >= 1, got 0"),
+        ({"rl": {"rule_weight": INF}}, r"rl\.rule_weight must be a finite number, got inf"),
+        ({"rl": {"aggregation": "mean"}}, r"rl\.aggregation must be one of \['token-mean', 'seq-mean-token-mean', 'seq-mean-token-sum'\], got 'mean'"),
+        ({"rl": {"max_grad_norm": 0}}, r"rl\.max_grad_norm must be > 0, got 0"),
+        ({"decoder": {"lora_r": -2}}, r"decoder\.lora_r must be >= 0, got -2"),  # the SFT checks run for RL too
+        ({"optimizer": {"lr": -1e-5}}, r"optimizer\.lr must be > 0, got -1e-05"),
     ],
 )
 def test_minionerec_rl_rejects_bad_hyperparameters(kwargs, match):
@@ -272,7 +276,7 @@ def recommender():
 
     torch.manual_seed(0)
     data = synthetic_seqrec()
-    module = LitMiniOneRec(sid_path="random-8x2", hidden_size=32, num_layers=1, num_heads=2)
+    module = LitMiniOneRec(sid_path="random-8x2", decoder=dict(hidden_size=32, num_layers=1, num_heads=2))
     module.build(data)
     return module.eval(), data
 
@@ -600,9 +604,9 @@ def test_accepts_boundary_hyperparameters():
     from recsys.methods.rqvae import LitRQVAE
     from recsys.methods.sasrec import LitSASRec
 
-    sft = LitMiniOneRec(sid_path="random-2x8", lora_r=0, warmup_steps=0, lr=1e-8, weight_decay=0.0,
-                        max_exact_rows=None, ks=(1,), tasks=["sid_seq", "title2sid"])
-    assert sft.hparams.lora_r == 0 and sft.hparams.ks == (1,)
+    sft = LitMiniOneRec(sid_path="random-2x8", decoder=dict(lora_r=0), optimizer=dict(warmup_steps=0, lr=1e-8, weight_decay=0.0),
+                        evaluation=dict(max_exact_rows=None, ks=(1,)), tasks=["sid_seq", "title2sid"])
+    assert sft.hparams.decoder["lora_r"] == 0 and sft.hparams.evaluation["ks"] == (1,)
     rl = LitMiniOneRecRL(sid_path="random-8x2", rl=dict(group_size=2, beta=0.0, rule_weight=0.0, rank_weight=-1.0,
                                                         aggregation="token-mean", updates_per_rollout=1))
     assert rl.rl.group_size == 2

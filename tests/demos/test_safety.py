@@ -36,7 +36,7 @@ def ares_checkpoint(tmp_path_factory) -> Path:
     from vlkit.methods.ares import LitARES
 
     folder = tmp_path_factory.mktemp("checkpoints")
-    module = LitARES(model_name="tiny-random-lm", lora_r=0, kl_coef=0.0, group_size=2)
+    module = LitARES(language_model=dict(model_name="tiny-random-lm", lora_r=0), kl_coef=0.0, group_size=2)
     module.hwe_threshold.fill_(0.123)
     return _save_lightning_checkpoint(module, folder / "ares.ckpt")
 
@@ -252,7 +252,7 @@ def test_minionerec_loads_its_launch_checkpoint_by_name_with_weights_only(tmp_pa
     from demos.minionerec import load_recommender
 
     data = load_seqrec("synthetic")
-    module = LitMiniOneRec(sid_path="random-8x2", hidden_size=32, num_layers=1, num_heads=2)
+    module = LitMiniOneRec(sid_path="random-8x2", decoder=dict(hidden_size=32, num_layers=1, num_heads=2))
     module.build(data)
     name, weight = next((k, v) for k, v in module.state_dict().items() if v.is_floating_point())
     with torch.no_grad():

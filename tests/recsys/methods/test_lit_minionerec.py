@@ -42,16 +42,17 @@ def test_sft_test_rl_through_the_cli(tmp_path):
 
 def test_rl_starts_from_the_sft_weights(tmp_path):
     data = synthetic_seqrec()
-    sft = LitMiniOneRec(sid_path="random-8x2", hidden_size=16, num_layers=1, num_heads=2)
+    small = dict(hidden_size=16, num_layers=1, num_heads=2)
+    sft = LitMiniOneRec(sid_path="random-8x2", decoder=small)
     sft.build(data)
     ckpt = tmp_path / "sft.ckpt"
     torch.save({"state_dict": sft.state_dict()}, ckpt)
-    rl = LitMiniOneRecRL(sid_path="random-8x2", hidden_size=16, num_layers=1, num_heads=2, init_checkpoint=str(ckpt))
+    rl = LitMiniOneRecRL(sid_path="random-8x2", decoder=small, init_checkpoint=str(ckpt))
     rl.build(data)
     for (name, a), b in zip(sft.state_dict().items(), rl.state_dict().values()):
         assert torch.equal(a, b), name
     # a checkpoint for another ID vocabulary is refused
-    other = LitMiniOneRecRL(sid_path="random-16x2", hidden_size=16, num_layers=1, num_heads=2, init_checkpoint=str(ckpt))
+    other = LitMiniOneRecRL(sid_path="random-16x2", decoder=small, init_checkpoint=str(ckpt))
     with pytest.raises(ValueError, match="does not match"):
         other.build(data)
 
@@ -80,7 +81,7 @@ def test_lora_path_on_a_tiny_random_hf_model(tmp_path):
                          num_attention_heads=2, num_key_value_heads=2, tie_word_embeddings=True)
     LlamaForCausalLM(config).save_pretrained(tmp_path)
     data = synthetic_seqrec()
-    module = LitMiniOneRec(sid_path="random-8x2", backbone=str(tmp_path), lora_r=4,
+    module = LitMiniOneRec(sid_path="random-8x2", decoder=dict(backbone=str(tmp_path), lora_r=4),
                            tasks=("sid_seq", "title2sid", "sid2title", "sid_seq2title", "title_seq2title", "title_seq2sid"))
     module.build(data)
     trainable = {n for n, p in module.model.named_parameters() if p.requires_grad}
@@ -103,7 +104,7 @@ def test_response_only_loss_equals_the_full_label_loss():
     from recsys.models.constrained import position_ids_from_mask
 
     data = synthetic_seqrec()
-    module = LitMiniOneRec(sid_path="random-8x2", hidden_size=16, num_layers=1, num_heads=2,
+    module = LitMiniOneRec(sid_path="random-8x2", decoder=dict(hidden_size=16, num_layers=1, num_heads=2),
                            tasks=("sid_seq", "title_seq2title", "sid2title"))
     module.build(data)
     rows = module.train_rows(data)
@@ -114,3 +115,47 @@ def test_response_only_loss_equals_the_full_label_loss():
     # the one prompt template: SFT's next-ID prompt is the evaluation prompt
     sample = data.splits["train"][0]
     assert module.example("sid_seq", sample.history, sample.target)[0] == module.recommendation_prompt(sample.history)
+
+
+def test_settings_groups_survive_a_weights_only_checkpoint_and_flat_ones_are_mapped(tmp_path):
+    import dataclasses
+
+    from recsys.methods.minionerec import (
+        DecoderSettings,
+        OptimizerSettings,
+        RankingEvalSettings,
+        grouped_hyperparameters,
+    )
+
+    module = LitMiniOneRec(sid_path="random-8x2", decoder=DecoderSettings(hidden_size=16, num_heads=2),
+                           optimizer={"lr": 0.5}, evaluation={"ks": [5, 1]})
+    # a dict overrides only the fields it names; a YAML list of cut-offs becomes a tuple
+    assert module.optimizer_settings == OptimizerSettings(lr=0.5, weight_decay=0.01, warmup_steps=50)
+    assert module.evaluation_settings.ks == (5, 1)
+    path = tmp_path / "sft.ckpt"
+    checkpoint = {"state_dict": {}, "hyper_parameters": dict(module.hparams)}
+    module.on_save_checkpoint(checkpoint)
+    torch.save(checkpoint, path)
+    saved = torch.load(path, weights_only=True)["hyper_parameters"]  # every group is a plain dict
+    assert saved["decoder"] == dataclasses.asdict(module.decoder_settings)
+    rebuilt = LitMiniOneRec(**saved)
+    assert (rebuilt.decoder_settings, rebuilt.optimizer_settings, rebuilt.evaluation_settings) == (
+        module.decoder_settings, module.optimizer_settings, module.evaluation_settings)
+    # checkpoints written before the groups kept the fields flat: they are moved into their group
+    flat = {"sid_path": "random-8x2", "hidden_size": 16, "num_heads": 2, "lr": 0.5, "ks": (5,), "group_size": 8}
+    assert grouped_hyperparameters(flat) == {"sid_path": "random-8x2", "decoder": {"hidden_size": 16, "num_heads": 2},
+                                             "optimizer": {"lr": 0.5}, "evaluation": {"ks": (5,)}, "rl": {"group_size": 8}}
+    old = LitMiniOneRec(sid_path="random-8x2")
+    old.on_load_checkpoint({"state_dict": {}, "hyper_parameters": flat})
+    assert old.decoder_settings == DecoderSettings(hidden_size=16, num_heads=2)
+    assert old.evaluation_settings == RankingEvalSettings(ks=(5,))
+    assert old.hparams["optimizer"] == {"lr": 0.5, "weight_decay": 0.01, "warmup_steps": 50}
+    # RL: the missing optimiser fields keep RL's defaults (no weight decay, 10 warm-up rollouts)
+    old_rl = LitMiniOneRecRL(sid_path="random-8x2")
+    old_rl.on_load_checkpoint({"state_dict": {}, "hyper_parameters": flat})
+    assert old_rl.optimizer_settings == OptimizerSettings(lr=0.5, weight_decay=0.0, warmup_steps=10)
+    assert old_rl.rl.group_size == 8 and old_rl.hparams["rl"]["group_size"] == 8
+    # a checkpoint that already holds a group keeps it
+    grouped = LitMiniOneRec(sid_path="random-8x2")
+    grouped.on_load_checkpoint({"state_dict": {}, "hyper_parameters": {**saved, "lr": 9.0}})
+    assert grouped.optimizer_settings == OptimizerSettings()

@@ -163,8 +163,8 @@ def _fit_minionerec_rl(K: int):
     from recsys.methods.minionerec import LitMiniOneRecRL
 
     L.seed_everything(0)
-    module = LitMiniOneRecRL(sid_path="random-8x2", hidden_size=16, num_layers=1, num_heads=2, lr=0.01, warmup_steps=0,
-                             rl=dict(group_size=4, beta=0.1, updates_per_rollout=K))
+    module = LitMiniOneRecRL(sid_path="random-8x2", decoder=dict(hidden_size=16, num_layers=1, num_heads=2),
+                             optimizer=dict(lr=0.01, warmup_steps=0), rl=dict(group_size=4, beta=0.1, updates_per_rollout=K))
     trainer = L.Trainer(accelerator="cpu", devices=1, max_steps=3, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0)
     trainer.fit(module, SeqRecDataModule(dataset="synthetic", batch_size=16, eval_batch_size=16))
@@ -216,8 +216,8 @@ def test_minionerec_rl_settings_group_survives_a_weights_only_checkpoint(tmp_pat
     # LoRA adapters created for RL start as the identity (disabled adapter); from an SFT checkpoint they
     # are trained, so the reference copies them instead
     assert not LitMiniOneRecRL(sid_path="random-8x2").reference.use_disabled_adapter
-    assert LitMiniOneRecRL(backbone="x", lora_r=4).reference.use_disabled_adapter
-    assert not LitMiniOneRecRL(backbone="x", lora_r=4, init_checkpoint="sft.ckpt").reference.use_disabled_adapter
+    assert LitMiniOneRecRL(decoder=dict(backbone="x", lora_r=4)).reference.use_disabled_adapter
+    assert not LitMiniOneRecRL(decoder=dict(backbone="x", lora_r=4), init_checkpoint="sft.ckpt").reference.use_disabled_adapter
 
 
 @pytest.mark.parametrize("warmup_steps", [0, 4])
@@ -225,8 +225,8 @@ def test_minionerec_schedule_is_transformers_cosine_to_ten_percent(warmup_steps)
     from recsys.data.sequences import synthetic_seqrec
     from recsys.methods.minionerec import LitMiniOneRec
 
-    module = LitMiniOneRec(sid_path="random-8x2", hidden_size=16, num_layers=1, num_heads=2, lr=1.0,
-                           warmup_steps=warmup_steps)
+    module = LitMiniOneRec(sid_path="random-8x2", decoder=dict(hidden_size=16, num_layers=1, num_heads=2),
+                           optimizer=dict(lr=1.0, warmup_steps=warmup_steps))
     module.build(synthetic_seqrec())
     total = 20
     module._trainer = SimpleNamespace(estimated_stepping_batches=total)
