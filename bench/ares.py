@@ -35,7 +35,7 @@ def build(args):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from vlkit.methods.ares import LitARES
-    from vlkit.models.language import LanguageModelBundle, apply_lora, char_tokenizer
+    from vlkit.models.language import LanguageModelBundle, LanguageModelSettings, apply_lora, char_tokenizer
 
     if args.quick:
         cfg = dict(hidden_size=128, intermediate_size=256, num_hidden_layers=4, num_attention_heads=4,
@@ -45,8 +45,8 @@ def build(args):
                    num_key_value_heads=3, vocab_size=49152)
     torch.manual_seed(0)
     base = LlamaForCausalLM(LlamaConfig(**cfg, max_position_embeddings=2048, tie_word_embeddings=True))
-    module = LitARES(model_name="tiny-random-lm", algorithm="aepo", group_size=args.group_size, lora_r=16,
-                     max_new_tokens=args.tokens)
+    module = LitARES(LanguageModelSettings(model_name="tiny-random-lm", lora_r=16), algorithm="aepo",
+                     group_size=args.group_size, max_new_tokens=args.tokens)
     # swap the tiny preset for the benchmark model (the tokenizer is unused: rollouts are synthetic)
     module.model = apply_lora(base, 16, 32)
     module.bundle = LanguageModelBundle(module.model, char_tokenizer(), None)

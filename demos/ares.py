@@ -25,6 +25,7 @@ def _module(model_name: str, checkpoint: str | None, checkpoint_dir: str | None 
     ``checkpoint_dir`` (one model kept in memory)."""
     from vlkit.checkpoints import load_checkpoint
     from vlkit.methods.ares import LitARES
+    from vlkit.models.language import LanguageModelSettings
 
     from demos._safety import resolve_checkpoint
 
@@ -36,7 +37,7 @@ def _module(model_name: str, checkpoint: str | None, checkpoint_dir: str | None 
             load_checkpoint(path, LitARES, name=checkpoint)
             module = LitARES.load_from_checkpoint(path, map_location="cpu", weights_only=True)
         else:
-            module = LitARES(model_name=model_name, lora_r=0, kl_coef=0.0, group_size=2)
+            module = LitARES(LanguageModelSettings(model_name=model_name, lora_r=0), kl_coef=0.0, group_size=2)
         _CACHE.clear()  # keep one model in memory
         _CACHE[key] = module.eval()
     return _CACHE[key]

@@ -43,9 +43,9 @@ class TFUPExplainer:
             label = None
         zeroshot = torch.softmax(self.model.logit_scale * feature @ self.model.class_weights.T, -1)[0]  # (C,)
         tfup = torch.softmax(self.model(feature), -1)[0]  # (C,)
-        h = self.model.hparams
-        affinity = multi_level_similarity(feature, self.model.cache_keys, self.model.class_weights, h.temperature)  # (1, M)
-        contribution = h.alpha * torch.exp(-h.beta * (1 - affinity))[0]  # (M,) each entry's added logit
+        c = self.model.cache  # the CacheSettings: alpha, beta, temperature
+        affinity = multi_level_similarity(feature, self.model.cache_keys, self.model.class_weights, c.temperature)  # (1, M)
+        contribution = c.alpha * torch.exp(-c.beta * (1 - affinity))[0]  # (M,) each entry's added logit
         order = contribution.argsort(descending=True)[:top]
         cache_class = self.model.cache_values.argmax(-1)  # (M,) pseudo-labels
         neighbours = [

@@ -33,18 +33,17 @@ def run(args) -> dict:
 
     from vlkit.data.reasoning import ReasoningDataModule
     from vlkit.methods.ares import LitARES
+    from vlkit.models.language import LanguageModelSettings
 
     torch.set_num_threads(args.threads)
     out = Path(args.out) / ("baseline" if args.baseline_only else args.algorithm)
     L.seed_everything(args.seed)
     model_name = "tiny-random-lm" if args.quick else args.model
     model = LitARES(
-        model_name=model_name,
+        language_model=LanguageModelSettings(model_name=model_name, lora_r=16, lora_alpha=32),
         algorithm=args.algorithm,
         group_size=args.group_size,
         max_new_tokens=args.max_new_tokens,
-        lora_r=16,
-        lora_alpha=32,
         learning_rate=args.lr,
         eval_temperature=0.0,  # greedy evaluation for both runs
         # GRPO baseline: accuracy reward, constant KL, symmetric clip, no dual clip, no filtering;

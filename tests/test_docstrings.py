@@ -207,7 +207,12 @@ def test_model_help_prints_a_description_for_every_argument():
     from vlkit.methods.tfup import LitTFUPT
 
     described = _help_descriptions(out.getvalue(), "model")
-    arguments = [n for n in inspect.signature(LitTFUPT.__init__).parameters if n != "self"]
+    arguments = []
+    for name, parameter in inspect.signature(LitTFUPT.__init__).parameters.items():
+        # a typed settings group (a dataclass) shows one option per field: --model.cache.alpha
+        fields = dataclasses.fields(parameter.default) if dataclasses.is_dataclass(parameter.default) else ()
+        arguments += [f"{name}.{field.name}" for field in fields] or ([name] if name != "self" else [])
+    assert "cache.alpha" in arguments
     assert sorted(described) == sorted(arguments)
     assert {name: text for name, text in described.items() if not text} == {}
     assert "AdamW" in described["lr"]  # the text comes from the docstring's Args: entry

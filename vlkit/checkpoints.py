@@ -20,6 +20,10 @@ Two halves, one concern:
   *instance* its ``state_dict`` keys must equal the instance's keys; with a class, its ``hyper_parameters``
   keys must be arguments of the class's ``__init__``.
 
+When flat ``__init__`` arguments move into a typed settings group (``LitTFUP``'s ``cache``, ``LitARES``'s
+``language_model``), the class overrides ``load_from_checkpoint`` and passes on
+:func:`regrouped_hyperparameters`: a checkpoint of the flat layout then loads with its values regrouped.
+
 Values a checkpoint needs beyond torch's default allow-list (a kit dataclass in ``hyper_parameters``, for
 example) are registered once with :func:`allow_classes` by the module that defines them; the load then
 accepts exactly those classes, through ``torch.serialization.safe_globals``.
@@ -44,6 +48,7 @@ __all__ = [
     "allow_classes",
     "allowed_globals",
     "load_checkpoint",
+    "regrouped_hyperparameters",
     "unknown_hyperparameters",
 ]
 
@@ -124,6 +129,36 @@ def unknown_hyperparameters(checkpoint: dict, cls: type) -> list[str]:
     if not isinstance(hparams, dict) or known is None:
         return []
     return sorted(str(k) for k in hparams if str(k) not in known and not str(k).startswith("_"))
+
+
+def regrouped_hyperparameters(checkpoint_path: Any, groups: dict[str, type]) -> dict[str, dict]:
+    """Settings groups rebuilt from the flat hyperparameters of a checkpoint written before those arguments
+    moved into typed groups: ``{"cache": {"alpha": 0.5, ...}}`` (each group's dataclass fields that the
+    checkpoint holds at the top level), for a ``load_from_checkpoint`` override to pass on as arguments.
+
+    ``{}`` for a checkpoint that already holds the groups, holds none of their fields, or is not a local file
+    torch reads with ``weights_only=True`` (Lightning's own load then says what is wrong with it).
+    """
+    import dataclasses
+
+    import torch
+
+    if not isinstance(checkpoint_path, (str, Path)) or not Path(checkpoint_path).is_file():
+        return {}
+    try:
+        with torch.serialization.safe_globals(list(_ALLOWED)):
+            checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # noqa: BLE001 - an unreadable file is Lightning's to report, with its own message
+        return {}
+    hparams = checkpoint.get("hyper_parameters") if isinstance(checkpoint, dict) else None
+    if not isinstance(hparams, dict):
+        return {}
+    regrouped = {}
+    for group, settings_class in groups.items():
+        flat = {f.name: hparams[f.name] for f in dataclasses.fields(settings_class) if f.name in hparams}
+        if group not in hparams and flat:
+            regrouped[group] = flat
+    return regrouped
 
 
 def load_checkpoint(

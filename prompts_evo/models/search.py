@@ -31,7 +31,6 @@ and the demo all take it.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -60,8 +59,9 @@ from vlkit.errors import (
     check_int,
     check_number,
     check_positive,
-    closest_names,
+    check_settings,
 )
+from vlkit.functional.zeroshot import SIMPLE_TEMPLATE
 
 __all__ = [
     "BASELINE_TEMPLATE",
@@ -71,7 +71,7 @@ __all__ = [
     "SearchResult",
 ]
 
-BASELINE_TEMPLATE = "a photo of a {}."
+BASELINE_TEMPLATE = SIMPLE_TEMPLATE  # the search's starting template is CLIP's default prompt, "a photo of a {}."
 
 
 @dataclass(frozen=True)
@@ -141,20 +141,8 @@ class SearchSettings:
         """``settings`` (a SearchSettings, a dict of fields, e.g. from a checkpoint, or None for the
         defaults) with ``overrides`` applied by name; an unknown name raises a ConfigError naming the
         closest setting."""
-        if settings is None:
-            settings = cls()
-        elif isinstance(settings, dict):
-            settings = cls.build(None, **settings)
-        elif not isinstance(settings, cls):
-            raise ConfigError(f"search must be a SearchSettings or a dict of its fields, got {type(settings).__name__}",
-                              argument="search")
-        names = [f.name for f in dataclasses.fields(cls)]
-        for name in overrides:
-            if name not in names:
-                close = closest_names(name, names)
-                hint = f" (closest: {', '.join(close)})" if close else ""
-                raise ConfigError(f"search setting must be one of {sorted(names)}, got {name!r}{hint}", argument=name)
-        return dataclasses.replace(settings, **overrides) if overrides else settings
+        settings = check_settings("search", settings, cls)
+        return check_settings("search", overrides, cls, default=settings) if overrides else settings
 
     def fitness_weights(self, stage: str = "templates") -> dict[str, float]:
         """The keyword weights of ``fitness_scores`` in ``stage`` ("templates" or "descriptions")."""

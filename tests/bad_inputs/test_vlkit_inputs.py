@@ -56,7 +56,7 @@ def _repri() -> LitRePRI:
 
 @functools.lru_cache(maxsize=None)
 def _ares() -> LitARES:
-    return LitARES(group_size=2, max_new_tokens=4, lora_r=0, kl_coef=0.0)
+    return LitARES(language_model=dict(lora_r=0), group_size=2, max_new_tokens=4, kl_coef=0.0)
 
 
 def _episode(nan_in: str | None = None) -> dict:
@@ -95,17 +95,17 @@ def _tfup_tensors(nan: bool = False) -> tuple:
 # fmt: off
 CASES = [
     # --- TFUP (LitTFUP) ---------------------------------------------------------------------------------------
-    ("tfup-negative-cache-proportion", lambda f: LitTFUP(cache_proportion=-0.1), r"cache_proportion must be >= 0 and <= 1, got -0.1"),
-    ("tfup-cache-proportion-above-1", lambda f: LitTFUP(cache_proportion=1.5), r"cache_proportion must be .* <= 1, got 1.5"),
-    ("tfup-alpha-nan", lambda f: LitTFUP(alpha=NAN), r"alpha must be a finite number, got nan"),
-    ("tfup-alpha-negative", lambda f: LitTFUP(alpha=-0.3), r"alpha must be >= 0, got -0.3"),
-    ("tfup-negative-temperature", lambda f: LitTFUP(temperature=-10.0), r"temperature must be > 0, got -10.0"),
-    ("tfup-zero-temperature", lambda f: LitTFUP(temperature=0.0), r"temperature must be > 0, got 0.0"),
-    ("tfup-negative-beta", lambda f: LitTFUP(beta=-1.0), r"beta must be >= 0, got -1.0"),
+    ("tfup-negative-cache-proportion", lambda f: LitTFUP(cache=dict(cache_proportion=-0.1)), r"cache_proportion must be >= 0 and <= 1, got -0.1"),
+    ("tfup-cache-proportion-above-1", lambda f: LitTFUP(cache=dict(cache_proportion=1.5)), r"cache_proportion must be .* <= 1, got 1.5"),
+    ("tfup-alpha-nan", lambda f: LitTFUP(cache=dict(alpha=NAN)), r"alpha must be a finite number, got nan"),
+    ("tfup-alpha-negative", lambda f: LitTFUP(cache=dict(alpha=-0.3)), r"alpha must be >= 0, got -0.3"),
+    ("tfup-negative-temperature", lambda f: LitTFUP(cache=dict(temperature=-10.0)), r"temperature must be > 0, got -10.0"),
+    ("tfup-zero-temperature", lambda f: LitTFUP(cache=dict(temperature=0.0)), r"temperature must be > 0, got 0.0"),
+    ("tfup-negative-beta", lambda f: LitTFUP(cache=dict(beta=-1.0)), r"beta must be >= 0, got -1.0"),
     ("tfup-unknown-mode", lambda f: LitTFUP(mode="tfupp"), r"mode must be one of .* got 'tfupp' \(closest: tfup"),
-    ("tfup-zero-min-shots", lambda f: LitTFUP(min_shots=0), r"min_shots must be >= 1, got 0"),
-    ("tfup-fractional-shots", lambda f: LitTFUP(min_shots=2.5), r"min_shots must be an integer, got 2.5"),
-    ("tfup-max-below-min-shots", lambda f: LitTFUP(min_shots=9, max_shots=4), r"max_shots must be >= 9, got 4"),
+    ("tfup-zero-min-shots", lambda f: LitTFUP(cache=dict(min_shots=0)), r"min_shots must be >= 1, got 0"),
+    ("tfup-fractional-shots", lambda f: LitTFUP(cache=dict(min_shots=2.5)), r"min_shots must be an integer, got 2.5"),
+    ("tfup-max-below-min-shots", lambda f: LitTFUP(cache=dict(min_shots=9, max_shots=4)), r"max_shots must be >= 9, got 4"),
     ("tfup-unknown-template-set", lambda f: LitTFUP(template_set="fancy"), r"template_set must be one of .* got 'fancy'"),
     ("tfup-template-without-slot", lambda f: LitTFUP(templates=["a photo"]), r"templates must be .* exactly one '\{\}' slot"),
     ("tfup-missing-prompt-file", lambda f: LitTFUP(class_prompts_file=f["missing"]), r"class_prompts_file must be an existing file"),
@@ -113,11 +113,11 @@ CASES = [
     # --- TFUP-T (LitTFUPT) ------------------------------------------------------------------------------------
     ("tfupt-negative-warmup-epochs", lambda f: LitTFUPT(warmup_epochs=-1), r"warmup_epochs must be >= 0, got -1"),
     ("tfupt-fractional-warmup-epochs", lambda f: LitTFUPT(warmup_epochs=2.5), r"warmup_epochs must be an integer, got 2.5"),
-    ("tfupt-negative-cache-proportion", lambda f: LitTFUPT(cache_proportion=-0.3), r"cache_proportion must be >= 0"),
+    ("tfupt-negative-cache-proportion", lambda f: LitTFUPT(cache=dict(cache_proportion=-0.3)), r"cache_proportion must be >= 0"),
     ("tfupt-zero-lr", lambda f: LitTFUPT(lr=0.0), r"lr must be > 0, got 0.0"),
     ("tfupt-negative-lr", lambda f: LitTFUPT(lr=-0.1), r"lr must be > 0, got -0.1"),
-    ("tfupt-negative-temperature", lambda f: LitTFUPT(temperature=-1.0), r"temperature must be > 0, got -1.0"),
-    ("tfupt-alpha-nan", lambda f: LitTFUPT(alpha=NAN), r"alpha must be a finite number, got nan"),
+    ("tfupt-negative-temperature", lambda f: LitTFUPT(cache=dict(temperature=-1.0)), r"temperature must be > 0, got -1.0"),
+    ("tfupt-alpha-nan", lambda f: LitTFUPT(cache=dict(alpha=NAN)), r"alpha must be a finite number, got nan"),
     ("tfupt-adapter-ratio", lambda f: LitTFUPT(adapter_ratio=1.5), r"adapter_ratio must be >= 0 and <= 1, got 1.5"),
     ("tfupt-zero-text-ratio", lambda f: LitTFUPT(text_ratio=0.0), r"text_ratio must be > 0 and <= 1, got 0.0"),
     ("tfupt-confidence-threshold-1", lambda f: LitTFUPT(confidence_threshold=1.0), r"confidence_threshold must be >= 0 and < 1, got 1.0"),
@@ -154,8 +154,8 @@ CASES = [
     ("repri-base-label-smoothing", lambda f: LitRePRIBaseTraining(backbone="tiny-random", label_smoothing=1.0), r"label_smoothing must be >= 0 and < 1, got 1.0"),
     ("repri-base-zero-momentum", lambda f: LitRePRIBaseTraining(backbone="tiny-random", momentum=0.0), r"momentum must be > 0 and < 1, got 0.0"),
     # --- ARES -------------------------------------------------------------------------------------------------
-    ("ares-negative-lora-rank", lambda f: LitARES(lora_r=-1), r"lora_r must be >= 0, got -1"),
-    ("ares-fractional-lora-rank", lambda f: LitARES(lora_r=4.5), r"lora_r must be an integer, got 4.5"),
+    ("ares-negative-lora-rank", lambda f: LitARES(language_model=dict(lora_r=-1)), r"lora_r must be >= 0, got -1"),
+    ("ares-fractional-lora-rank", lambda f: LitARES(language_model=dict(lora_r=4.5)), r"lora_r must be an integer, got 4.5"),
     ("ares-zero-learning-rate", lambda f: LitARES(learning_rate=0.0), r"learning_rate must be > 0, got 0.0"),
     ("ares-negative-learning-rate", lambda f: LitARES(learning_rate=-1e-6), r"learning_rate must be > 0, got -1e-06"),
     ("ares-zero-entropy-window", lambda f: LitARES(entropy_window=0), r"entropy_window must be >= 1, got 0"),
@@ -168,13 +168,13 @@ CASES = [
     ("ares-clip-low-1", lambda f: LitARES(clip_low=1.0), r"clip_low must be >= 0 and < 1, got 1.0"),
     ("ares-dual-clip-1", lambda f: LitARES(dual_clip=1.0), r"dual_clip must be > 1, got 1.0"),
     ("ares-unknown-kl-estimator", lambda f: LitARES(kl_estimator="k4"), r"kl_estimator must be one of .* got 'k4'"),
-    ("ares-lora-dropout-1", lambda f: LitARES(lora_dropout=1.0), r"lora_dropout must be >= 0 and < 1, got 1.0"),
-    ("ares-unknown-dtype", lambda f: LitARES(dtype="float8"), r"dtype must be one of .* got 'float8'"),
+    ("ares-lora-dropout-1", lambda f: LitARES(language_model=dict(lora_dropout=1.0)), r"lora_dropout must be >= 0 and < 1, got 1.0"),
+    ("ares-unknown-dtype", lambda f: LitARES(language_model=dict(dtype="float8")), r"dtype must be one of .* got 'float8'"),
     ("ares-trigger-words-string", lambda f: LitARES(trigger_words="wait"), r"trigger_words must be None, \['default'\] or a non-empty list"),
     ("ares-zero-kl-interval", lambda f: LitARES(kl_update_interval=0), r"kl_update_interval must be >= 1, got 0"),
     ("ares-generate-max-new-tokens-0", lambda f: _ares().generate(["What is 1 + 1?"], max_new_tokens=0), r"max_new_tokens must be >= 1, got 0"),
     ("ares-sft-max-length", lambda f: LitColdStartSFT(max_length=1), r"max_length must be >= 2, got 1"),
-    ("ares-sft-negative-lora-rank", lambda f: LitColdStartSFT(lora_r=-2), r"lora_r must be >= 0, got -2"),
+    ("ares-sft-negative-lora-rank", lambda f: LitColdStartSFT(language_model=dict(lora_r=-2)), r"lora_r must be >= 0, got -2"),
     ("ares-negative-hwe-target", lambda f: shaped_rewards(torch.ones(2), torch.zeros(2), torch.tensor([-1.0, 0.0, 0.0]),
                                                           torch.zeros(2, dtype=torch.long), torch.full((3,), 0.5)),
      r"targets must be finite and >= 0.0, got \[-1.0, 0.0, 0.0\]"),
@@ -246,7 +246,7 @@ def test_case_ids_are_unique_and_cover_the_issue():
 
 def test_error_names_the_argument_for_the_cli():
     with pytest.raises(ConfigError) as info:
-        LitTFUP(temperature=-1.0)
+        LitTFUP(cache=dict(temperature=-1.0))
     assert info.value.argument == "temperature"
     with pytest.raises(ConfigError) as info:
         LitARES(entropy_window=0)
@@ -258,10 +258,13 @@ def test_error_names_the_argument_for_the_cli():
 
 def test_tfup_accepts_its_bounds():
     # alpha = beta = 0 (no cache influence), proportion at both ends, K bounds equal, temperature tiny but > 0
-    for kwargs in (dict(alpha=0.0, beta=0.0), dict(cache_proportion=0.0), dict(cache_proportion=1.0),
-                   dict(min_shots=1, max_shots=1), dict(temperature=1e-6), dict(template_set="none", templates=["a {}."])):
-        model = LitTFUP(**kwargs)
-        assert all(model.hparams[k] == v for k, v in kwargs.items())
+    for cache in (dict(alpha=0.0, beta=0.0), dict(cache_proportion=0.0), dict(cache_proportion=1.0),
+                  dict(min_shots=1, max_shots=1), dict(temperature=1e-6)):
+        model = LitTFUP(cache=cache)
+        assert all(model.hparams.cache[k] == v for k, v in cache.items())
+    kwargs = dict(template_set="none", templates=["a {}."])
+    model = LitTFUP(**kwargs)
+    assert all(model.hparams[k] == v for k, v in kwargs.items())
     model = LitTFUPT(warmup_epochs=0, adapter_ratio=0.0, text_ratio=1.0, confidence_threshold=0.0, training_proportion=1.0,
                      weight_decay=0.0, marginal_weight=0.0)
     assert model.hparams.warmup_epochs == 0 and model.hparams.text_ratio == 1.0
@@ -278,8 +281,8 @@ def test_tfup_functional_bounds_give_the_formula_values():
 
 
 def test_ares_accepts_its_bounds_and_generate_keeps_a_given_budget():
-    model = LitARES(group_size=2, max_new_tokens=1, lora_r=0, kl_coef=0.0, threshold_quantile=1.0, threshold_decay=0.0,
-                    alpha_init=2.0, top_p=1.0, eval_temperature=0.0, clip_low=0.0, dual_clip=None, alpha_step=0.0)
+    model = LitARES(language_model=dict(lora_r=0), group_size=2, max_new_tokens=1, kl_coef=0.0, threshold_quantile=1.0,
+                    threshold_decay=0.0, alpha_init=2.0, top_p=1.0, eval_temperature=0.0, clip_low=0.0, dual_clip=None, alpha_step=0.0)
     assert float(model.entropy_alpha[0]) == 2.0
     # max_new_tokens=1 is honoured (before, a falsy budget fell back to the default of 256)
     roll = _ares().generate(["What is 1 + 1?"], max_new_tokens=1, temperature=0.0)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from vlkit.cache import atomic_write_json
 from vlkit.errors import ConfigError, check_classnames, check_file  # check_classnames: re-exported here
+from vlkit.functional.zeroshot import SIMPLE_TEMPLATE  # re-exported here, with the other templates
 
 __all__ = [
     "SIMPLE_TEMPLATE",
@@ -18,8 +19,6 @@ __all__ = [
     "save_class_prompts",
     "check_classnames",
 ]
-
-SIMPLE_TEMPLATE = "a photo of a {}."
 
 
 def imagenet_templates() -> list[str]:

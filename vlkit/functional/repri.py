@@ -43,6 +43,7 @@ __all__ = [
     "proportion_kl",
     "repri_loss",
     "kl_weight_schedule",
+    "check_repri_settings",
     "repri_fit",
     "prototype_baseline",
     "upsample_logits",
@@ -276,6 +277,30 @@ def _check_episode_shapes(support_features: Tensor, support_masks: Tensor, query
         )
 
 
+def check_repri_settings(
+    temperature: float, lr: float, iterations: int, ce_weight: float, kl_weight: float | None,
+    entropy_weight: float | None, proportion_update_at: tuple[int, ...], kl_boost: float,
+) -> None:
+    """Check the settings of :func:`repri_fit` (ConfigError naming the argument); ``LitRePRI`` runs the same
+    check at construction, before any backbone is built. The ranges are those documented on :func:`repri_fit`:
+    temperature, lr > 0; iterations an int >= 1; the weights >= 0 (kl/entropy None allowed); each
+    ``proportion_update_at`` step an int >= 1 (the list may be empty); kl_boost >= 0."""
+    check_positive("temperature", temperature)
+    check_positive("lr", lr)
+    check_int("iterations", iterations, low=1)
+    check_non_negative("ce_weight", ce_weight)
+    check_non_negative("kl_weight", kl_weight, allow_none=True)
+    check_non_negative("entropy_weight", entropy_weight, allow_none=True)
+    if isinstance(proportion_update_at, (str, int)):
+        raise ConfigError(
+            f"proportion_update_at must be a list of ints >= 1, got {proportion_update_at!r}",
+            argument="proportion_update_at",
+        )
+    for step in proportion_update_at:
+        check_int("proportion_update_at", step, low=1)
+    check_non_negative("kl_boost", kl_boost)
+
+
 def repri_fit(
     support_features: Tensor,
     support_masks: Tensor,
@@ -315,15 +340,7 @@ def repri_fit(
         :class:`RePRIResult`.
     """
     _check_episode_shapes(support_features, support_masks, query_features, query_valid)
-    check_positive("temperature", temperature)
-    check_positive("lr", lr)
-    check_int("iterations", iterations, low=1)
-    check_non_negative("ce_weight", ce_weight)
-    check_non_negative("kl_weight", kl_weight, allow_none=True)
-    check_non_negative("entropy_weight", entropy_weight, allow_none=True)
-    check_non_negative("kl_boost", kl_boost)
-    for step in proportion_update_at:
-        check_int("proportion_update_at", step, low=1)
+    check_repri_settings(temperature, lr, iterations, ce_weight, kl_weight, entropy_weight, proportion_update_at, kl_boost)
     # entry point: a NaN feature (a NaN image upstream) would poison every episode of the batch silently
     check_finite_tensor("support_features", support_features)
     check_finite_tensor("query_features", query_features)

@@ -8,7 +8,11 @@ from torch import Tensor
 
 from vlkit.errors import ConfigError, check_int, check_positive
 
-__all__ = ["class_embeddings_from_prompts", "zeroshot_logits"]
+__all__ = ["SIMPLE_TEMPLATE", "class_embeddings_from_prompts", "zeroshot_logits"]
+
+# CLIP's default prompt (sec. 3.1.4, "A photo of a {label}."): the kit's one definition, used by the text
+# classifier (vlkit.models.zeroshot), the prompt library (vlkit.data.prompts) and ProAPO's baseline
+SIMPLE_TEMPLATE = "a photo of a {}."
 
 
 def class_embeddings_from_prompts(prompt_embeddings: Tensor, prompt_class: Tensor, num_classes: int) -> Tensor:

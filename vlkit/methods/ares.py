@@ -27,12 +27,14 @@ and writes ``ares_history.json`` at the end of ``fit``.
 
 from __future__ import annotations
 
+import dataclasses
+
 import lightning as L
 import torch
 from torch import Tensor
 
 from vlkit.callbacks import MetricHistory
-from vlkit.checkpoints import record_class
+from vlkit.checkpoints import record_class, regrouped_hyperparameters
 from vlkit.data.verifier import check_answer
 from vlkit.errors import (
     ConfigError,
@@ -42,6 +44,7 @@ from vlkit.errors import (
     check_number,
     check_positive,
     check_probability,
+    check_settings,
 )
 from vlkit.functional.aepo import TOKEN_SELECTIONS, accuracy_group_mask, aepo_loss, shaped_rewards
 from vlkit.functional.entropy import (
@@ -60,10 +63,7 @@ from vlkit.functional.entropy import (
 from vlkit.functional.policy import group_advantages, kl_penalty, position_ids_from_mask, sampled_token_logprobs
 from vlkit.models.language import (
     DEFAULT_TRIGGER_WORDS,
-    apply_lora,
-    check_language_model_arguments,
-    check_lora_arguments,
-    create_language_model,
+    LanguageModelSettings,
     encode_chat_prompts,
     trigger_token_ids,
     vision_token_ids,
@@ -103,14 +103,11 @@ class LitARES(L.LightningModule):
     """RL post-training with ARES' AEPO (difficulty-aware entropy shaping) or plain GRPO.
 
     Args:
-        model_name: a ``vlkit.models.language`` preset (``tiny-random-lm``, ``tiny-random-qwen2-vl``,
-            ``smollm2-135m-instruct``) or a Hugging Face id / directory.
-        dtype: weights dtype (``float32``, ``bfloat16``, ``float16``).
-        lora_r: LoRA rank, an int >= 0; 0 trains all weights (and keeps a frozen copy as the reference
-            policy); with LoRA the reference is the model with its adapters disabled (no copy).
-        lora_alpha: LoRA scale alpha, > 0.
-        lora_dropout: dropout on the LoRA inputs, in [0, 1).
-        lora_target_modules: ``"all-linear"``, a module name or a list of names (peft).
+        language_model: the policy model and its LoRA adapters
+            (:class:`~vlkit.models.language.LanguageModelSettings`: ``model_name``, ``dtype``, ``lora_r``,
+            ``lora_alpha``, ``lora_dropout``, ``lora_target_modules``; a dict of some of them also works).
+            ``lora_r`` 0 trains all weights and keeps a frozen copy as the reference policy; with LoRA the
+            reference is the model with its adapters disabled (no copy).
         algorithm: ``"aepo"`` (accuracy + hierarchical entropy reward) or ``"grpo"`` (accuracy only).
         group_size: G samples per prompt (authors: 8); an int >= 2.
         max_new_tokens: completion budget per sample, an int >= 1.
@@ -154,12 +151,7 @@ class LitARES(L.LightningModule):
 
     def __init__(
         self,
-        model_name: str = "tiny-random-lm",
-        dtype: str = "float32",
-        lora_r: int = 16,
-        lora_alpha: int = 32,
-        lora_dropout: float = 0.0,
-        lora_target_modules: list[str] | str | None = "all-linear",
+        language_model: LanguageModelSettings = LanguageModelSettings(),
         algorithm: str = "aepo",
         group_size: int = 8,
         max_new_tokens: int = 256,
@@ -194,8 +186,7 @@ class LitARES(L.LightningModule):
         seed: int = 0,
     ):
         super().__init__()
-        check_language_model_arguments(model_name, dtype)
-        check_lora_arguments(lora_r, lora_alpha, lora_dropout, lora_target_modules)
+        self.language_model = check_settings("language_model", language_model, LanguageModelSettings)
         check_positive("learning_rate", learning_rate)
         check_non_negative("weight_decay", weight_decay)
         check_positive("max_grad_norm", max_grad_norm, allow_none=True)
@@ -234,18 +225,15 @@ class LitARES(L.LightningModule):
         check_probability("top_entropy_rho", top_entropy_rho, open_low=True)
         check_int("entropy_chunk_size", entropy_chunk_size, low=1)
         check_int("seed", seed)
+        language_model = dataclasses.asdict(self.language_model)  # hparams hold plain values (weights_only loads)
         self.save_hyperparameters()
         self.system_prompt = system_prompt
         self.automatic_optimization = False  # K updates per rollout (vlkit.models.policy.policy_updates)
-        self.bundle = create_language_model(model_name, dtype=dtype, seed=seed)
-        if lora_r > 0:
-            self.model = apply_lora(self.bundle.model, lora_r, lora_alpha, lora_dropout, lora_target_modules)
-        else:
-            self.model = self.bundle.model
-        self.bundle.model = self.model
+        self.bundle = self.language_model.create(seed)
+        self.model = self.bundle.model
         # fresh adapters are the identity: the disabled adapter is the initial policy; else a frozen copy,
         # taken at the first reference pass (none at all when kl_coef = 0)
-        self.reference = ReferencePolicy(use_disabled_adapter=lora_r > 0)
+        self.reference = ReferencePolicy(use_disabled_adapter=self.language_model.lora_r > 0)
         # controller state: buffers (so they follow the device and sit in state_dict) + on_save_checkpoint
         self.register_buffer("hwe_threshold", torch.tensor(-1.0))  # tau, -1 = not set yet
         self.register_buffer("hwe_targets", torch.zeros(3))  # per bucket
@@ -573,6 +561,13 @@ class LitARES(L.LightningModule):
         reference = self.reference.state_dict()
         if reference:
             checkpoint["ares_reference_policy"] = reference
+
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path, *args, **kwargs):
+        """Lightning's ``load_from_checkpoint``; a checkpoint written before the ``language_model`` group (flat
+        ``model_name``, ``lora_r``, ... hyperparameters) loads too, those values regrouped."""
+        groups = regrouped_hyperparameters(checkpoint_path, {"language_model": LanguageModelSettings})
+        return super().load_from_checkpoint(checkpoint_path, *args, **{**groups, **kwargs})
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         """Restore the controller state and the frozen reference copy. Checkpoints written before the policy

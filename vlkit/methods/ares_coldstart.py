@@ -8,20 +8,16 @@ applied to the prompt. The RL stage that follows is ``vlkit.methods.ares.LitARES
 
 from __future__ import annotations
 
+import dataclasses
+
 import lightning as L
 import torch
 from torch import Tensor
 
-from vlkit.checkpoints import record_class
-from vlkit.errors import ConfigError, check_int, check_non_negative, check_positive
+from vlkit.checkpoints import record_class, regrouped_hyperparameters
+from vlkit.errors import ConfigError, check_int, check_non_negative, check_positive, check_settings
 from vlkit.functional.policy import masked_token_nll
-from vlkit.models.language import (
-    apply_lora,
-    chat_messages,
-    check_language_model_arguments,
-    check_lora_arguments,
-    create_language_model,
-)
+from vlkit.models.language import LanguageModelSettings, chat_messages
 
 __all__ = ["LitColdStartSFT"]
 
@@ -31,13 +27,10 @@ class LitColdStartSFT(L.LightningModule):
     the response tokens only (prompt tokens masked), chat template applied to the prompt.
 
     Args:
-        model_name: a ``vlkit.models.language`` causal-LM preset (``tiny-random-lm``, ``smollm2-135m-instruct``)
-            or a Hugging Face id / directory (text models only).
-        dtype: weights dtype (``float32``, ``bfloat16``, ``float16``).
-        lora_r: LoRA rank, an int >= 0; 0 trains all weights.
-        lora_alpha: LoRA scale alpha, > 0.
-        lora_dropout: dropout on the LoRA inputs, in [0, 1).
-        lora_target_modules: ``"all-linear"``, a module name or a list of names (peft).
+        language_model: the model and its LoRA adapters (:class:`~vlkit.models.language.LanguageModelSettings`:
+            ``model_name``, ``dtype``, ``lora_r``, ``lora_alpha``, ``lora_dropout``, ``lora_target_modules``; a
+            dict of some of them also works). ``model_name`` must be a causal LM (text models only, e.g.
+            ``tiny-random-lm``, ``smollm2-135m-instruct``); ``lora_r`` 0 trains all weights.
         learning_rate: AdamW learning rate, > 0.
         weight_decay: AdamW weight decay, >= 0.
         max_length: truncate prompt + response to this many tokens, an int >= 2.
@@ -50,12 +43,7 @@ class LitColdStartSFT(L.LightningModule):
 
     def __init__(
         self,
-        model_name: str = "tiny-random-lm",
-        dtype: str = "float32",
-        lora_r: int = 16,
-        lora_alpha: int = 32,
-        lora_dropout: float = 0.0,
-        lora_target_modules: list[str] | str | None = "all-linear",
+        language_model: LanguageModelSettings = LanguageModelSettings(),
         learning_rate: float = 1e-4,
         weight_decay: float = 0.0,
         max_length: int = 512,
@@ -63,23 +51,29 @@ class LitColdStartSFT(L.LightningModule):
         seed: int = 0,
     ):
         super().__init__()
-        check_language_model_arguments(model_name, dtype)
-        check_lora_arguments(lora_r, lora_alpha, lora_dropout, lora_target_modules)
+        self.language_model = check_settings("language_model", language_model, LanguageModelSettings)
         check_positive("learning_rate", learning_rate)
         check_non_negative("weight_decay", weight_decay)
         check_int("max_length", max_length, low=2)
         check_int("seed", seed)
+        language_model = dataclasses.asdict(self.language_model)  # hparams hold plain values (weights_only loads)
         self.save_hyperparameters()
         self.system_prompt = system_prompt
-        self.bundle = create_language_model(model_name, dtype=dtype, seed=seed)
+        self.bundle = self.language_model.create(seed)
         if self.bundle.is_multimodal:
             raise ConfigError(
                 f"model_name must be a causal LM preset or id (LitColdStartSFT trains text-only pairs), got the "
-                f"vision-language model {model_name!r}",
+                f"vision-language model {self.language_model.model_name!r}",
                 argument="model_name",
             )
-        self.model = apply_lora(self.bundle.model, lora_r, lora_alpha, lora_dropout, lora_target_modules) if lora_r > 0 else self.bundle.model
-        self.bundle.model = self.model
+        self.model = self.bundle.model
+
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path, *args, **kwargs):
+        """Lightning's ``load_from_checkpoint``; a checkpoint written before the ``language_model`` group (flat
+        ``model_name``, ``lora_r``, ... hyperparameters) loads too, those values regrouped."""
+        groups = regrouped_hyperparameters(checkpoint_path, {"language_model": LanguageModelSettings})
+        return super().load_from_checkpoint(checkpoint_path, *args, **{**groups, **kwargs})
 
     def _batch_tensors(self, batch: dict) -> tuple[Tensor, Tensor, Tensor]:
         """Right-padded (input_ids, attention_mask, labels), each (B, L); labels -100 on prompt and padding."""

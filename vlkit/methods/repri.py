@@ -46,6 +46,7 @@ from vlkit.errors import (
 )
 from vlkit.functional.repri import (
     IGNORE_INDEX,
+    check_repri_settings,
     downsample_mask,
     oracle_foreground_proportion,
     prototype_baseline,
@@ -131,21 +132,9 @@ class LitRePRI(L.LightningModule):
                 )
             for i in out_indices:
                 check_int("out_indices", i, low=0)
-        check_positive("temperature", temperature)
-        check_positive("lr", lr)
-        check_int("iterations", iterations, low=1)
+        check_repri_settings(temperature, lr, iterations, ce_weight, kl_weight, entropy_weight, proportion_update_at,
+                             kl_boost)
         check_int("oracle_iterations", oracle_iterations, low=1)
-        check_non_negative("ce_weight", ce_weight)
-        check_non_negative("kl_weight", kl_weight, allow_none=True)
-        check_non_negative("entropy_weight", entropy_weight, allow_none=True)
-        if isinstance(proportion_update_at, (str, int)):
-            raise ConfigError(
-                f"proportion_update_at must be a list of ints >= 1, got {proportion_update_at!r}",
-                argument="proportion_update_at",
-            )
-        for step in proportion_update_at:
-            check_int("proportion_update_at", step, low=1)
-        check_non_negative("kl_boost", kl_boost)
         check_int("encode_batch_size", encode_batch_size, low=1)
         self.save_hyperparameters()
         self.backbone = _build_backbone(backbone, out_indices)

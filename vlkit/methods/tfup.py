@@ -12,13 +12,16 @@ Both read features from ``vlkit.data.fewshot.FewShotDataModule`` (connected in `
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
+
 import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
-from vlkit.checkpoints import record_class
+from vlkit.checkpoints import record_class, regrouped_hyperparameters
 from vlkit.errors import (
     ConfigError,
     check_choice,
@@ -28,6 +31,7 @@ from vlkit.errors import (
     check_number,
     check_positive,
     check_probability,
+    check_settings,
 )
 from vlkit.functional.tfup import (
     cache_logits,
@@ -41,7 +45,7 @@ from vlkit.functional.zeroshot import zeroshot_logits
 from vlkit.models.backbones import create_backbone
 from vlkit.models.zeroshot import build_text_classifier
 
-__all__ = ["LitTFUP", "LitTFUPT", "resolve_templates"]
+__all__ = ["CacheSettings", "LitTFUP", "LitTFUPT", "resolve_templates"]
 
 _TEMPLATE_SETS = ("simple", "imagenet")
 MODES = ("zeroshot", "tfup", "tip-adapter")
@@ -68,14 +72,34 @@ def _check_text_head_args(template_set: str | None, templates: list[str] | None,
         )
 
 
-def _check_cache_args(alpha, beta, temperature, cache_proportion, min_shots, max_shots) -> None:
-    """TFUP's cache hyperparameters (shared by LitTFUP and LitTFUPT)."""
-    check_non_negative("alpha", alpha)
-    check_non_negative("beta", beta)
-    check_positive("temperature", temperature)
-    check_probability("cache_proportion", cache_proportion)
-    check_int("min_shots", min_shots, low=1)
-    check_int("max_shots", max_shots, low=min_shots)
+@dataclass(frozen=True)
+class CacheSettings:
+    """TFUP's cache: how many confident samples per class it keeps and how their logits join the text head's
+    (the ``cache`` group of ``LitTFUP`` and ``LitTFUPT``), checked when built.
+
+    Args:
+        alpha: residual weight of the cache logits, >= 0 (TFUP: 0.3).
+        beta: sharpness of the cache kernel exp(-beta (1 - A)), >= 0 (TFUP: 1).
+        temperature: softmax temperature of the selection and MSM probabilities, > 0 (TFUP: 10).
+        cache_proportion: TFUP's K = min(max_shots, max(min_shots, floor(proportion N / C))), in [0, 1] (0.3).
+        min_shots: the lower bound of K, an int >= 1 (9).
+        max_shots: the upper bound of K, an int >= min_shots (16).
+    """
+
+    alpha: float = 0.3
+    beta: float = 1.0
+    temperature: float = 10.0
+    cache_proportion: float = 0.3
+    min_shots: int = 9
+    max_shots: int = 16
+
+    def __post_init__(self) -> None:
+        check_non_negative("alpha", self.alpha)
+        check_non_negative("beta", self.beta)
+        check_positive("temperature", self.temperature)
+        check_probability("cache_proportion", self.cache_proportion)
+        check_int("min_shots", self.min_shots, low=1)
+        check_int("max_shots", self.max_shots, low=self.min_shots)
 
 
 def resolve_templates(
@@ -113,13 +137,16 @@ class _FeatureClassifier(L.LightningModule):
             templates) or ``None`` (no template).
         templates: explicit templates (override ``template_set``).
         class_prompts_file: a class -> sentences JSON (CuPL, DCLIP or ProAPO output) for the text head.
-        alpha: residual weight of the cache logits, >= 0 (TFUP: 0.3).
-        beta: sharpness of the cache kernel exp(-beta (1 - A)), >= 0 (TFUP: 1).
-        temperature: softmax temperature of the selection and MSM probabilities, > 0 (TFUP: 10).
-        cache_proportion: TFUP's K = min(max_shots, max(min_shots, floor(proportion N / C))), in [0, 1] (0.3).
-        min_shots: the lower bound of K, an int >= 1 (9).
-        max_shots: the upper bound of K, an int >= min_shots (16).
+        cache: TFUP's cache (:class:`CacheSettings`: ``alpha``, ``beta``, ``temperature``, ``cache_proportion``,
+            ``min_shots``, ``max_shots``; a dict of some of them also works).
     """
+
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path, *args, **kwargs):
+        """Lightning's ``load_from_checkpoint``; a checkpoint written before the ``cache`` group (flat ``alpha``,
+        ``beta``, ... hyperparameters) loads too, those values regrouped."""
+        groups = regrouped_hyperparameters(checkpoint_path, {"cache": CacheSettings})
+        return super().load_from_checkpoint(checkpoint_path, *args, **{**groups, **kwargs})
 
     def prepare(self, datamodule) -> "_FeatureClassifier":
         """Set up outside a Trainer (demos, notebooks): connect ``datamodule`` and build the head/cache."""
@@ -167,7 +194,7 @@ class _FeatureClassifier(L.LightningModule):
 
     def _zero_shot_probs(self, features: Tensor) -> Tensor:
         """p = softmax(t f W^T), t = the TFUP temperature (10)."""
-        return torch.softmax(self.hparams.temperature * F.normalize(features, dim=-1) @ self.class_weights.T, dim=-1)
+        return torch.softmax(self.cache.temperature * F.normalize(features, dim=-1) @ self.class_weights.T, dim=-1)
 
     def _collect(self, logits: Tensor, batch: dict, stage: str) -> None:
         preds = logits.argmax(-1)
@@ -213,8 +240,7 @@ class LitTFUP(_FeatureClassifier):
     """Training-free classifiers over cached features: zero-shot, TFUP and Tip-Adapter.
 
     The backbone, text-head and cache arguments (``backbone``, ``template_set``, ``templates``,
-    ``class_prompts_file``, ``alpha``, ``beta``, ``temperature``, ``cache_proportion``, ``min_shots``,
-    ``max_shots``) are documented on the shared base class ``_FeatureClassifier``.
+    ``class_prompts_file``, ``cache``) are documented on the shared base class ``_FeatureClassifier``.
 
     Args:
         mode: ``"zeroshot"``, ``"tfup"`` (unsupervised cache from the unlabeled set, multi-level
@@ -228,28 +254,24 @@ class LitTFUP(_FeatureClassifier):
         template_set: str | None = "auto",
         templates: list[str] | None = None,
         class_prompts_file: str | None = None,
-        alpha: float = 0.3,
-        beta: float = 1.0,
-        temperature: float = 10.0,
-        cache_proportion: float = 0.3,
-        min_shots: int = 9,
-        max_shots: int = 16,
+        cache: CacheSettings = CacheSettings(),
     ) -> None:
         super().__init__()
         check_choice("mode", mode, MODES)
         _check_text_head_args(template_set, templates, class_prompts_file)
-        _check_cache_args(alpha, beta, temperature, cache_proportion, min_shots, max_shots)
+        self.cache = check_settings("cache", cache, CacheSettings)
+        cache = dataclasses.asdict(self.cache)  # hparams hold plain values (weights_only loads)
         self.save_hyperparameters()
 
     def setup(self, stage: str) -> None:
         """Build the text head, then the cache: TFUP's confident prototypes or the labelled shots."""
         self._build_head()
-        h, dm = self.hparams, self.datamodule
+        h, c, dm = self.hparams, self.cache, self.datamodule
         self.cache_keys = self.cache_values = None
         num_classes = len(self.classnames)
         if h.mode == "tfup":
             feats = dm.unlabeled_features  # (N, D)
-            shots = tfup_cache_shots(feats.shape[0], num_classes, h.cache_proportion, h.min_shots, h.max_shots)
+            shots = tfup_cache_shots(feats.shape[0], num_classes, c.cache_proportion, c.min_shots, c.max_shots)
             index = select_confident_prototypes(self._zero_shot_probs(feats), shots)  # (C, K)
             self.cache_index = index
             self.cache_keys = feats[index.flatten()]  # (C*K, D)
@@ -273,10 +295,10 @@ class LitTFUP(_FeatureClassifier):
             weights,
             self.cache_keys.to(features.device),
             self.cache_values.to(features.device),
-            alpha=h.alpha,
-            beta=h.beta,
+            alpha=self.cache.alpha,
+            beta=self.cache.beta,
             logit_scale=self.logit_scale,
-            temperature=h.temperature,
+            temperature=self.cache.temperature,
             similarity="msm" if h.mode == "tfup" else "cosine",
         )
 
@@ -326,8 +348,9 @@ class LitTFUPT(_FeatureClassifier):
     ``marginal_weight`` * (-H(mean softmax(strong logits))).
 
     The backbone, text-head and cache arguments (``backbone``, ``template_set``, ``templates``,
-    ``class_prompts_file``, ``alpha``, ``beta``, ``temperature``, ``cache_proportion``, ``min_shots``,
-    ``max_shots``) are documented on the shared base class ``_FeatureClassifier``.
+    ``class_prompts_file``, ``cache``) are documented on the shared base class ``_FeatureClassifier``;
+    ``training_proportion`` sizes the warm-up subset as ``cache.cache_proportion`` sizes the cache (with
+    ``cache.min_shots`` as its lower bound).
 
     Args:
         training_proportion: K_t's proportion of the warm-up subset, in [0, 1] (0.75).
@@ -354,13 +377,8 @@ class LitTFUPT(_FeatureClassifier):
         template_set: str | None = "auto",
         templates: list[str] | None = None,
         class_prompts_file: str | None = None,
-        alpha: float = 0.3,
-        beta: float = 1.0,
-        temperature: float = 10.0,
-        cache_proportion: float = 0.3,
+        cache: CacheSettings = CacheSettings(),
         training_proportion: float = 0.75,
-        min_shots: int = 9,
-        max_shots: int = 16,
         adapter_ratio: float = 0.2,
         text_ratio: float = 0.5,
         adapter_reduction: int = 4,
@@ -375,7 +393,7 @@ class LitTFUPT(_FeatureClassifier):
         super().__init__()
         check_choice("selection", selection, SELECTIONS)
         _check_text_head_args(template_set, templates, class_prompts_file)
-        _check_cache_args(alpha, beta, temperature, cache_proportion, min_shots, max_shots)
+        self.cache = check_settings("cache", cache, CacheSettings)
         check_probability("training_proportion", training_proportion)
         check_probability("adapter_ratio", adapter_ratio)
         check_probability("text_ratio", text_ratio, open_low=True)
@@ -386,6 +404,7 @@ class LitTFUPT(_FeatureClassifier):
         check_positive("lr", lr)
         check_non_negative("weight_decay", weight_decay)
         check_positive("adam_eps", adam_eps)
+        cache = dataclasses.asdict(self.cache)  # hparams hold plain values (weights_only loads)
         self.save_hyperparameters()
         self.adapter = None
 
@@ -394,7 +413,7 @@ class LitTFUPT(_FeatureClassifier):
         self._build_head()
         if self.adapter is not None:
             return
-        h, dm = self.hparams, self.datamodule
+        h, c, dm = self.hparams, self.cache, self.datamodule
         num_classes, dim = self.class_weights.shape
         check_number("adapter_reduction", h.adapter_reduction, high=dim)  # the hidden layer keeps >= 1 unit
         self.adapter = ImageAdapter(dim, h.adapter_reduction)
@@ -402,7 +421,7 @@ class LitTFUPT(_FeatureClassifier):
         feats = dm.unlabeled_features  # (N, D)
         probs = self._zero_shot_probs(feats)  # (N, C)
         # cache: TFUP's unsupervised K-shot cache (keys stay the clean features)
-        k = tfup_cache_shots(feats.shape[0], num_classes, h.cache_proportion, h.min_shots, h.max_shots)
+        k = tfup_cache_shots(feats.shape[0], num_classes, c.cache_proportion, c.min_shots, c.max_shots)
         cache_index = select_confident_prototypes(probs, k).flatten()  # (C*K,)
         self.register_buffer("cache_keys", feats[cache_index].clone(), persistent=False)  # (C*K, D)
         self.register_buffer(
@@ -410,10 +429,11 @@ class LitTFUPT(_FeatureClassifier):
         )  # (C*K, C)
         # training subset for the warm-up, labelled by the argmax of the TFUP logits
         k_train = min(
-            tfup_cache_shots(feats.shape[0], num_classes, h.training_proportion, h.min_shots, None), feats.shape[0]
+            tfup_cache_shots(feats.shape[0], num_classes, h.training_proportion, c.min_shots, None), feats.shape[0]
         )
         subset = select_confident_prototypes(probs, k_train).flatten().unique()  # (<= C*K_t,)
-        tfup = tfup_logits(feats, self.class_weights, self.cache_keys, self.cache_values, h.alpha, h.beta, self.logit_scale, h.temperature)
+        tfup = tfup_logits(feats, self.class_weights, self.cache_keys, self.cache_values, c.alpha, c.beta, self.logit_scale,
+                           c.temperature)
         in_subset = torch.zeros(feats.shape[0], dtype=torch.bool)
         in_subset[subset] = True
         self.register_buffer("warmup_mask", in_subset, persistent=False)  # (N,)
@@ -437,7 +457,7 @@ class LitTFUPT(_FeatureClassifier):
 
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
         """Warm-up cross-entropy on the selected subset, then confident-sample CE minus the marginal entropy."""
-        h = self.hparams
+        h, c = self.hparams, self.cache
         text = self.adapted_text()  # (C, D)
         strong = self.logit_scale * self.adapted_image(batch["strong_features"]) @ text.T  # (B, C)
         index = batch["index"]
@@ -449,8 +469,8 @@ class LitTFUPT(_FeatureClassifier):
         with torch.no_grad():
             weak_f = self.adapted_image(batch["features"])  # (B, D)
             keys = self.adapted_image(self.cache_keys)  # (C*K, D)
-            affinity = multi_level_similarity(weak_f, keys, text, h.temperature)  # (B, C*K)
-            weak = self.logit_scale * weak_f @ text.T + h.alpha * cache_logits(affinity, self.cache_values, h.beta)
+            affinity = multi_level_similarity(weak_f, keys, text, c.temperature)  # (B, C*K)
+            weak = self.logit_scale * weak_f @ text.T + c.alpha * cache_logits(affinity, self.cache_values, c.beta)
             confidence, target = weak.softmax(-1).max(-1)  # (B,), (B,)
             confident = confidence > h.confidence_threshold  # (B,)
         ce = F.cross_entropy(strong[confident], target[confident]) if confident.any() else strong.sum() * 0

@@ -13,6 +13,9 @@ None) over a dict of presets:
 - anything else: a Hugging Face id or local directory (AutoModelForImageTextToText when the config
   has a vision part, else AutoModelForCausalLM).
 
+``LanguageModelSettings`` is the typed group of those choices (model, dtype, LoRA) that ``LitARES`` and
+``LitColdStartSFT`` take; ``LanguageModelSettings.create(seed)`` builds the bundle with its adapters.
+
 Also: ``apply_lora`` (the kit's one peft loader, used by ARES and by recsys's Hugging Face decoders) and
 ``check_lora_arguments``, ``ensure_pad_token``, the chat prompts of a bundle (``chat_messages``,
 ``encode_chat_prompts``, ``vision_token_ids``), ``trigger_token_ids`` (reasoning trigger words to token ids,
@@ -33,6 +36,7 @@ from vlkit.errors import ConfigError, check_choice, check_int, check_positive, c
 __all__ = [
     "DEFAULT_TRIGGER_WORDS",
     "LanguageModelBundle",
+    "LanguageModelSettings",
     "LANGUAGE_MODEL_PRESETS",
     "apply_lora",
     "char_tokenizer",
@@ -126,29 +130,40 @@ def ensure_pad_token(tokenizer) -> None:
     tokenizer.padding_side = "left"
 
 
-def _tiny_random_lm(hidden_size: int = 64, num_layers: int = 2, seed: int = 0) -> LanguageModelBundle:
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    tok = char_tokenizer()
-    config = LlamaConfig(
+def _tiny_text_config(tok, hidden_size: int, num_layers: int, max_positions: int) -> dict:
+    """The decoder settings both tiny random presets share: 4 query heads over 2 key/value heads, an MLP of
+    twice the width, and the character tokenizer's vocabulary and special ids."""
+    return dict(
         vocab_size=len(tok),
         hidden_size=hidden_size,
         intermediate_size=2 * hidden_size,
         num_hidden_layers=num_layers,
         num_attention_heads=4,
         num_key_value_heads=2,
-        max_position_embeddings=1024,
+        max_position_embeddings=max_positions,
         pad_token_id=tok.pad_token_id,
         eos_token_id=tok.eos_token_id,
         bos_token_id=None,
-        tie_word_embeddings=True,
     )
+
+
+def _seeded_model(model_class, config, tok, seed: int) -> nn.Module:
+    """``model_class(config)`` with weights drawn under ``seed`` (the global RNG left as it was), generating
+    with the tokenizer's pad and EOS ids."""
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        model = LlamaForCausalLM(config)
+        model = model_class(config)
     model.generation_config.pad_token_id = tok.pad_token_id
     model.generation_config.eos_token_id = tok.eos_token_id
-    return LanguageModelBundle(model, tok, None)
+    return model
+
+
+def _tiny_random_lm(hidden_size: int = 64, num_layers: int = 2, seed: int = 0) -> LanguageModelBundle:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tok = char_tokenizer()
+    config = LlamaConfig(**_tiny_text_config(tok, hidden_size, num_layers, max_positions=1024), tie_word_embeddings=True)
+    return LanguageModelBundle(_seeded_model(LlamaForCausalLM, config, tok, seed), tok, None)
 
 
 def _tiny_random_qwen2_vl(hidden_size: int = 64, num_layers: int = 2, seed: int = 0) -> LanguageModelBundle:
@@ -161,20 +176,11 @@ def _tiny_random_qwen2_vl(hidden_size: int = 64, num_layers: int = 2, seed: int 
     head_dim = hidden_size // 4
     config = Qwen2VLConfig(
         text_config=dict(
-            vocab_size=len(tok),
-            hidden_size=hidden_size,
-            intermediate_size=2 * hidden_size,
-            num_hidden_layers=num_layers,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            max_position_embeddings=2048,
+            **_tiny_text_config(tok, hidden_size, num_layers, max_positions=2048),
             # M-RoPE splits head_dim / 2 frequencies into (temporal, height, width) sections
             rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]}
             if head_dim == 16
             else None,
-            pad_token_id=tok.pad_token_id,
-            eos_token_id=tok.eos_token_id,
-            bos_token_id=None,
         ),
         vision_config=dict(depth=1, embed_dim=32, hidden_size=hidden_size, num_heads=2, mlp_ratio=2,
                            patch_size=14, spatial_merge_size=2, temporal_patch_size=2),
@@ -185,11 +191,7 @@ def _tiny_random_qwen2_vl(hidden_size: int = 64, num_layers: int = 2, seed: int 
     )
     if head_dim != 16:
         raise ValueError(f"tiny-random-qwen2-vl needs hidden_size 64 (head_dim 16), got {hidden_size}")
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        model = Qwen2VLForConditionalGeneration(config)
-    model.generation_config.pad_token_id = tok.pad_token_id
-    model.generation_config.eos_token_id = tok.eos_token_id
+    model = _seeded_model(Qwen2VLForConditionalGeneration, config, tok, seed)
     # small images: 28 px patches x 2 merge -> a 56x56 image is 4 patches, one merged vision token
     image_processor = Qwen2VLImageProcessor(size={"shortest_edge": 56 * 56, "longest_edge": 112 * 112})
     processor = Qwen2VLProcessor(
@@ -334,6 +336,41 @@ def check_lora_arguments(
                 f"got {lora_target_modules!r}",
                 argument=f"{prefix}target_modules",
             )
+
+
+@dataclass(frozen=True)
+class LanguageModelSettings:
+    """Which language model a ``Lit*`` module builds and how LoRA adapts it: the ``language_model`` group of
+    ``LitARES`` and ``LitColdStartSFT``, checked when built.
+
+    Args:
+        model_name: a preset (``tiny-random-lm``, ``tiny-random-qwen2-vl``, ``smollm2-135m-instruct``) or a
+            Hugging Face id / directory.
+        dtype: weights dtype (``float32``, ``bfloat16``, ``float16``).
+        lora_r: LoRA rank, an int >= 0; 0 trains all weights.
+        lora_alpha: LoRA scale alpha, > 0.
+        lora_dropout: dropout on the LoRA inputs, in [0, 1).
+        lora_target_modules: ``"all-linear"``, a module name or a list of names (peft).
+    """
+
+    model_name: str = "tiny-random-lm"
+    dtype: str = "float32"
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.0
+    lora_target_modules: list[str] | str | None = "all-linear"
+
+    def __post_init__(self) -> None:
+        check_language_model_arguments(self.model_name, self.dtype)
+        check_lora_arguments(self.lora_r, self.lora_alpha, self.lora_dropout, self.lora_target_modules)
+
+    def create(self, seed: int = 0) -> LanguageModelBundle:
+        """The model (``create_language_model``; ``seed`` initialises the random tiny presets), wrapped in fresh
+        LoRA adapters (``apply_lora``) when ``lora_r > 0``: ``bundle.model`` is then the peft model."""
+        bundle = create_language_model(self.model_name, dtype=self.dtype, seed=seed)
+        if self.lora_r > 0:
+            bundle.model = apply_lora(bundle.model, self.lora_r, self.lora_alpha, self.lora_dropout, self.lora_target_modules)
+        return bundle
 
 
 def chat_messages(prompt: str, with_image: bool = False, system_prompt: str | None = None) -> list[dict]:

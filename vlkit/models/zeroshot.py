@@ -8,11 +8,9 @@ import torch
 from torch import Tensor
 
 from vlkit.errors import check_classnames
-from vlkit.functional.zeroshot import class_embeddings_from_prompts
+from vlkit.functional.zeroshot import SIMPLE_TEMPLATE, class_embeddings_from_prompts
 
 __all__ = ["SIMPLE_TEMPLATE", "build_text_classifier", "encode_texts", "expand_templates"]
-
-SIMPLE_TEMPLATE = "a photo of a {}."
 
 
 def expand_templates(classnames: Sequence[str], templates: Sequence[str]) -> dict[str, list[str]]:

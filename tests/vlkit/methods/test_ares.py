@@ -2,7 +2,7 @@
 policy, log-prob consistency between generate() and the training forward, checkpointed controller state,
 bad input, and the configs-parse check."""
 
-import csv
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -20,24 +20,14 @@ ROOT = Path(__file__).resolve().parents[3]
 CONFIGS = sorted((ROOT / "configs" / "vlkit" / "ares").glob("*.yaml"))
 
 
-def _metrics(save_dir: Path) -> dict[str, float]:
-    files = sorted(save_dir.rglob("metrics.csv"))
-    assert files, f"no metrics.csv under {save_dir}"
-    out = {}
-    with open(files[-1]) as fh:
-        for row in csv.DictReader(fh):
-            out.update({k: float(v) for k, v in row.items() if v not in ("", None) and k not in ("epoch", "step")})
-    return out
-
-
-def _fit(config: str, tmp_path: Path, *extra: str) -> tuple[dict, dict]:
+def _fit(config: str, tmp_path: Path, *extra: str) -> dict:
     main([
         "fit", "--config", str(ROOT / config), "--trainer.default_root_dir", str(tmp_path),
         "--trainer.logger=lightning.pytorch.loggers.CSVLogger", f"--trainer.logger.save_dir={tmp_path}", *extra,
     ])  # fmt: skip
     ckpts = sorted(tmp_path.rglob("*.ckpt"))
     assert ckpts, "no checkpoint written"
-    return _metrics(tmp_path), torch.load(ckpts[-1], map_location="cpu", weights_only=True)
+    return torch.load(ckpts[-1], map_location="cpu", weights_only=True)
 
 
 def _lora_b_moved(state_dict: dict) -> bool:
@@ -47,8 +37,9 @@ def _lora_b_moved(state_dict: dict) -> bool:
     return any(bool(v.abs().sum() > 0) for v in lora_b)
 
 
-def test_cli_fit_smoke_text_model(tmp_path):
-    metrics, ckpt = _fit("configs/vlkit/ares/arithmetic_tiny.yaml", tmp_path)
+def test_cli_fit_smoke_text_model(tmp_path, csv_metrics):
+    ckpt = _fit("configs/vlkit/ares/arithmetic_tiny.yaml", tmp_path)
+    metrics = csv_metrics(tmp_path)
     for key in ("train/reward", "train/entropy", "train/hwe_threshold", "train/kl_coef_easy", "train/length",
                 "val/acc", "val/length", "val/hwe_count"):
         assert math.isfinite(metrics[key]), key
@@ -66,14 +57,16 @@ def test_cli_fit_smoke_text_model(tmp_path):
     assert len(history) == 3 and all(math.isfinite(h["train/reward"]) for h in history)
 
 
-def test_cli_fit_smoke_multimodal_qwen2_vl(tmp_path):
-    metrics, ckpt = _fit("configs/vlkit/ares/arithmetic_tiny_vl.yaml", tmp_path)
+def test_cli_fit_smoke_multimodal_qwen2_vl(tmp_path, csv_metrics):
+    ckpt = _fit("configs/vlkit/ares/arithmetic_tiny_vl.yaml", tmp_path)
+    metrics = csv_metrics(tmp_path)
     assert math.isfinite(metrics["train/reward"]) and math.isfinite(metrics["val/acc"])
     assert _lora_b_moved(ckpt["state_dict"])
 
 
-def test_cli_fit_cold_start_sft(tmp_path):
-    metrics, ckpt = _fit("configs/vlkit/ares/arithmetic_coldstart_tiny.yaml", tmp_path)
+def test_cli_fit_cold_start_sft(tmp_path, csv_metrics):
+    ckpt = _fit("configs/vlkit/ares/arithmetic_coldstart_tiny.yaml", tmp_path)
+    metrics = csv_metrics(tmp_path)
     assert math.isfinite(metrics["train/loss"]) and math.isfinite(metrics["val/loss"])
     assert _lora_b_moved(ckpt["state_dict"])
 
@@ -81,7 +74,7 @@ def test_cli_fit_cold_start_sft(tmp_path):
 @pytest.fixture(scope="module")
 def tiny_module():
     torch.manual_seed(0)
-    return LitARES(model_name="tiny-random-lm", group_size=2, max_new_tokens=6, lora_r=4)
+    return LitARES(language_model=dict(model_name="tiny-random-lm", lora_r=4), group_size=2, max_new_tokens=6)
 
 
 def test_reference_policy_is_the_disabled_adapter(tiny_module):
@@ -125,14 +118,14 @@ def test_completion_mask_stops_after_first_eos():
 
 
 def test_controller_state_survives_checkpoint_roundtrip():
-    a = LitARES(model_name="tiny-random-lm", group_size=2, max_new_tokens=4, lora_r=2)
+    a = LitARES(language_model=dict(model_name="tiny-random-lm", lora_r=2), group_size=2, max_new_tokens=4)
     a.hwe_threshold.fill_(1.25)
     a.kl_log_beta.copy_(torch.tensor([0.1, -0.2, 0.3]))
     a.entropy_alpha.copy_(torch.tensor([0.4, 0.5, 0.6]))
     a.controller_steps.fill_(7)
     ckpt = {}
     a.on_save_checkpoint(ckpt)
-    b = LitARES(model_name="tiny-random-lm", group_size=2, max_new_tokens=4, lora_r=2)
+    b = LitARES(language_model=dict(model_name="tiny-random-lm", lora_r=2), group_size=2, max_new_tokens=4)
     b.on_load_checkpoint(ckpt)
     assert b.controller_state() == a.controller_state()
     assert b.kl_beta.tolist() == pytest.approx(torch.tensor([0.1, -0.2, 0.3]).exp().tolist())
@@ -192,14 +185,15 @@ def test_estimate_pass_rates_feeds_the_cold_start_builder(tiny_module):
     assert [e.target_length for e in examples] == [30 - 28 * r for r in rates]
 
 
-def _fit_two_rollouts(tmp_path, **overrides):
+def _fit_two_rollouts(tmp_path, lora_r, **overrides):
     import lightning as L
 
     from vlkit.data.reasoning import ReasoningDataModule
 
     L.seed_everything(0)
-    module = LitARES(model_name="tiny-random-lm", group_size=2, max_new_tokens=6, learning_rate=0.01, filter_groups=False,
-                     kl_coef=0.5, max_grad_norm=1.0, plot_dir=str(tmp_path), **overrides)
+    module = LitARES(language_model=dict(model_name="tiny-random-lm", lora_r=lora_r), group_size=2, max_new_tokens=6,
+                     learning_rate=0.01, filter_groups=False, kl_coef=0.5, max_grad_norm=1.0, plot_dir=str(tmp_path),
+                     **overrides)
     trainer = L.Trainer(accelerator="cpu", devices=1, max_steps=2 * module.hparams.updates_per_rollout, logger=False,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                         limit_val_batches=0, default_root_dir=tmp_path)
@@ -243,7 +237,7 @@ def test_several_updates_per_rollout(tmp_path):
 
 
 def test_checkpoints_keep_the_frozen_reference_and_old_ones_load(tmp_path):
-    module = LitARES(model_name="tiny-random-lm", group_size=2, max_new_tokens=4, lora_r=0)
+    module = LitARES(language_model=dict(model_name="tiny-random-lm", lora_r=0), group_size=2, max_new_tokens=4)
     ids = torch.randint(5, 100, (1, 6), generator=torch.Generator().manual_seed(2))
     mask = torch.ones_like(ids)
     with module.reference(module.model) as ref:  # the first reference pass copies the weights
@@ -253,7 +247,8 @@ def test_checkpoints_keep_the_frozen_reference_and_old_ones_load(tmp_path):
     assert set(ckpt["ares_reference_policy"]) == set(module.reference.frozen)
     # a checkpoint of the code before the policy core held the frozen copy as a submodule, ref_model.*
     old = {"state_dict": {**module.state_dict(), **{f"ref_model.{k}": v for k, v in module.model.state_dict().items()}}}
-    fresh = LitARES(model_name="tiny-random-lm", group_size=2, max_new_tokens=4, lora_r=0, seed=1)  # other weights
+    fresh = LitARES(language_model=dict(model_name="tiny-random-lm", lora_r=0), group_size=2, max_new_tokens=4,
+                    seed=1)  # other weights
     fresh.on_load_checkpoint(old)
     fresh.load_state_dict(old["state_dict"])  # strict: the ref_model.* keys were taken out
     with fresh.reference(fresh.model) as ref:
@@ -269,3 +264,17 @@ def test_cold_start_checkpoints_from_before_the_split_still_load(tmp_path):
     assert load_checkpoint(path, LitColdStartSFT)["vlkit_class"] == "vlkit.methods.ares.LitColdStartSFT"
     with pytest.raises(ValueError, match="is a LitColdStartSFT checkpoint; expected a LitARES checkpoint"):
         load_checkpoint(path, LitARES)
+
+
+@pytest.mark.parametrize("cls", [LitARES, LitColdStartSFT], ids=lambda c: c.__name__)
+def test_language_model_group_round_trips_and_flat_checkpoints_load(cls, reload_with_flat_group):
+    from vlkit.models.language import LanguageModelSettings
+
+    chosen = LanguageModelSettings(model_name="tiny-random-lm", lora_r=2, lora_alpha=4)
+    module = cls(language_model=dict(model_name="tiny-random-lm", lora_r=2, lora_alpha=4))
+    assert module.language_model == chosen
+    assert module.hparams.language_model == dataclasses.asdict(chosen)  # plain values: loads with weights_only
+    for loaded in reload_with_flat_group(module, "language_model"):
+        # rank 2 again (not the default 16, whose adapters' shapes would not load), the same weights
+        assert loaded.language_model == chosen
+        assert all(torch.equal(v, loaded.state_dict()[k]) for k, v in module.state_dict().items())

@@ -30,8 +30,8 @@ class Dump(L.Callback):
 
 if __name__ == "__main__":
     L.seed_everything(0)
-    model = LitARES(model_name="tiny-random-lm", group_size=2, max_new_tokens=8, lora_r=2, learning_rate=0.01,
-                    filter_groups=False, kl_coef=0.5, plot_dir=out_dir)
+    model = LitARES(language_model=dict(model_name="tiny-random-lm", lora_r=2), group_size=2, max_new_tokens=8,
+                    learning_rate=0.01, filter_groups=False, kl_coef=0.5, plot_dir=out_dir)
     dm = ReasoningDataModule(train_size=8, val_size=2, test_size=2, levels=[1, 2], prompts_per_batch=2)
     trainer = L.Trainer(accelerator="cpu", devices=2, strategy="ddp", max_steps=2, logger=False,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,

@@ -1,6 +1,5 @@
 """LitRePRI and its base training through the real CLI on tiny configs, plus the configs-parse check."""
 
-import csv
 import math
 from pathlib import Path
 
@@ -17,24 +16,14 @@ ROOT = Path(__file__).resolve().parents[3]
 CONFIGS = sorted((ROOT / "configs" / "vlkit" / "repri").glob("*.yaml"))
 
 
-def _metrics(save_dir: Path) -> dict[str, float]:
-    files = sorted(save_dir.rglob("metrics.csv"))
-    assert files, f"no metrics.csv under {save_dir}"
-    out = {}
-    with open(files[-1]) as fh:
-        for row in csv.DictReader(fh):
-            out.update({k: float(v) for k, v in row.items() if v not in ("", None) and k not in ("epoch", "step")})
-    return out
-
-
-def test_cli_test_smoke_logs_finite_metrics_for_every_variant(tmp_path, monkeypatch):
+def test_cli_test_smoke_logs_finite_metrics_for_every_variant(tmp_path, monkeypatch, csv_metrics):
     monkeypatch.setenv("VLKIT_CACHE", str(tmp_path / "cache"))
     main([
         "test", "--config", str(ROOT / "configs/vlkit/repri/fashion_scenes_tiny.yaml"),
         "--trainer.default_root_dir", str(tmp_path),
         "--trainer.logger=lightning.pytorch.loggers.CSVLogger", f"--trainer.logger.save_dir={tmp_path}",
     ])  # fmt: skip
-    metrics = _metrics(tmp_path)
+    metrics = csv_metrics(tmp_path)
     for v in ("prototype", "repri", "oracle"):
         for name in (f"test/miou_{v}", f"test/fbiou_{v}", f"test/fold0/miou_{v}", f"test/fold1/fbiou_{v}"):
             assert 0.0 <= metrics[name] <= 1.0 and math.isfinite(metrics[name]), name
@@ -99,7 +88,7 @@ def test_bad_hyperparameters_are_rejected():
         LitRePRI(backbone="tiny-random", head_checkpoint="/nonexistent.ckpt")
 
 
-def test_base_training_moves_the_head_and_feeds_repri(tmp_path, monkeypatch):
+def test_base_training_moves_the_head_and_feeds_repri(tmp_path, monkeypatch, csv_metrics):
     monkeypatch.setenv("VLKIT_CACHE", str(tmp_path / "cache"))
     main([
         "fit", "--config", str(ROOT / "configs/vlkit/repri/fashion_scenes_base_tiny.yaml"),
@@ -119,7 +108,7 @@ def test_base_training_moves_the_head_and_feeds_repri(tmp_path, monkeypatch):
         "--trainer.default_root_dir", str(tmp_path / "repri"), f"--model.head_checkpoint={ckpts[-1]}",
         "--trainer.logger=lightning.pytorch.loggers.CSVLogger", f"--trainer.logger.save_dir={tmp_path / 'repri'}",
     ])  # fmt: skip
-    assert math.isfinite(_metrics(tmp_path / "repri")["test/miou_repri"])
+    assert math.isfinite(csv_metrics(tmp_path / "repri")["test/miou_repri"])
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=[c.name for c in CONFIGS])

@@ -107,3 +107,17 @@ def test_template_resolution():
     assert len(resolve_templates("imagenet", None)) == 80
     with pytest.raises(ValueError, match="template_set"):
         resolve_templates("fancy", None)
+
+
+@pytest.mark.parametrize("name", ["LitTFUP", "LitTFUPT"])
+def test_cache_group_round_trips_and_flat_checkpoints_load(name, reload_with_flat_group):
+    import dataclasses
+
+    from vlkit.methods import tfup
+
+    chosen = tfup.CacheSettings(alpha=0.5, temperature=5.0, min_shots=2, max_shots=3)
+    module = getattr(tfup, name)(cache=dict(alpha=0.5, temperature=5.0, min_shots=2, max_shots=3))
+    assert module.cache == chosen
+    assert module.hparams.cache == dataclasses.asdict(chosen)  # plain values: loads with weights_only
+    # alpha 0.5, not the default 0.3: the flat checkpoint's values are regrouped, not dropped
+    assert [loaded.cache for loaded in reload_with_flat_group(module, "cache")] == [chosen, chosen]
