@@ -368,6 +368,19 @@ def create_backbone(name: str, **overrides) -> DualEncoder:
     memo_key = f"{name}|{sorted(overrides.items())!r}"
     if memo_key in _INSTANCES:
         return _INSTANCES[memo_key]
+    # building initialises weights at random before loading them (timm, open_clip, transformers): do it in a
+    # forked RNG, so creating a backbone never shifts the caller's seeded stream (a method's results must not
+    # depend on whether a backbone was already built in this process)
+    with torch.random.fork_rng(devices=[]):
+        backbone = _build_backbone(name, dict(overrides))
+    for p in backbone.parameters():
+        p.requires_grad_(False)
+    _INSTANCES[memo_key] = backbone.eval()
+    return backbone
+
+
+def _build_backbone(name: str, overrides: dict) -> DualEncoder:
+    """The uncached part of :func:`create_backbone`: resolve ``name`` and build the encoder."""
     # order: preset names, the explicit prefixes, then what is on disk, then a bare open_clip
     # "<arch>/<tag>"; a name that is none of these is refused naming the closest presets
     if name in PRESETS:
@@ -406,7 +419,4 @@ def create_backbone(name: str, **overrides) -> DualEncoder:
             f"file or a Hugging Face directory, got {name!r}: {what} ({hint}all presets: {', '.join(list_backbones())})",
             argument="backbone",
         )
-    for p in backbone.parameters():
-        p.requires_grad_(False)
-    _INSTANCES[memo_key] = backbone.eval()
     return backbone

@@ -122,3 +122,23 @@ def test_minilm_encoder_follows_its_device():
     on_gpu = gpu_encoder(texts)
     assert gpu_encoder.device.type == "cuda" and on_gpu.device.type == "cuda"
     assert torch.allclose(on_gpu.cpu(), cpu, atol=1e-4)
+
+
+def test_building_a_backbone_leaves_the_callers_rng_alone(monkeypatch):
+    """Building the offline preset initialises timm's EfficientNet at random before loading its weights.
+    That must happen in a forked RNG: otherwise the first build in a process shifts the seeded stream and
+    a method's result (TFUP-T's adapter init) depends on what ran before it (0.4835 vs 0.4890 for seed 1)."""
+    import torch
+
+    from vlkit.models import backbones
+
+    monkeypatch.setattr(backbones, "_INSTANCES", {})  # force a real (first) build
+    torch.manual_seed(1)
+    before = torch.get_rng_state()
+    backbones.create_backbone("offline-lite0-minilm")
+    assert torch.equal(torch.get_rng_state(), before)
+    # the timm constructor itself does draw from the global stream: the fork is what protects the caller
+    from vlkit.models.pretrained import load_efficientnet_lite0
+
+    load_efficientnet_lite0(num_classes=0)
+    assert not torch.equal(torch.get_rng_state(), before)
