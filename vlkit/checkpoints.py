@@ -48,6 +48,7 @@ __all__ = [
     "allow_classes",
     "allowed_globals",
     "load_checkpoint",
+    "group_flat_hyperparameters",
     "regrouped_hyperparameters",
     "unknown_hyperparameters",
 ]
@@ -131,6 +132,20 @@ def unknown_hyperparameters(checkpoint: dict, cls: type) -> list[str]:
     return sorted(str(k) for k in hparams if str(k) not in known and not str(k).startswith("_"))
 
 
+def group_flat_hyperparameters(hparams: dict, groups: dict[str, type]) -> dict:
+    """``hparams`` in the grouped shape: the fields of each settings dataclass in ``groups`` (group name ->
+    dataclass) that an older checkpoint kept flat are moved into that group as a dict; a group ``hparams``
+    already holds is kept as it is (stray flat fields beside it are dropped). Pure: no file is read."""
+    import dataclasses
+
+    out = dict(hparams)
+    for group, settings_class in groups.items():
+        flat = {f.name: out.pop(f.name) for f in dataclasses.fields(settings_class) if f.name in out}
+        if flat and group not in out:
+            out[group] = flat
+    return out
+
+
 def regrouped_hyperparameters(checkpoint_path: Any, groups: dict[str, type]) -> dict[str, dict]:
     """Settings groups rebuilt from the flat hyperparameters of a checkpoint written before those arguments
     moved into typed groups: ``{"cache": {"alpha": 0.5, ...}}`` (each group's dataclass fields that the
@@ -139,8 +154,6 @@ def regrouped_hyperparameters(checkpoint_path: Any, groups: dict[str, type]) -> 
     ``{}`` for a checkpoint that already holds the groups, holds none of their fields, or is not a local file
     torch reads with ``weights_only=True`` (Lightning's own load then says what is wrong with it).
     """
-    import dataclasses
-
     import torch
 
     if not isinstance(checkpoint_path, (str, Path)) or not Path(checkpoint_path).is_file():
@@ -153,12 +166,8 @@ def regrouped_hyperparameters(checkpoint_path: Any, groups: dict[str, type]) -> 
     hparams = checkpoint.get("hyper_parameters") if isinstance(checkpoint, dict) else None
     if not isinstance(hparams, dict):
         return {}
-    regrouped = {}
-    for group, settings_class in groups.items():
-        flat = {f.name: hparams[f.name] for f in dataclasses.fields(settings_class) if f.name in hparams}
-        if group not in hparams and flat:
-            regrouped[group] = flat
-    return regrouped
+    grouped = group_flat_hyperparameters(hparams, groups)
+    return {group: grouped[group] for group in groups if group not in hparams and group in grouped}
 
 
 def load_checkpoint(

@@ -65,7 +65,7 @@ from vlkit.errors import (
     check_positive,
     check_settings,
 )
-from vlkit.checkpoints import load_checkpoint, record_class
+from vlkit.checkpoints import group_flat_hyperparameters, load_checkpoint, record_class
 
 __all__ = [
     "DecoderSettings",
@@ -233,12 +233,7 @@ def grouped_hyperparameters(hparams: dict) -> dict:
     written before the settings groups kept flat (``hidden_size``, ``lr``, ``val_num_beams``, ``group_size``,
     ...) are moved into their group (``decoder``, ``optimizer``, ``evaluation``, ``rl``) as a dict; a group
     the checkpoint already holds is kept as it is (stray flat fields next to it are dropped)."""
-    out = dict(hparams)
-    for name, group in SETTINGS_GROUPS.items():
-        flat = {f.name: out.pop(f.name) for f in dataclasses.fields(group) if f.name in out}
-        if flat and name not in out:
-            out[name] = flat
-    return out
+    return group_flat_hyperparameters(hparams, SETTINGS_GROUPS)
 
 
 class LitMiniOneRec(L.LightningModule):
