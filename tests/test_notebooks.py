@@ -57,9 +57,10 @@ def test_fewshot_evaluation_notebook(tmp_path, monkeypatch):
 
     again = fewshot.evaluate(method="zeroshot", backbone="tiny-random", subset_size=200, seeds=[5], cache_dir=str(tmp_path / "cache"))
     assert math.isclose(again[0]["accuracy"], zeroshot[0], abs_tol=1e-6)
-    # the table shown in the notebook carries the saved number
+    # the table shown in the notebook carries the saved number, in percent (vlkit.report): the same for both
+    # seeds, so a std of 0.00 over the 2 seeds
     shown = "\n".join(_outputs(nb, "text/markdown"))
-    assert f"| zeroshot | strict | simple | 0 | 2 | {zeroshot[0]:.4f} |" in shown
+    assert f"| zeroshot | strict | simple | 0 | 2 | {100 * zeroshot[0]:.2f} ± 0.00 (2 seeds) |" in shown
     # ProAPO wrote one prompt file per seed, with prompts for all 10 classes
     for seed in seeds:
         prompts = json.loads((tmp_path / f"proapo_prompts_seed{seed}.json").read_text())

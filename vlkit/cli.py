@@ -9,12 +9,26 @@ argument prefixed with the config key that holds it), and a ``--ckpt_path`` writ
 by no kit module at all (checked before Lightning opens it). jsonargparse's own parse errors keep their
 usage line and also exit 2. ``--debug`` (anywhere on the command line) or ``VLKIT_DEBUG=1`` shows the
 traceback instead. Checkpoints are loaded with ``weights_only=True``.
+
+Help explains the kit: ``vlkit fit --help`` lists the kit's Lit modules and DataModules as known subclasses
+and ``--model.help LitTFUP`` (a short name works) prints each argument's description from the class's
+Google-style docstring (jsonargparse reads it through docstring-parser). For that, and only when help is
+asked, the ``methods`` and ``data`` modules of the distribution's import packages are imported by name
+(:func:`import_kit_classes`); a run imports only the classes its config names.
+
+The kit's Trainer defaults apply to every run (:func:`vlkit.trainer_defaults.quiet_lightning`: no
+advertising tip, no hardware lines) and the seed is 0 unless the config sets ``seed_everything`` (what
+Lightning picked anyway, without its "No seed found" warning). ``vlkit --help``, ``vlkit --version`` and
+``vlkit demo`` are answered by ``vlkit._entry`` (the console script) without importing this module.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
+import importlib.util
 import os
+import pkgutil
 import sys
 from typing import Any
 
@@ -23,8 +37,9 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from vlkit.checkpoints import allowed_globals, load_checkpoint, unknown_hyperparameters
 from vlkit.errors import ConfigError
+from vlkit.trainer_defaults import quiet_lightning
 
-__all__ = ["VlkitCLI", "find_config_error", "main"]
+__all__ = ["VlkitCLI", "find_config_error", "import_kit_classes", "main"]
 
 # ckpt_path values Lightning resolves itself: no file of that name to check
 _LIGHTNING_CKPT_NAMES = ("best", "last", "hpc")
@@ -89,6 +104,8 @@ class VlkitCLI(LightningCLI):
 
     def __init__(self, *args, **kwargs) -> None:
         kwargs.setdefault("parser_class", VlkitArgumentParser)
+        kwargs.setdefault("seed_everything_default", 0)  # Lightning's pick without a seed, minus its warning
+        quiet_lightning()
         try:
             super().__init__(*args, **kwargs)
         except Exception as error:
@@ -177,6 +194,48 @@ def _user_error_line(error: ConfigError) -> str:
     return f"error: {message}"
 
 
+def kit_packages() -> list[str]:
+    """The import packages of the installed ``vlkit`` distribution (``vlkit``, ``prompts_evo``, ``recsys``),
+    read from its metadata; just ``["vlkit"]`` when the kit runs from a checkout that is not installed."""
+    try:
+        found = sorted(name for name, dists in importlib.metadata.packages_distributions().items() if "vlkit" in dists)
+    except Exception:  # broken metadata of an unrelated distribution must not break the help
+        found = []
+    return found or ["vlkit"]
+
+
+def import_kit_classes(layers: tuple[str, ...] = ("methods", "data")) -> list[str]:
+    """Import every module of the kit's ``methods`` and ``data`` layers, so jsonargparse (which lists the
+    imported subclasses of ``LightningModule`` / ``LightningDataModule``) shows them in ``--help`` and
+    resolves short names such as ``--model.help LitTFUP``. Modules by name only, never as an import arrow
+    (this module imports no method); a module whose optional dependency is missing is skipped.
+    Returns the names of the modules imported."""
+    imported = []
+    for package in kit_packages():
+        for layer in layers:
+            try:
+                spec = importlib.util.find_spec(f"{package}.{layer}")
+            except ImportError:
+                continue
+            if spec is None or not spec.submodule_search_locations:
+                continue
+            for info in pkgutil.iter_modules(spec.submodule_search_locations):
+                name = f"{package}.{layer}.{info.name}"
+                try:
+                    importlib.import_module(name)
+                except ImportError:  # an optional dependency (e.g. a VLM stack) is missing: list the others
+                    continue
+                imported.append(name)
+    return imported
+
+
+def _asks_for_help(argv: list[str]) -> bool:
+    """A subcommand's ``-h``/``--help`` or a ``--<group>.help`` option (``--model.help LitTFUP``)."""
+    if not any(a in LightningCLI.subcommands() for a in argv):
+        return False  # the top-level help lists no classes
+    return any(a in ("-h", "--help") or a.split("=", 1)[0].endswith(".help") for a in argv)
+
+
 def main(args: list[str] | None = None) -> None:
     """``vlkit <subcommand> ...``; ``args`` replaces ``sys.argv[1:]`` (tests call it in-process)."""
     argv = list(sys.argv[1:] if args is None else args)
@@ -191,6 +250,8 @@ def main(args: list[str] | None = None) -> None:
 
         demo_main(argv[1:], prog="vlkit demo")
         return
+    if _asks_for_help(argv):
+        import_kit_classes()
     try:
         VlkitCLI(
             model_class=None,

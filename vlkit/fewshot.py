@@ -2,7 +2,9 @@
 
     from vlkit import fewshot
     rows = fewshot.evaluate(method="tfup", backbone="offline-lite0-minilm", dataset="fashion-mnist")
-    print(fewshot.to_markdown(rows))
+    print(fewshot.to_markdown(fewshot.summarize(rows)))   # accuracy in percent, "± std (n seeds)" when n > 1
+
+Rows keep accuracy as a fraction in [0, 1]; tables print it in percent through ``vlkit.report``.
 
 The CLI configs and the demos run the same LightningModules and DataModule underneath.
 """
@@ -51,7 +53,7 @@ def evaluate(
     root: str | None = None,
     accelerator: str = "auto",
     return_predictions: bool = False,
-    progress: bool = False,
+    progress: bool = True,
 ) -> list[dict]:
     """Run one method per seed and return one row per seed.
 
@@ -74,7 +76,9 @@ def evaluate(
         root: data root of the dataset (None: its default location).
         accelerator: Lightning accelerator (``"auto"``: CUDA when available).
         return_predictions: add ``predictions``, the (N, 3) [index, prediction, label] test tensor, to each row.
-        progress: show Lightning's progress bars.
+        progress: show progress (default): a ``[fewshot] <method> seed <s>`` line per run and Lightning's bars
+            for TFUP-T's epochs and the test pass (the feature encoding shows its own bar on a cache miss);
+            False leaves out the line and Lightning's bars.
     Returns:
         Rows with method, mode, dataset, split (how train and test images were separated, e.g.
         ``"seeded test_fraction=0.2 seed=0"``), backbone, shots, seed, accuracy, mean_per_class_recall, seconds.
@@ -82,6 +86,7 @@ def evaluate(
     import lightning as L
 
     from vlkit.data.fewshot import FewShotDataModule, describe_split
+    from vlkit.trainer_defaults import quiet_lightning
 
     # every argument is checked here, before any dataset is read or any backbone is built
     check_choice("method", method, sorted(METHODS))
@@ -112,8 +117,11 @@ def evaluate(
     check_choice("selection", selection, ("last", "paper-test-best"))
     check_int("augment_views", augment_views, low=0)
     class_path, fixed = METHODS[method]
+    quiet_lightning()
     rows = []
     for seed in seeds:
+        if progress:
+            print(f"[fewshot] {method} seed {seed} ({backbone}, {dataset})", flush=True)
         L.seed_everything(seed, verbose=False)
         start = time.perf_counter()
         datamodule = FewShotDataModule(
@@ -204,19 +212,27 @@ def per_class_accuracy(predictions: torch.Tensor, num_classes: int) -> list[floa
 
 
 def summarize(rows: list[dict], keys: Sequence[str] = ("method", "mode", "prompts", "shots")) -> list[dict]:
-    """Mean and standard deviation of accuracy over seeds, grouped by ``keys``."""
+    """Mean and sample standard deviation of accuracy over seeds, grouped by ``keys``.
+
+    Returns one row per group: the ``keys``, ``seeds`` (how many rows), ``accuracy_mean`` and ``accuracy_std``
+    (fractions; the std is 0.0 for one seed), ``seconds_mean``. :func:`to_markdown` prints such a row's
+    accuracy as one column in percent, ``38.93 ± 0.41 (3 seeds)``, the std and count only when seeds > 1,
+    and its seconds rounded.
+    """
+    from vlkit.report import mean_and_std
+
     groups: dict[tuple, list[dict]] = {}
     for row in rows:
         groups.setdefault(tuple(row.get(k) for k in keys), []).append(row)
     out = []
     for key, members in groups.items():
-        acc = torch.tensor([m["accuracy"] for m in members])
+        mean, std = mean_and_std([m["accuracy"] for m in members])
         out.append(
             {
                 **dict(zip(keys, key)),
                 "seeds": len(members),
-                "accuracy_mean": float(acc.mean()),
-                "accuracy_std": float(acc.std(unbiased=True)) if len(members) > 1 else 0.0,
+                "accuracy_mean": mean,
+                "accuracy_std": std,
                 "seconds_mean": float(sum(m["seconds"] for m in members) / len(members)),
             }
         )
@@ -224,14 +240,16 @@ def summarize(rows: list[dict], keys: Sequence[str] = ("method", "mode", "prompt
 
 
 def to_markdown(rows: list[dict], columns: Sequence[str] | None = None) -> str:
-    """A markdown table of the rows (floats with 4 decimals)."""
-    if not rows:
-        return ""
-    columns = list(columns or [k for k in rows[0] if k != "predictions"])
+    """A markdown table of the rows through the kit's formatter (:func:`vlkit.report.markdown_table`):
+    rates (accuracy, recall, mIoU) in percent with two decimals, a ``summarize`` row's accuracy as
+    ``mean ± std (n seeds)`` (one column ``accuracy``; the std only when n > 1), seconds rounded, other
+    floats with 4 decimals.
 
-    def fmt(v):
-        return f"{v:.4f}" if isinstance(v, float) else str(v)
+    Args:
+        rows: ``evaluate`` or ``summarize`` rows (or any dicts).
+        columns: the keys to show (None: all but ``predictions``; a ``summarize`` row's ``accuracy_mean``
+            and ``accuracy_std`` show as one ``accuracy`` column, ``seconds_mean`` as ``seconds``).
+    """
+    from vlkit.report import markdown_table
 
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(fmt(r.get(c, "")) for c in columns) + " |" for r in rows]
-    return "\n".join(lines)
+    return markdown_table(rows, columns)

@@ -28,17 +28,18 @@ def plot_per_class(rows: list[dict], classnames: list[str], path: Path) -> None:
     import numpy as np
 
     from vlkit.fewshot import per_class_accuracy
+    from vlkit.report import percent
 
     shown = [r for r in rows if "predictions" in r]
     width = 0.8 / max(1, len(shown))
     fig, ax = plt.subplots(figsize=(11, 4))
     x = np.arange(len(classnames))
     for i, row in enumerate(shown):
-        acc = per_class_accuracy(row["predictions"], len(classnames))
-        ax.bar(x + i * width, acc, width, label=f"{row['method']} ({row['accuracy']:.3f})")
+        acc = [100 * a for a in per_class_accuracy(row["predictions"], len(classnames))]  # percent
+        ax.bar(x + i * width, acc, width, label=f"{row['method']} ({percent(row['accuracy'])} %)")
     ax.set_xticks(x + width * (len(shown) - 1) / 2, classnames, rotation=30, ha="right")
-    ax.set_ylabel("accuracy")
-    ax.set_ylim(0, 1.18)
+    ax.set_ylabel("accuracy (%)")
+    ax.set_ylim(0, 118)
     ax.set_title(f"Fashion-MNIST, {rows[0]['backbone']}, {rows[0]['n_test']} test images: accuracy per class")
     ax.legend(fontsize=8, ncol=len(shown), loc="upper center")
     fig.tight_layout()
@@ -62,6 +63,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     import torch
 
     from vlkit import fewshot
+    from vlkit.report import seconds
 
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     out = Path(args.out)
@@ -80,11 +82,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
         print(f"[quickstart] {method} {extra}", flush=True)
         rows += fewshot.evaluate(method=method, **common, **extra)
     summary = fewshot.summarize(rows)
-    table = fewshot.to_markdown(summary, ["method", "mode", "shots", "seeds", "accuracy_mean", "accuracy_std", "seconds_mean"])
+    # accuracy in percent, "± std (n seeds)" when n > 1, seconds rounded (vlkit.report)
+    table = fewshot.to_markdown(summary, ["method", "mode", "shots", "seeds", "accuracy", "seconds"])
     total = time.perf_counter() - start
     header = (
         f"Fashion-MNIST test subset of {rows[0]['n_test']} images (seeded), backbone {args.backbone}; "
-        f"shots = labelled images per class (0 = unsupervised); total {total:.0f} s\n\n"
+        f"shots = labelled images per class (0 = unsupervised); total {seconds(total)} s\n\n"
     )
     print(header + table)
     (out / "quickstart.md").write_text(header + table + "\n")

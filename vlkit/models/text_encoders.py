@@ -72,12 +72,18 @@ class MeanPoolTextEncoder(nn.Module):
         return next(self.model.parameters()).device
 
     @torch.no_grad()
-    def forward(self, texts: Sequence[str], batch_size: int = 256) -> Tensor:
-        """Encode ``texts`` in batches of ``batch_size``: T strings -> (T, D) float32, L2-normalised."""
+    def forward(self, texts: Sequence[str], batch_size: int = 256, progress: bool = False) -> Tensor:
+        """Encode ``texts`` in batches of ``batch_size``: T strings -> (T, D) float32, L2-normalised;
+        ``progress`` shows a bar of batches (tqdm), for long lists such as a catalogue's item titles."""
         texts = list(texts)
         device = self.device
         out = []
-        for start in range(0, len(texts), batch_size):
+        starts = range(0, len(texts), batch_size)
+        if progress:
+            from tqdm.auto import tqdm
+
+            starts = tqdm(starts, desc=f"encoding {len(texts)} texts", leave=False)
+        for start in starts:
             batch = self.tokenizer(
                 texts[start : start + batch_size], padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
             ).to(device)
