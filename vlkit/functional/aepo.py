@@ -206,7 +206,9 @@ def aepo_loss(
         clip_low, clip_high, dual_clip: PPO clip range and dual clip (authors: 0.2, 0.3, 3.0); clip_low in
             [0, 1), clip_high >= 0 or None, dual_clip > 1 or None.
         token_selection: one of ``TOKEN_SELECTIONS``.
-        entropy: (B, T) token entropy, required for ``"top_entropy"``.
+        entropy: (B, T) token entropy, required for ``"top_entropy"``; only compared, never differentiated
+            (no AEPO term has a gradient through the entropy), so the detached entropy of
+            :func:`vlkit.functional.policy.sampled_token_logprobs_and_entropy` serves.
         top_entropy_rho: in (0, 1]; cov_clip_ratio, kl_cov_ratio: in [0, 1]; kl_cov_coef: >= 0.
         aggregation: ``"token-mean"``, ``"seq-mean-token-mean"`` or ``"seq-mean-token-sum"``.
 

@@ -7,8 +7,11 @@ Shapes: B sequences (= n_groups x G), G group size, T completion tokens, V vocab
 Difficulty buckets are integers: 0 = easy, 1 = medium, 2 = hard (``BUCKET_NAMES``).
 
 Contents
-- ``token_entropy``: exact full-vocabulary entropy H_t = -sum_j p_tj log p_tj from logits, chunked
-  over rows so memory stays O(chunk x V) (the authors approximate it from vLLM's top-10 log-probs).
+- ``token_entropy``: exact full-vocabulary entropy H_t = -sum_j p_tj log p_tj from logits (the authors
+  approximate it from vLLM's top-10 log-probs), via ``logsumexp_and_entropy``: one chunked pass over the
+  logits that yields the log-softmax normaliser (which the sampled tokens' log-probs need,
+  ``vlkit.functional.policy.sampled_token_logprobs_and_entropy``) and the entropy together, so that the
+  extra memory is O(chunk_size x V) whatever the number of tokens; ``token_chunks`` tiles the tokens.
 - ``window_entropy``: mean entropy over the w tokens after t (authors' code) or starting at t (paper).
 - ``response_entropy_threshold`` / ``update_hwe_threshold``: the per-response 95th percentile of the
   window entropy and the global threshold tau <- 0.99 tau + 0.01 median(batch), as the authors track it.
@@ -22,6 +25,7 @@ Contents
 from __future__ import annotations
 
 import math
+from typing import Iterator
 
 import torch
 from torch import Tensor
@@ -33,6 +37,9 @@ __all__ = [
     "EASY",
     "MEDIUM",
     "HARD",
+    "DEFAULT_CHUNK_TOKENS",
+    "token_chunks",
+    "logsumexp_and_entropy",
     "token_entropy",
     "window_entropy",
     "response_entropy_threshold",
@@ -58,24 +65,109 @@ CAP_SCALE = (1.0, 1.0, 1.2)  # cap = alpha_d * CAP_SCALE[d]
 WRONG_BONUS = (0.6, 0.8, 1.0)  # wrong answers: + WRONG_BONUS[d] * cap * sigma_s(max(delta - m, 0))
 
 
-def token_entropy(logits: Tensor, chunk_size: int = 1024) -> Tensor:
-    """Exact entropy of the full next-token distribution, H = logsumexp(z) - sum softmax(z) z.
+# Tokens per chunk of the log-softmax passes: 32 x V float32 (6 MB at V = 49,152) stays in a CPU's L3
+# cache between the passes over a chunk, and the extra memory is 32 / (B x T) of the (B, T, V) logits.
+DEFAULT_CHUNK_TOKENS = 32
+
+
+def token_chunks(batch: int, length: int, chunk_size: int) -> Iterator[tuple[slice, slice]]:
+    """Tile a (batch, length) grid of token positions into chunks of at most ``chunk_size`` tokens.
+
+    Whole sequences are grouped while they fit (rows b0:b1, all positions); a sequence longer than
+    ``chunk_size`` is cut along its positions (row b, positions t0:t1). Indexing a (B, T, V) tensor with a
+    chunk's two slices is a view (no copy), also when the logits are a slice ``logits[:, P - 1 : -1]`` of a
+    longer forward, which ``reshape(-1, V)`` would copy whole.
+
+    Args:
+        batch: B, the number of sequences (>= 0).
+        length: T, the positions per sequence (>= 0).
+        chunk_size: the most tokens in one chunk, an int >= 1.
+
+    Yields:
+        (rows, positions) slices; together they cover every (b, t) exactly once, in order.
+    """
+    check_int("chunk_size", chunk_size, low=1)
+    if length == 0:
+        return
+    if chunk_size >= length:
+        step = chunk_size // length  # whole sequences per chunk
+        for b in range(0, batch, step):
+            yield slice(b, b + step), slice(0, length)
+        return
+    for b in range(batch):
+        for t in range(0, length, chunk_size):
+            yield slice(b, b + 1), slice(t, t + chunk_size)
+
+
+@torch.no_grad()
+def logsumexp_and_entropy(
+    logits: Tensor, chunk_size: int = DEFAULT_CHUNK_TOKENS, with_entropy: bool = True
+) -> tuple[Tensor, Tensor | None]:
+    """The log-softmax normaliser and the exact entropy of every position, in one chunked pass.
+
+    Per position, with m = max_j z_j and e_j = exp(z_j - m), s = sum_j e_j:
+    logsumexp(z) = m + log s (so log p_j = z_j - logsumexp(z)) and
+    H = -sum_j p_j log p_j = logsumexp(z) - sum_j p_j z_j = log s - (sum_j e_j z_j / s - m).
+    Each chunk of ``chunk_size`` tokens is read once into one float32 (chunk, V) buffer that serves both
+    (an exponential of -inf contributes 0, not NaN). No gradient: the entropy is a detached signal in
+    ARES (the HWE threshold and counts, the top-entropy token selection); the log-probs' gradient is
+    :func:`vlkit.functional.policy.sampled_token_logprobs_and_entropy`'s own backward.
+
+    Args:
+        logits: (B, T, V) unnormalised scores, any float dtype, any strides (a slice of a longer forward is
+            fine: chunks are views).
+        chunk_size: tokens per chunk, an int >= 1; the extra memory is at most chunk_size x V float32 values
+            (twice that for non-float32 logits, whose chunk is upcast first).
+        with_entropy: False skips the entropy (then only the normaliser is computed, one pass fewer).
+
+    Returns:
+        (logsumexp (B, T), entropy (B, T) in nats or None), float32.
+    """
+    check_int("chunk_size", chunk_size, low=1)
+    if logits.dim() != 3:
+        raise ConfigError(f"logits must be (B, T, V), got shape {tuple(logits.shape)}", argument="logits")
+    B, T, _ = logits.shape
+    lse = torch.empty(B, T, dtype=torch.float32, device=logits.device)  # (B, T)
+    entropy = torch.empty_like(lse) if with_entropy else None  # (B, T)
+    for rows, positions in token_chunks(B, T, chunk_size):
+        z = logits[rows, positions].float()  # (b, t, V) a view when the logits are float32
+        peak = z.amax(dim=-1, keepdim=True)  # (b, t, 1)
+        e = torch.sub(z, peak).exp_()  # (b, t, V) the one chunk buffer
+        total = e.sum(dim=-1)  # (b, t)
+        log_total, peak = total.log(), peak.squeeze(-1)  # (b, t) each
+        lse[rows, positions] = peak + log_total
+        if entropy is not None:
+            weighted = e.mul_(z).nan_to_num_(nan=0.0).sum(dim=-1)  # (b, t) sum_j e_j z_j; 0 * -inf -> 0
+            entropy[rows, positions] = log_total - (weighted / total - peak)
+        del e  # before the next chunk's buffer is allocated: one buffer alive at a time
+    return lse, entropy
+
+
+def token_entropy(logits: Tensor, chunk_size: int = DEFAULT_CHUNK_TOKENS) -> Tensor:
+    """Exact entropy of the full next-token distribution, H = logsumexp(z) - sum_j softmax(z)_j z_j.
+
+    The same chunked pass as the policy loss's log-probs (:func:`logsumexp_and_entropy`); use
+    :func:`vlkit.functional.policy.sampled_token_logprobs_and_entropy` where the log-probs of sampled
+    tokens are needed too, so the logits are read once.
 
     Args:
         logits: (..., V) unnormalised scores (any float dtype; computed in float32).
-        chunk_size: rows (positions) processed at once, so the float32 copy is at most chunk_size x V.
+        chunk_size: tokens (positions) processed at once, so the float32 buffer is at most chunk_size x V.
 
     Returns:
         (...) entropy in nats, float32, no gradient.
     """
     check_int("chunk_size", chunk_size, low=1)
-    flat = logits.detach().reshape(-1, logits.shape[-1])  # (N, V), N = prod(leading dims)
-    out = torch.empty(flat.shape[0], dtype=torch.float32, device=logits.device)  # (N,)
-    for start in range(0, flat.shape[0], chunk_size):
-        z = flat[start : start + chunk_size].float()  # (n, V)
-        log_p = torch.log_softmax(z, dim=-1)  # (n, V)
-        out[start : start + chunk_size] = -(log_p.exp() * log_p).sum(dim=-1)
-    return out.view(logits.shape[:-1])
+    if logits.dim() < 1:
+        raise ConfigError("logits must have a vocabulary dimension (..., V), got a scalar", argument="logits")
+    z = logits.detach()
+    if z.dim() == 1:
+        z = z.view(1, 1, -1)  # (1, 1, V)
+    elif z.dim() == 2:
+        z = z.unsqueeze(0)  # (1, N, V)
+    else:
+        z = z.flatten(0, -3)  # (B, T, V): merges leading dims (a view when they are contiguous)
+    return logsumexp_and_entropy(z, chunk_size)[1].view(logits.shape[:-1])
 
 
 def window_entropy(entropy: Tensor, mask: Tensor, window: int = 4, include_current: bool = False) -> Tensor:

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from vlkit.errors import ConfigError, check_choice, check_int, check_non_negative, check_number, check_probability
+from vlkit.functional.entropy import DEFAULT_CHUNK_TOKENS, logsumexp_and_entropy, token_chunks
 
 __all__ = [
     "group_advantages",
@@ -24,6 +25,7 @@ __all__ = [
     "kl_penalty",
     "aggregate_tokens",
     "sampled_token_logprobs",
+    "sampled_token_logprobs_and_entropy",
     "position_ids_from_mask",
     "completion_mask_after_eos",
     "masked_token_nll",
@@ -141,36 +143,100 @@ def aggregate_tokens(values: Tensor, mask: Tensor, mode: str = "token-mean") -> 
     )
 
 
-def sampled_token_logprobs(logits: Tensor, tokens: Tensor, chunk_size: int | None = None) -> Tensor:
-    """log pi(o_t): the log-probability of each sampled token under ``logits``, in float32.
+class _SampledTokenLogProbs(torch.autograd.Function):
+    """log p(o_t) = z[o_t] - logsumexp(z) with a chunked forward and backward (and the entropy, on request).
 
-    Computed as ``logits[o_t] - logsumexp(logits)`` so that no second (B, T, V) tensor of log-probs is
-    built; with ``chunk_size`` the float32 upcast and the logsumexp run over that many token positions at
-    a time (the peak extra memory is then (B, chunk_size, V) instead of (B, T, V); the values are the same).
-
-    Args:
-        logits: (B, T, V) next-token logits aligned with ``tokens`` (position t predicts ``tokens[:, t]``).
-        tokens: (B, T) long, the sampled (or target) token ids.
-        chunk_size: positions per chunk, an int >= 1, or None for all at once.
-
-    Returns:
-        (B, T) float32 log-probs.
+    Hand-written because autograd's ``gather - logsumexp`` holds several (B, T, V) float32 tensors in the
+    backward (exp(z - lse), the gather's scattered zeros, their sum, and an upcast copy of bf16 logits):
+    here the backward writes d log p_t / d z_j = [j = o_t] - p_j chunk by chunk into the one gradient
+    tensor autograd needs anyway, recomputing p from the saved logsumexp. The values are those of
+    ``gather - logsumexp``; nothing but the input logits (no copy) and (B, T) vectors is saved.
     """
+
+    @staticmethod
+    def forward(ctx, logits: Tensor, tokens: Tensor, chunk_size: int, with_entropy: bool):
+        """(B, T) log-probs of ``tokens`` and (B, T) entropy (an empty tensor unless ``with_entropy``)."""
+        lse, entropy = logsumexp_and_entropy(logits, chunk_size, with_entropy)  # (B, T) each, no grad
+        picked = logits.gather(-1, tokens.unsqueeze(-1)).squeeze(-1).float()  # (B, T)
+        ctx.save_for_backward(logits, tokens, lse)
+        ctx.chunk_size = chunk_size
+        if entropy is None:
+            entropy = lse.new_empty(0)
+        ctx.mark_non_differentiable(entropy)
+        return picked - lse, entropy
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_logprobs: Tensor, grad_entropy: Tensor):
+        """(B, T, V) gradient of the logits, g_t ([j = o_t] - p_tj), written chunk by chunk."""
+        logits, tokens, lse = ctx.saved_tensors
+        grad = torch.empty(logits.shape, dtype=logits.dtype, device=logits.device)  # (B, T, V) contiguous
+        g = grad_logprobs.float()  # (B, T)
+        for rows, positions in token_chunks(logits.shape[0], logits.shape[1], ctx.chunk_size):
+            g_chunk = g[rows, positions].unsqueeze(-1)  # (b, t, 1)
+            p = torch.sub(logits[rows, positions].float(), lse[rows, positions].unsqueeze(-1)).exp_()  # (b, t, V)
+            p.mul_(-g_chunk).scatter_add_(-1, tokens[rows, positions].unsqueeze(-1), g_chunk)  # g ([j = o_t] - p_j)
+            grad[rows, positions] = p
+            del p  # one chunk buffer alive at a time
+        return grad, None, None, None
+
+
+def _check_logits_tokens(logits: Tensor, tokens: Tensor, chunk_size: int | None) -> int:
+    """The chunk size to use, after checking (B, T, V) logits against (B, T) tokens."""
     if logits.dim() != 3 or tokens.shape != logits.shape[:2]:
         raise ConfigError(
             f"logits must be (B, T, V) and tokens (B, T), got {tuple(logits.shape)} and {tuple(tokens.shape)}",
             argument="tokens",
         )
     check_int("chunk_size", chunk_size, low=1, allow_none=True)
-    step = logits.shape[1] if chunk_size is None else chunk_size
-    pieces = []
-    for start in range(0, logits.shape[1], max(step, 1)):
-        chunk = logits[:, start : start + step]  # (B, t, V)
-        picked = chunk.gather(-1, tokens[:, start : start + step].unsqueeze(-1)).squeeze(-1).float()  # (B, t)
-        pieces.append(picked - torch.logsumexp(chunk.float(), dim=-1))  # (B, t)
-    if not pieces:  # T = 0
-        return logits.new_zeros(tokens.shape, dtype=torch.float32)
-    return pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=1)  # (B, T)
+    return DEFAULT_CHUNK_TOKENS if chunk_size is None else chunk_size
+
+
+def sampled_token_logprobs(logits: Tensor, tokens: Tensor, chunk_size: int | None = None) -> Tensor:
+    """log pi(o_t): the log-probability of each sampled token under ``logits``, in float32.
+
+    Computed as ``logits[o_t] - logsumexp(logits)`` over chunks of ``chunk_size`` tokens, forward and
+    backward (a hand-written backward, ``_SampledTokenLogProbs``), so that no (B, T, V) tensor of
+    log-probs or probabilities is ever built: the extra memory is one float32 (chunk_size, V) buffer, and
+    the values do not depend on ``chunk_size``.
+
+    Args:
+        logits: (B, T, V) next-token logits aligned with ``tokens`` (position t predicts ``tokens[:, t]``).
+        tokens: (B, T) long, the sampled (or target) token ids.
+        chunk_size: tokens per chunk, an int >= 1, or None for
+            :data:`vlkit.functional.entropy.DEFAULT_CHUNK_TOKENS`.
+
+    Returns:
+        (B, T) float32 log-probs (with gradient when ``logits`` has one).
+    """
+    chunk_size = _check_logits_tokens(logits, tokens, chunk_size)
+    return _SampledTokenLogProbs.apply(logits, tokens, chunk_size, False)[0]
+
+
+def sampled_token_logprobs_and_entropy(
+    logits: Tensor, tokens: Tensor, chunk_size: int | None = None
+) -> tuple[Tensor, Tensor]:
+    """log pi(o_t) and the full-vocabulary token entropy H_t, from one chunked log-softmax pass.
+
+    The entropy H_t = logsumexp(z_t) - sum_j p_tj z_tj reuses the normaliser logsumexp(z_t) that the
+    log-prob needs, and each chunk of logits is read once for both
+    (:func:`vlkit.functional.entropy.logsumexp_and_entropy`). The entropy carries no gradient (ARES uses
+    it as a detached signal: HWE thresholds and counts, top-entropy token selection); the log-probs carry
+    the gradient of :func:`sampled_token_logprobs`, with the same values.
+
+    Args:
+        logits: (B, T, V) next-token logits aligned with ``tokens``; any strides (a slice of the forward's
+            logits is not copied).
+        tokens: (B, T) long, the sampled token ids.
+        chunk_size: tokens per chunk, an int >= 1, or None for
+            :data:`vlkit.functional.entropy.DEFAULT_CHUNK_TOKENS`; the extra memory is one float32
+            (chunk_size, V) buffer (two for non-float32 logits).
+
+    Returns:
+        (log-probs (B, T) float32 with gradient, entropy (B, T) float32 in nats without gradient).
+    """
+    chunk_size = _check_logits_tokens(logits, tokens, chunk_size)
+    return _SampledTokenLogProbs.apply(logits, tokens, chunk_size, True)
 
 
 def position_ids_from_mask(attention_mask: Tensor) -> Tensor:
