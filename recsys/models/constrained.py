@@ -1,15 +1,16 @@
-"""Constrained decoding over semantic IDs: a vectorised trie as a transformers ``LogitsProcessor``,
-the authors' style of dict-trie processor (the benchmark's baseline), beam-search recommendation with
+"""Constrained decoding over semantic IDs: a sparse vectorised trie as a transformers ``LogitsProcessor``,
+a naive dict-trie processor (the tests' reference), beam-search recommendation with
 an explicit ``GenerationConfig``, and exact scoring of every item's ID."""
 
 from __future__ import annotations
 
+import copy
 import functools
 
 import torch
 from torch import Tensor
 
-from recsys.functional.trie import allowed_codes, build_prefix_tables, pack_prefix
+from recsys.functional.trie import allowed_children, build_prefix_tables, pack_prefix, prefix_table_bytes
 from vlkit.errors import ConfigError, check_int
 from vlkit.functional.policy import position_ids_from_mask  # the policy core's (re-exported here)
 
@@ -20,6 +21,7 @@ __all__ = [
     "beam_generation_config",
     "recommend_with_beams",
     "score_all_items",
+    "prefill_prompt_cache",
     "position_ids_from_mask",
 ]
 
@@ -59,10 +61,10 @@ class SIDTrie:
         self.item_token_ids = torch.stack(
             [self.level_token_ids[l][self.codes[:, l]] for l in range(self.num_levels)], dim=1
         )  # (N, L)
-        self.keys, self.allowed, self.radix = build_prefix_tables(self.codes)
+        self.keys, self.children, self.radix = build_prefix_tables(self.codes)  # sparse: O(number of prefixes)
         full_keys = pack_prefix(self.codes, self.radix)  # (N,)
         self.item_keys, self.item_order = torch.sort(full_keys)  # sorted full keys, item index for each
-        if torch.unique(full_keys).numel() != full_keys.numel():
+        if (self.item_keys[1:] == self.item_keys[:-1]).any():  # sorted: a repeated ID sits next to its twin
             raise ConfigError("semantic IDs must be unique per item (resolve collisions first, e.g. SemanticIDs.load(dedup=True))",
                               argument="codes")
         token_to_code = torch.full((self.num_levels, vocab_size), -1, dtype=torch.long)  # (L, V)
@@ -83,7 +85,7 @@ class SIDTrie:
                 setattr(moved, name, getattr(self, name).to(device))
             moved.level_token_ids = [t.to(device) for t in self.level_token_ids]
             moved.keys = [t.to(device) for t in self.keys]
-            moved.allowed = [t.to(device) for t in self.allowed]
+            moved.children = [type(c)(*(t.to(device) for t in c)) for c in self.children]
             moved._device_cache = {}
             self._device_cache[device] = moved
         return self._device_cache[device]
@@ -94,23 +96,37 @@ class SIDTrie:
         levels = torch.arange(t, device=generated.device).unsqueeze(0).expand_as(generated)  # (R, t)
         return self.token_to_code[levels, generated]  # (R, t)
 
-    def allowed_token_mask(self, generated: Tensor) -> Tensor:
-        """(R, t) tokens generated after the prompt -> (R, V) bool of allowed next tokens (fail closed)."""
-        R, t = generated.shape
-        mask = torch.zeros(R, self.vocab_size, dtype=torch.bool, device=generated.device)  # (R, V)
+    def allowed_tokens(self, generated: Tensor) -> tuple[Tensor, Tensor]:
+        """The next tokens the trie allows, as flat (row, token) pairs (fail closed).
+
+        Args:
+            generated: (R, t) tokens generated after the prompt, t <= L (t >= L: only EOS after a complete ID).
+
+        Returns:
+            rows (A,) long and tokens (A,) long: token ``tokens[a]`` may follow row ``rows[a]``; a row whose
+            tokens are no prefix of an ID gets no pair. Cost O(R log P_t + A), whatever the catalogue size.
+        """
+        t = generated.shape[1]
         if t < self.num_levels:
             codes = self.token_codes(generated)  # (R, t)
-            ok = allowed_codes(codes, self.keys[t], self.allowed[t], self.radix)  # (R, radix)
-            level_ids = self.level_token_ids[t]  # (K_t,) token of code c at position c
-            # radix = largest code used anywhere + 1 may be smaller than K_t (a level's vocabulary larger
-            # than the catalogue uses, e.g. random-KxL IDs on a few items): codes >= radix are used by no
-            # item and stay closed; codes < radix take the trie's answer
-            width = min(level_ids.numel(), ok.shape[1])
-            mask[:, level_ids[:width]] = ok[:, :width]  # (R, width) into the (R, V) mask
-        else:
-            complete = self.items_from_tokens(generated[:, : self.num_levels]) >= 0  # (R,)
-            mask[:, self.eos_token_id] = complete
+            rows, child = allowed_children(codes, self.keys[t], self.children[t], self.radix)  # (A,), (A,)
+            # a child code is some item's code at level t, so it always has a token there (checked in __init__);
+            # codes of the level's vocabulary that no item uses are never children: they stay closed
+            return rows, self.level_token_ids[t].index_select(0, child)  # (A,), (A,)
+        complete = self.items_from_tokens(generated[:, : self.num_levels]) >= 0  # (R,)
+        rows = complete.nonzero().flatten()  # (A,)
+        return rows, torch.full_like(rows, self.eos_token_id)
+
+    def allowed_token_mask(self, generated: Tensor) -> Tensor:
+        """(R, t) tokens generated after the prompt -> (R, V) bool of allowed next tokens (fail closed)."""
+        rows, tokens = self.allowed_tokens(generated)  # (A,), (A,)
+        mask = torch.zeros(generated.shape[0], self.vocab_size, dtype=torch.bool, device=generated.device)  # (R, V)
+        mask[rows, tokens] = True
         return mask
+
+    def table_bytes(self) -> int:
+        """Bytes held by the trie's prefix tables (keys, offsets, child codes): O(number of prefixes)."""
+        return prefix_table_bytes(self.keys, self.children)
 
     def items_from_tokens(self, generated: Tensor) -> Tensor:
         """(R, L) token ids -> (R,) item index, -1 if the tokens are not a valid item's ID."""
@@ -132,29 +148,55 @@ def _logits_processor_base():
 class TrieLogitsProcessor(_logits_processor_base()):
     """Masks every token the trie does not allow; stateless (the step is read off the input length).
 
+    The allowed scores are gathered first, the whole (R, V) output is filled with -inf in one pass, and
+    the gathered scores are written back: one write over the logits plus O(allowed tokens), with no
+    (R, V) mask built. With ``inplace=True`` that pass goes into ``scores`` itself (no allocation).
+
+    Args:
+        trie: the catalogue's IDs.
+        prompt_length: the (left-padded) prompt length; tokens after it are the generated ID.
+        inplace: write into the ``scores`` passed in and return them. Safe in beam search (transformers
+            passes a fresh ``log_softmax`` it does not keep); leave False when the caller keeps ``scores``
+            (greedy or sampling with ``output_logits=True`` stores the very tensor it passes in). On CPU at
+            V=50k, a fresh (R, V) output costs several times the fill itself (page faults).
+    """
+
+    def __init__(self, trie: SIDTrie, prompt_length: int, inplace: bool = False) -> None:
+        check_int("prompt_length", prompt_length, low=0)
+        self.trie = trie
+        self.prompt_length = prompt_length
+        self.inplace = bool(inplace)
+
+    def __call__(self, input_ids: Tensor, scores: Tensor) -> Tensor:
+        trie = self.trie.to(scores.device)
+        R, V = scores.shape
+        if V != trie.vocab_size:
+            raise ConfigError(f"ID vocabulary does not match the model: trie V={trie.vocab_size}, logits V={V}",
+                              argument="vocab_size")
+        rows, tokens = trie.allowed_tokens(input_ids[:, self.prompt_length :])  # (A,), (A,); R = batch * beams
+        out = scores if self.inplace else torch.empty_like(scores, memory_format=torch.contiguous_format)
+        if out.is_contiguous() and scores.is_contiguous():
+            flat = rows.mul_(V).add_(tokens)  # (A,) positions in the (R * V,) flattened scores
+            kept = scores.view(-1).index_select(0, flat)  # (A,) gathered before the fill overwrites them
+            out.fill_(float("-inf"))
+            out.view(-1).index_copy_(0, flat, kept)
+        else:  # a strided view (rare): the same three steps with 2-D indices
+            kept = scores[rows, tokens]  # (A,)
+            out.fill_(float("-inf"))
+            out[rows, tokens] = kept
+        return out
+
+
+class DictTrieLogitsProcessor(_logits_processor_base()):
+    """A naive reference: a Python dict from the tuple of generated tokens to the allowed next tokens,
+    looked up row by row at every step. The tests check the vectorised processor against it; it masks
+    to -inf too (fail closed) so that both processors give identical beams. (The benchmark's baseline is
+    the authors' processor, restated in ``bench/constrained_decoding.py``.)
+
     Args:
         trie: the catalogue's IDs.
         prompt_length: the (left-padded) prompt length; tokens after it are the generated ID.
     """
-
-    def __init__(self, trie: SIDTrie, prompt_length: int) -> None:
-        self.trie = trie
-        self.prompt_length = prompt_length
-
-    def __call__(self, input_ids: Tensor, scores: Tensor) -> Tensor:
-        trie = self.trie.to(scores.device)
-        generated = input_ids[:, self.prompt_length :]  # (R, t), R = batch * beams
-        mask = trie.allowed_token_mask(generated)  # (R, V)
-        if mask.shape[1] != scores.shape[1]:
-            raise ConfigError(f"ID vocabulary does not match the model: trie V={mask.shape[1]}, logits V={scores.shape[1]}",
-                              argument="vocab_size")
-        return scores.masked_fill(~mask, float("-inf"))
-
-
-class DictTrieLogitsProcessor(_logits_processor_base()):
-    """The authors' style (``LogitProcessor.py``): a Python dict from the tuple of generated tokens to the
-    allowed next tokens, looked up row by row at every step. Kept only as the benchmark's baseline; it
-    masks to -inf too (fail closed) so that both processors give identical beams."""
 
     def __init__(self, trie: SIDTrie, prompt_length: int) -> None:
         self.prompt_length = prompt_length
@@ -221,29 +263,68 @@ def _check_prompts(prompts) -> None:
 
 
 @torch.no_grad()
+def prefill_prompt_cache(model, input_ids: Tensor, attention_mask: Tensor):
+    """Encode left-padded prompts once: (B, T) ids and mask -> (the model output, its key/value cache).
+
+    Position ids are counted from each row's first real token (``position_ids_from_mask``), as
+    ``generate()`` numbers them; only the last position's logits are computed.
+
+    Args:
+        model: a causal LM (``transformers`` or peft-wrapped).
+        input_ids: (B, T) left-padded token ids.
+        attention_mask: (B, T) 1 for real tokens, 0 for padding.
+    """
+    out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids_from_mask(attention_mask),
+                use_cache=True, logits_to_keep=1)
+    return out, _cache_of(out)
+
+
+@torch.no_grad()
 def recommend_with_beams(
     model, prompts: list[list[int]], trie: SIDTrie, num_beams: int, pad_token_id: int,
     processor_class: type = TrieLogitsProcessor,
 ) -> tuple[Tensor, Tensor]:
     """Constrained beam search: (B, num_beams) recommended item indices in beam order and their scores.
 
+    Each prompt is encoded once: all its tokens but the last are prefilled for the B prompts together, and
+    that key/value cache is repeated to the B * num_beams rows beam search runs on and handed to
+    ``generate`` (which then feeds only the last prompt token, through transformers' own beam search and
+    ``processor_class``). Plain ``generate`` would instead expand every prompt to num_beams copies before
+    its prefill; the recommendations and scores are the same (to float round-off).
+
     Beams that could not be completed with a valid ID (score -inf, e.g. when num_beams exceeds what the
     trie allows) are returned as item -1; every other returned item is a valid, distinct catalogue item.
+
+    Args:
+        model: a causal LM (``transformers`` or peft-wrapped) whose cache can be repeated per row.
+        prompts: B lists of token ids.
+        trie: the catalogue's IDs.
+        num_beams: beams per prompt (1 = greedy search; its scores are returned as 0).
+        pad_token_id: the id left padding uses.
+        processor_class: built as ``processor_class(trie, prompt_length)`` (the trie processor by default).
     """
     check_int("num_beams", num_beams, low=1)
     _check_prompts(prompts)
     device = next(model.parameters()).device
-    input_ids, attention_mask = left_pad(prompts, pad_token_id, device)
-    processor = processor_class(trie, input_ids.shape[1])
+    input_ids, attention_mask = left_pad(prompts, pad_token_id, device)  # (B, T)
+    # beam search hands the processor a fresh log_softmax it does not keep, so ours may write into it
+    processor = TrieLogitsProcessor(trie, input_ids.shape[1], inplace=True) if processor_class is TrieLogitsProcessor \
+        else processor_class(trie, input_ids.shape[1])
     config = beam_generation_config(num_beams, trie.num_levels, pad_token_id, trie.eos_token_id)
     from transformers import LogitsProcessorList
 
+    shared = {}
+    if input_ids.shape[1] > 1:  # a one-token prompt has nothing to share: generate's prefill is that token
+        _, cache = prefill_prompt_cache(model, input_ids[:, :-1], attention_mask[:, :-1])  # B rows of T - 1 tokens
+        cache.batch_repeat_interleave(num_beams)  # (B * beams) rows, beam j of prompt b at row b * beams + j
+        shared = {_cache_kwarg(): cache}
     out = model.generate(
         input_ids=input_ids, attention_mask=attention_mask, generation_config=config,
-        logits_processor=LogitsProcessorList([processor]),
+        logits_processor=LogitsProcessorList([processor]), **shared,
     )
     generated = out.sequences[:, input_ids.shape[1] :]  # (B * beams, <= L + 1)
-    scores = out.sequences_scores if out.sequences_scores is not None else torch.zeros(generated.shape[0], device=device)
+    scores = getattr(out, "sequences_scores", None)  # num_beams=1 is greedy search, which returns no sequence scores
+    scores = scores if scores is not None else torch.zeros(generated.shape[0], device=device)
     items = trie.to(device).items_from_tokens(generated[:, : trie.num_levels]) if generated.shape[1] >= trie.num_levels \
         else torch.full((generated.shape[0],), -1, device=device, dtype=torch.long)
     # HF starts all beams but the first at -1e9 (not -inf): when fewer valid IDs than beams exist, those
@@ -257,7 +338,7 @@ def recommend_with_beams(
 
 @functools.lru_cache(maxsize=1)
 def _cache_kwarg() -> str:
-    """transformers >= 5.2x renamed ``past_key_values`` to ``cache``."""
+    """transformers >= 5.2x renamed ``past_key_values`` to ``cache`` (in ``forward`` and ``generate``)."""
     import inspect
 
     from transformers import LlamaForCausalLM
@@ -271,44 +352,71 @@ def _cache_of(output):
 
 
 @torch.no_grad()
-def score_all_items(model, prompts: list[list[int]], trie: SIDTrie, pad_token_id: int) -> Tensor:
-    """Exact full ranking: log p(ID of item n | prompt) for every item, (B, N).
+def score_all_items(model, prompts: list[list[int]], trie: SIDTrie, pad_token_id: int, max_tokens: int = 2048) -> Tensor:
+    """Exact full ranking: log p(ID of item n | prompt) for every item, (B, N) (the L ID tokens, no EOS).
 
-    The prompt is encoded once; then, level by level, every distinct ID prefix of the catalogue is fed as
-    one row of a batch that reuses the prompt's key/value cache (reordered by prefix parent), so the cost
-    is (number of distinct prefixes) single-token steps per prompt rather than N full sequences.
+    The B prompts are encoded once, together, and their key/value cache is shared by every item. The items
+    are taken in chunks whose IDs sort together (so they share prefixes); a chunk's distinct ID prefixes of
+    lengths 1..L-1 form a prefix tree, fed after each prompt as one sequence in one forward with a 4-D
+    attention mask (tree attention: each prefix's last token sees its prompt, its ancestors and itself,
+    at the position it has in its own ID). The logits at a prefix give the next level's log-probs, so the
+    cost is one token per distinct prefix per prompt, with no copy of the prompt cache per prefix.
+
+    Written by hand: neither transformers nor peft scores a fixed candidate set through a shared prompt.
+    Needs an attention implementation that takes a 4-D mask (transformers' default ``sdpa``, or ``eager``).
+
+    Args:
+        model: a causal LM (``transformers`` or peft-wrapped).
+        prompts: B lists of token ids.
+        trie: the catalogue's IDs.
+        pad_token_id: the id left padding uses.
+        max_tokens: prompt x prefix-token positions per forward (memory bound: the logits of one forward
+            are max_tokens x V floats); a chunk holds ``max(1, max_tokens // (B * (L - 1)))`` items.
     """
     _check_prompts(prompts)
+    check_int("max_tokens", max_tokens, low=1)
     device = next(model.parameters()).device
     trie = trie.to(device)
-    input_ids, attention_mask = left_pad(prompts, pad_token_id, device)
-    B = input_ids.shape[0]
-    out = model(input_ids=input_ids, attention_mask=attention_mask,
-                position_ids=position_ids_from_mask(attention_mask), use_cache=True, logits_to_keep=1)
-    cache = _cache_of(out)
-    logp = torch.log_softmax(out.logits[:, -1].float(), dim=-1)  # (B, V)
-    total = logp[:, trie.item_token_ids[:, 0]]  # (B, N)
-    parent_count = 1  # rows per prompt in the cache
-    parent_of_item = torch.zeros(trie.codes.shape[0], dtype=torch.long, device=device)  # (N,) row of each item's prefix
-    mask = attention_mask
-    for t in range(1, trie.num_levels):
-        prefix_key = pack_prefix(trie.codes[:, :t], trie.radix)  # (N,)
-        unique_keys, inverse = torch.unique(prefix_key, sorted=True, return_inverse=True)  # (P,), (N,)
-        P = unique_keys.numel()
-        first_item = torch.full((P,), trie.codes.shape[0], dtype=torch.long, device=device)
-        first_item = first_item.scatter_reduce(0, inverse, torch.arange(trie.codes.shape[0], device=device), "amin")  # (P,)
-        parent_row = parent_of_item[first_item]  # (P,) row at level t-1 holding this prefix's parent
-        last_token = trie.item_token_ids[first_item, t - 1]  # (P,)
-        rows = (torch.arange(B, device=device).unsqueeze(1) * parent_count + parent_row.unsqueeze(0)).reshape(-1)  # (B*P,)
-        cache.reorder_cache(rows)
-        mask = torch.cat([mask.index_select(0, rows), torch.ones(B * P, 1, dtype=mask.dtype, device=device)], dim=1)
-        step = model(
-            input_ids=last_token.repeat(B).unsqueeze(1), attention_mask=mask,
-            position_ids=position_ids_from_mask(mask)[:, -1:], use_cache=True, **{_cache_kwarg(): cache},
-        )
-        cache = _cache_of(step)
-        logp = torch.log_softmax(step.logits[:, -1].float(), dim=-1).view(B, P * trie.vocab_size)  # (B, P*V)
-        flat = inverse * trie.vocab_size + trie.item_token_ids[:, t]  # (N,)
-        total = total + logp.gather(1, flat.unsqueeze(0).expand(B, -1))  # (B, N)
-        parent_of_item, parent_count = inverse, P
+    input_ids, attention_mask = left_pad(prompts, pad_token_id, device)  # (B, T)
+    B, N, L = input_ids.shape[0], trie.item_token_ids.shape[0], trie.num_levels
+    out, prompt_cache = prefill_prompt_cache(model, input_ids, attention_mask)
+    total = torch.log_softmax(out.logits[:, -1].float(), dim=-1)[:, trie.item_token_ids[:, 0]]  # (B, N) level 0
+    if L == 1:
+        return total
+    tokens = trie.item_token_ids  # (N, L)
+    order = torch.arange(N, device=device)
+    for level in reversed(range(L)):  # stable sorts, last level first: lexicographic order of the ID tokens
+        order = order[torch.sort(tokens[order, level], stable=True).indices]
+    dtype = next(model.parameters()).dtype  # the additive mask's, as the attention scores'
+    blocked = torch.finfo(dtype).min
+    prompt_part = torch.zeros(B, 1, 1, input_ids.shape[1], dtype=dtype, device=device)  # (B, 1, 1, T) additive
+    prompt_part.masked_fill_(attention_mask[:, None, None, :] == 0, blocked)
+    first_position = attention_mask.sum(dim=1, keepdim=True)  # (B, 1) position of the ID's first token
+    chunk = max(1, max_tokens // (B * (L - 1)))
+    for start in range(0, N, chunk):
+        items = order[start : start + chunk]  # (C,) items of this chunk
+        chunk_tokens = tokens[items]  # (C, L)
+        # the tree: distinct prefixes of lengths 1..L-1, level by level; node[c, t-1] = the node of item c's
+        # prefix of length t
+        nodes, depth, node, offset = [], [], [], 0
+        for t in range(1, L):
+            prefixes, inverse = torch.unique(chunk_tokens[:, :t], dim=0, return_inverse=True)  # (P_t, t), (C,)
+            nodes.append(prefixes[:, -1])  # (P_t,) the token each node feeds
+            depth.append(torch.full((prefixes.shape[0],), t - 1, dtype=torch.long, device=device))
+            node.append(inverse + offset)
+            offset += prefixes.shape[0]
+        node = torch.stack(node, dim=1)  # (C, L-1)
+        S = offset
+        sees = torch.eye(S, dtype=torch.bool, device=device)  # (S, S) a node sees itself and its ancestors
+        for a in range(1, L - 1):
+            for b in range(a):
+                sees[node[:, a], node[:, b]] = True
+        tree_part = torch.zeros(S, S, dtype=dtype, device=device).masked_fill_(~sees, blocked)  # (S, S)
+        mask = torch.cat([prompt_part.expand(B, 1, S, -1), tree_part.expand(B, 1, S, S)], dim=3)  # (B, 1, S, T+S)
+        position_ids = first_position + torch.cat(depth).unsqueeze(0)  # (B, S)
+        step = model(input_ids=torch.cat(nodes).unsqueeze(0).expand(B, S), attention_mask=mask, position_ids=position_ids,
+                     use_cache=True, **{_cache_kwarg(): copy.deepcopy(prompt_cache)})
+        logp = torch.log_softmax(step.logits.float(), dim=-1)  # (B, S, V)
+        for t in range(1, L):
+            total[:, items] += logp[:, node[:, t - 1], chunk_tokens[:, t]]  # (B, C) level t given the prefix
     return total
