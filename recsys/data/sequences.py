@@ -37,6 +37,7 @@ import json
 import os
 import random
 from collections import defaultdict
+from functools import partial
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -45,6 +46,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from vlkit.data.sharding import evaluation_sampler
 from vlkit.errors import ConfigError, check_file, check_int, closest_names
 
 __all__ = [
@@ -350,6 +352,14 @@ class _ListDataset(Dataset):
         return self.rows[i]
 
 
+def _collate_with_rows(collate: Callable, items: list[tuple[int, Sample]]) -> dict:
+    """``collate`` of the samples, plus ``row`` (B,) long: each sample's 0-based index in its split."""
+    rows, samples = zip(*items)
+    batch = collate(list(samples))
+    batch["row"] = torch.tensor(rows, dtype=torch.long)  # (B,)
+    return batch
+
+
 class SeqRecDataModule(L.LightningDataModule):
     """Sequential-recommendation splits as loaders.
 
@@ -366,7 +376,9 @@ class SeqRecDataModule(L.LightningDataModule):
 
     Batches in ``"ids"`` mode: ``history`` (B, T) long, 1-based item indices left-padded with 0;
     ``target`` (B,) long 1-based; ``user`` list[str]. A model can replace the collate function and the
-    training rows through :meth:`connect`.
+    training rows through :meth:`connect`. Validation and test batches also carry ``row`` (B,) long, each
+    sample's index in its split; under several ranks each rank gets its own rows, none twice and none
+    padded (``vlkit.data.sharding``).
     """
 
     def __init__(
@@ -458,15 +470,17 @@ class SeqRecDataModule(L.LightningDataModule):
 
     def _eval_loader(self, split: str) -> DataLoader:
         data = self.load()
+        rows = _ListDataset(list(enumerate(data.splits[split])))  # (row index in the split, sample)
         return DataLoader(
-            _ListDataset(data.splits[split]), batch_size=self.hparams.eval_batch_size, shuffle=False,
-            collate_fn=self._eval_collate or self.collate_ids, num_workers=self.hparams.num_workers,
+            rows, batch_size=self.hparams.eval_batch_size, shuffle=False, sampler=evaluation_sampler(rows),
+            collate_fn=partial(_collate_with_rows, self._eval_collate or self.collate_ids),
+            num_workers=self.hparams.num_workers,
         )
 
     def val_dataloader(self) -> DataLoader:
-        """The validation samples in order."""
+        """The validation samples in order (this rank's share of them under several ranks)."""
         return self._eval_loader("val")
 
     def test_dataloader(self) -> DataLoader:
-        """The test samples in order."""
+        """The test samples in order (this rank's share of them under several ranks)."""
         return self._eval_loader("test")

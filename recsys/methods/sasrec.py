@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import lightning as L
 import torch
+from torch import nn
+from torchmetrics.aggregation import CatMetric, MeanMetric
 
 from recsys.functional.metrics import DEFAULT_KS, ranking_log_dict, target_rank_from_scores
 from recsys.models.sasrec import SASRec
@@ -53,7 +55,12 @@ class LitSASRec(L.LightningModule):
         check_int_sequence("ks", ks, low=1)
         self.save_hyperparameters()
         self.net: SASRec | None = None
-        self._ranks: dict[str, list[torch.Tensor]] = {"val": [], "test": []}
+        # the targets' exact ranks of the epoch, concatenated over ranks at compute (torchmetrics "cat" state):
+        # N ranks report what 1 rank reports
+        self.target_ranks = nn.ModuleDict({"val": CatMetric(), "test": CatMetric()})
+        # the mean cross-entropy over every rank's rows (torchmetrics "sum" states; Lightning's sync_dist mean
+        # truncates an odd total row count over 2 ranks)
+        self.eval_loss = nn.ModuleDict({"val": MeanMetric(), "test": MeanMetric()})
 
     def setup(self, stage: str) -> None:
         """Build the network for the DataModule's catalogue size (once)."""
@@ -79,23 +86,32 @@ class LitSASRec(L.LightningModule):
 
     def _eval_step(self, batch, stage: str) -> None:
         scores = self.net(batch["history"])  # (B, N)
-        self.log(f"{stage}/loss", torch.nn.functional.cross_entropy(scores, batch["target"] - 1))
-        self._ranks[stage].append(target_rank_from_scores(scores, batch["target"] - 1))
+        loss = torch.nn.functional.cross_entropy(scores, batch["target"] - 1)
+        self.eval_loss[stage].update(loss, weight=len(batch["target"]))  # weighted by the batch's rows
+        self.target_ranks[stage].update(target_rank_from_scores(scores, batch["target"] - 1))
+
+    def _log_epoch(self, stage: str) -> None:
+        # computed values are already reduced over ranks (identical on every rank): logged without sync_dist
+        metric = self.target_ranks[stage]
+        ranks = metric.compute()  # (rows of every rank,) float; empty when no rank scored a row
+        metric.reset()
+        if isinstance(ranks, torch.Tensor) and ranks.numel():
+            self.log(f"{stage}/loss", self.eval_loss[stage].compute(), sync_dist=False)
+            self.log_dict(ranking_log_dict(stage, ranks.long(), self.hparams.ks), sync_dist=False)
+        self.eval_loss[stage].reset()
 
     def validation_step(self, batch, batch_idx):
-        """Log ``val/loss`` and keep the targets' exact ranks for the epoch's metrics."""
+        """Keep the batch's cross-entropy and the targets' exact ranks for the epoch's metrics."""
         self._eval_step(batch, "val")
 
     def test_step(self, batch, batch_idx):
-        """Log ``test/loss`` and keep the targets' exact ranks for the epoch's metrics."""
+        """Keep the batch's cross-entropy and the targets' exact ranks for the epoch's metrics."""
         self._eval_step(batch, "test")
 
     def on_validation_epoch_end(self) -> None:
-        """Log ``val/hr@K``, ``val/ndcg@K`` (+ ``_ci``) and ``val/rows``."""
-        self.log_dict(ranking_log_dict("val", self._ranks["val"], self.hparams.ks), sync_dist=False)
-        self._ranks["val"] = []
+        """Log ``val/loss``, ``val/hr@K``, ``val/ndcg@K`` (+ ``_ci``) and ``val/rows`` over the rows of every rank."""
+        self._log_epoch("val")
 
     def on_test_epoch_end(self) -> None:
-        """Log ``test/hr@K``, ``test/ndcg@K`` (+ ``_ci``) and ``test/rows``."""
-        self.log_dict(ranking_log_dict("test", self._ranks["test"], self.hparams.ks), sync_dist=False)
-        self._ranks["test"] = []
+        """Log ``test/loss``, ``test/hr@K``, ``test/ndcg@K`` (+ ``_ci``) and ``test/rows`` over the rows of every rank."""
+        self._log_epoch("test")

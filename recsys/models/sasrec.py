@@ -61,7 +61,10 @@ class SASRec(nn.Module):
                               f"[{int(history.min())}, {int(history.max())}]", argument="history")
         history = history[:, -self.max_length :]  # (B, T)
         B, T = history.shape
-        positions = torch.arange(T, device=history.device).unsqueeze(0).expand(B, T)  # (B, T)
+        # positions counted from the right, as the authors' histories left-padded to max_length: the most recent item
+        # is always at max_length - 1, so a row's scores do not depend on how much its batch is padded (nor on
+        # which rows share its batch, e.g. across DDP ranks)
+        positions = torch.arange(self.max_length - T, self.max_length, device=history.device).unsqueeze(0).expand(B, T)  # (B, T)
         h = self.dropout(self.item_embedding(history) + self.position_embedding(positions))  # (B, T, D)
         causal = torch.triu(torch.ones(T, T, dtype=torch.bool, device=history.device), diagonal=1)  # (T, T)
         pad_key = (history == 0).unsqueeze(1)  # (B, 1, T)

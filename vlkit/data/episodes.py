@@ -58,6 +58,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from vlkit.data.scenes import FashionScenePool
 from vlkit.data.segmentation_lists import SegmentationListPool
+from vlkit.data.sharding import evaluation_sampler
 from vlkit.data.segmentation_preprocessing import (
     IGNORE_INDEX,
     IMAGENET_MEAN,
@@ -456,12 +457,14 @@ class EpisodicDataModule(L.LightningDataModule):
         data = EpisodeDataset(self.pool(split), self.episodes(split), self.shots, self.image_size, self.mean, self.std)
         return DataLoader(
             data, batch_size=self.hparams.batch_size, shuffle=False, num_workers=self.hparams.num_workers,
-            collate_fn=collate_episodes,
+            collate_fn=collate_episodes, sampler=evaluation_sampler(data),  # several ranks: each episode once
         )  # fmt: skip
 
     def _base_loader(self, split: str, shuffle: bool) -> DataLoader:
         data = BaseSegmentationDataset(self.pool(split), self.base_classes(), self.image_size, self.mean, self.std, flip=shuffle)
-        return DataLoader(data, batch_size=self.hparams.base_batch_size, shuffle=shuffle, num_workers=self.hparams.num_workers)
+        sampler = None if shuffle else evaluation_sampler(data)  # evaluation under several ranks: each scene once
+        return DataLoader(data, batch_size=self.hparams.base_batch_size, shuffle=shuffle, num_workers=self.hparams.num_workers,
+                          sampler=sampler)
 
     @property
     def fingerprint(self) -> str:

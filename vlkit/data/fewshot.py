@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
 from vlkit.cache import cache_root
 from vlkit.data.features import encode_dataset
+from vlkit.data.sharding import evaluation_sampler
 from vlkit.errors import ConfigError, check_choice, check_int
 
 __all__ = [
@@ -406,8 +407,10 @@ class FewShotDataModule(L.LightningDataModule):
         self._require_connected()
         n = self.eval_features.shape[0]
         data = TensorDataset(torch.arange(n), self.eval_features, self.eval_labels)
-        # private generator: evaluating must not shift the global RNG that orders training batches
-        return DataLoader(data, batch_size=self.hparams.eval_batch_size, collate_fn=_eval_collate, generator=torch.Generator())
+        # private generator: evaluating must not shift the global RNG that orders training batches; under
+        # several ranks each scores its own rows, none twice (vlkit.data.sharding)
+        return DataLoader(data, batch_size=self.hparams.eval_batch_size, collate_fn=_eval_collate, generator=torch.Generator(),
+                          sampler=evaluation_sampler(data))
 
     val_dataloader = _eval_loader
     test_dataloader = _eval_loader

@@ -32,6 +32,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from vlkit.data.sharding import evaluation_sampler
 from vlkit.errors import ConfigError, check_file, check_int, check_number
 from vlkit.data.verifier import ANSWER_TYPES, check_answer, parse_number
 
@@ -473,8 +474,9 @@ class ReasoningDataModule(L.LightningDataModule):
             self.test_set = self._make(hp.test_size, hp.seed + 2)
 
     def _loader(self, ds: Dataset, batch_size: int, shuffle: bool) -> DataLoader:
+        sampler = None if shuffle else evaluation_sampler(ds)  # evaluation under several ranks: each prompt once
         return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, collate_fn=collate_reasoning,
-                          num_workers=self.hparams.num_workers, drop_last=shuffle)
+                          num_workers=self.hparams.num_workers, drop_last=shuffle, sampler=sampler)
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled batches of ``prompts_per_batch`` prompts (the last partial batch dropped)."""
@@ -597,6 +599,6 @@ class ColdStartSFTDataModule(L.LightningDataModule):
                           num_workers=self.hparams.num_workers)
 
     def val_dataloader(self) -> DataLoader:
-        """Validation SFT pairs in order, ``batch_size`` per batch."""
+        """Validation SFT pairs in order, ``batch_size`` per batch (under several ranks each pair once)."""
         return DataLoader(self.val_set, batch_size=self.hparams.batch_size, shuffle=False, collate_fn=collate_sft,
-                          num_workers=self.hparams.num_workers)
+                          num_workers=self.hparams.num_workers, sampler=evaluation_sampler(self.val_set))

@@ -13,6 +13,7 @@ import dataclasses
 import lightning as L
 import torch
 from torch import Tensor
+from torchmetrics.aggregation import MeanMetric
 
 from vlkit.checkpoints import record_class, regrouped_hyperparameters
 from vlkit.errors import ConfigError, check_int, check_non_negative, check_positive, check_settings
@@ -67,6 +68,9 @@ class LitColdStartSFT(L.LightningModule):
                 argument="model_name",
             )
         self.model = self.bundle.model
+        # the validation NLL over every rank's pairs (torchmetrics "sum" states reduced at compute; Lightning's
+        # sync_dist mean truncates an odd total row count over 2 ranks)
+        self.val_loss = MeanMetric()
 
     @classmethod
     def load_from_checkpoint(cls, checkpoint_path, *args, **kwargs):
@@ -115,7 +119,8 @@ class LitColdStartSFT(L.LightningModule):
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         """The response-token NLL, logged as ``val/loss``."""
         loss, _ = self._loss(batch)
-        self.log("val/loss", loss, prog_bar=True, batch_size=len(batch["prompt"]), sync_dist=True)
+        self.val_loss.update(loss, weight=len(batch["prompt"]))  # the batch mean, weighted by its rows
+        self.log("val/loss", self.val_loss, prog_bar=True, batch_size=len(batch["prompt"]))
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         """Record the writing class, so that loading checks it (``vlkit.checkpoints``)."""

@@ -11,7 +11,9 @@
 
   Metrics: ``<stage>/miou_<variant>`` (class-wise mIoU, mean over folds), ``<stage>/fbiou_<variant>``
   (FB-IoU, mean over folds), the same per fold as ``<stage>/fold<f>/...``, and
-  ``<stage>/proportion_error_repri`` (mean |pi_repri - pi_true| at the end of the optimisation).
+  ``<stage>/proportion_error_repri`` (mean |pi_repri - pi_true| at the end of the optimisation) and
+  ``<stage>/episodes`` (episodes scored). Every one is computed from torchmetrics states reduced over ranks, over
+  episodes that each rank scores once (``vlkit.data.sharding``), so N ranks report what 1 rank does.
 
 - :class:`LitRePRIBaseTraining`: the optional base training (``vlkit fit``) of a segmentation head on the
   fold's base classes over the frozen backbone; ``LitRePRI(head_checkpoint=...)`` then runs on the head's
@@ -30,6 +32,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torchmetrics.aggregation import MeanMetric, SumMetric
 from torchmetrics.classification import MulticlassJaccardIndex
 
 from vlkit.checkpoints import load_checkpoint, record_class
@@ -146,7 +149,9 @@ class LitRePRI(L.LightningModule):
         self._feature_caches: dict[str, DenseFeatureCache] = {}  # pool fingerprint -> its cache (kept across stages)
         self._feature_cache: DenseFeatureCache | None = None  # the one of the running stage
         self._metrics: nn.ModuleDict | None = None
-        self._proportion_error: list[Tensor] = []
+        # mean |pi_repri - pi_true| over the episodes of every rank (torchmetrics "sum" states, reduced at compute)
+        self.proportion_error = MeanMetric()
+        self.scored_episodes = SumMetric()  # episodes scored on every rank: the data's count, none twice
 
     # -- features ------------------------------------------------------------------------------------------
 
@@ -307,6 +312,7 @@ class LitRePRI(L.LightningModule):
     def _eval_step(self, batch: dict[str, Tensor]) -> None:
         out = self.segment(batch)
         targets = self._targets(batch)
+        self.scored_episodes.update(float(len(targets)))
         for v in self.hparams.variants:
             preds = self.predictions(out[f"logits_{v}"], batch)
             for i, (pred, target) in enumerate(zip(preds, targets)):
@@ -317,7 +323,7 @@ class LitRePRI(L.LightningModule):
                 self._metrics[f"{v}_fb{f}"].update(pred.long(), target)
         if "proportion_repri" in out:
             truth = oracle_foreground_proportion(downsample_mask(batch["query_mask"], out["logits_repri"].shape[-2:]))
-            self._proportion_error.append((out["proportion_repri"] - truth).abs())
+            self.proportion_error.update((out["proportion_repri"] - truth).abs())  # (B,)
 
     def _targets(self, batch: dict[str, Tensor]) -> list[Tensor]:
         if self.hparams.protocol == "paper":
@@ -329,6 +335,8 @@ class LitRePRI(L.LightningModule):
         return out
 
     def _log_epoch(self, stage: str) -> None:
+        # every value below comes from torchmetrics states reduced over ranks at compute (confusion matrices and
+        # sums): N ranks log what 1 rank does, identical on every rank (no sync_dist)
         dm = self.trainer.datamodule
 
         for v in self.hparams.variants:
@@ -345,9 +353,11 @@ class LitRePRI(L.LightningModule):
             self._metrics[f"{v}_class"].reset()
             for f in self._folds:
                 self._metrics[f"{v}_fb{f}"].reset()
-        if self._proportion_error:
-            self.log(f"{stage}/proportion_error_repri", torch.cat(self._proportion_error).mean())
-            self._proportion_error = []
+        if "repri" in self.hparams.variants:
+            self.log(f"{stage}/proportion_error_repri", self.proportion_error.compute())
+            self.proportion_error.reset()
+        self.log(f"{stage}/episodes", self.scored_episodes.compute())
+        self.scored_episodes.reset()
 
     def on_test_start(self) -> None:
         """Open the test pool's dense feature cache."""
