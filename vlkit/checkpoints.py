@@ -28,6 +28,12 @@ Values a checkpoint needs beyond torch's default allow-list (a kit dataclass in 
 example) are registered once with :func:`allow_classes` by the module that defines them; the load then
 accepts exactly those classes, through ``torch.serialization.safe_globals``.
 
+A run sharded with FSDP (Lightning's ``ModelParallelStrategy``, or ``FSDPStrategy`` with
+``state_dict_type="sharded"``) writes a *folder* instead of a file: each rank's shards
+(``torch.distributed.checkpoint``) and ``meta.pt``. :func:`consolidate_checkpoint` turns it into one ordinary
+checkpoint file that loads on one process (``load_checkpoint``, ``trainer.fit(ckpt_path=...)`` to resume,
+``Lit*.load_from_checkpoint``); from a shell: ``python -m vlkit.checkpoints consolidate FOLDER [--output FILE]``.
+
 This module imports torch only inside the functions, so ``import vlkit`` stays fast; any layer may use it.
 """
 
@@ -51,6 +57,7 @@ __all__ = [
     "group_flat_hyperparameters",
     "regrouped_hyperparameters",
     "unknown_hyperparameters",
+    "consolidate_checkpoint",
 ]
 
 CLASS_KEY = "vlkit_class"
@@ -277,3 +284,86 @@ def _check_class(checkpoint: dict, expected: Any, argument: str, shown: str) -> 
             argument=argument,
         )
 
+
+def consolidate_checkpoint(folder: str | Path, output: str | Path | None = None) -> Path:
+    """One checkpoint file, loadable on one process, from the distributed checkpoint folder of a sharded run.
+
+    Lightning's ``ModelParallelStrategy`` (FSDP2) saves a folder: the shards of the weights and optimizer states
+    (``torch.distributed.checkpoint``, one ``.distcp`` file per rank, keys ``state_dict`` and ``optimizer_<i>``)
+    and ``meta.pt`` (the rest: hyperparameters, loops, callbacks, the class that wrote it). This reads the shards
+    into full tensors (``torch.distributed.checkpoint.format_utils.dcp_to_torch_save``), adds ``meta.pt``, and
+    puts the optimizer states back in the layout of a one-process checkpoint (``optimizer_states``, keyed by the
+    parameter's position instead of its name), then writes the file atomically. The whole model must fit in CPU
+    memory. A one-process checkpoint needs no conversion the other way: ``ModelParallelStrategy`` loads a file
+    and shards it (``trainer.fit(ckpt_path=file)``).
+
+    Args:
+        folder: the checkpoint folder (``trainer.save_checkpoint(path)`` or a ``ModelCheckpoint`` under a
+            sharded strategy).
+        output: the file to write (default: ``<folder>.consolidated.ckpt`` beside the folder).
+
+    Returns:
+        the path of the file written.
+
+    Raises:
+        ConfigError: ``folder`` is not a distributed checkpoint folder (no ``.metadata`` or no ``meta.pt``), or
+            ``output`` is that folder.
+    """
+    import tempfile
+
+    import torch
+    from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
+
+    from vlkit.cache import atomic_torch_save
+
+    folder = Path(folder)
+    if not (folder / ".metadata").is_file() or not (folder / "meta.pt").is_file():
+        raise ConfigError(f"folder must be the checkpoint folder of a sharded run (with .metadata and meta.pt), got "
+                          f"{str(folder)!r}", argument="folder")
+    output = Path(output) if output is not None else folder.with_name(folder.name + ".consolidated.ckpt")
+    if output.resolve() == folder.resolve():
+        raise ConfigError(f"output must be a file beside the folder, got the folder itself {str(output)!r}",
+                          argument="output")
+    with tempfile.TemporaryDirectory(dir=output.parent if output.parent.exists() else None) as tmp:
+        dcp_to_torch_save(folder, Path(tmp) / "full.pt")
+        with torch.serialization.safe_globals(list(_ALLOWED)):
+            checkpoint = torch.load(Path(tmp) / "full.pt", map_location="cpu", weights_only=True)
+    with torch.serialization.safe_globals(list(_ALLOWED)):
+        checkpoint.update(torch.load(folder / "meta.pt", map_location="cpu", weights_only=True))
+    count = sum(1 for key in checkpoint if key.startswith("optimizer_") and key[len("optimizer_"):].isdigit())
+    checkpoint["optimizer_states"] = [_positional_optimizer_state(checkpoint.pop(f"optimizer_{i}")) for i in range(count)]
+    return atomic_torch_save(checkpoint, output)
+
+
+def _positional_optimizer_state(state: dict) -> dict:
+    """An optimizer state keyed by parameter name (``torch.distributed.checkpoint.state_dict``'s layout) keyed by
+    position instead (``torch.optim.Optimizer.state_dict``'s): the names' order in ``param_groups`` is the
+    optimizer's parameter order."""
+    names = [name for group in state["param_groups"] for name in group["params"]]
+    position = {name: i for i, name in enumerate(names)}
+    return {
+        "state": {position[name]: value for name, value in state["state"].items()},
+        "param_groups": [{**group, "params": [position[name] for name in group["params"]]}
+                         for group in state["param_groups"]],
+    }
+
+
+def _main(argv: list[str] | None = None) -> None:
+    """``python -m vlkit.checkpoints consolidate FOLDER [--output FILE]``."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m vlkit.checkpoints",
+                                     description="Checkpoint tools of the kit.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    consolidate = commands.add_parser("consolidate", help="one checkpoint file from a sharded run's checkpoint folder")
+    consolidate.add_argument("folder", help="the distributed checkpoint folder (with meta.pt)")
+    consolidate.add_argument("--output", default=None, help="the file to write (default: <folder>.consolidated.ckpt)")
+    args = parser.parse_args(argv)
+    try:
+        print(consolidate_checkpoint(args.folder, args.output))
+    except ConfigError as error:
+        parser.exit(2, f"error: {error}\n")
+
+
+if __name__ == "__main__":
+    _main()

@@ -25,11 +25,14 @@ mapped onto them by :func:`grouped_hyperparameters`.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from dataclasses import dataclass
 
 import lightning as L
 import torch
+from torch import nn
+from torchmetrics.aggregation import CatMetric, SumMetric
 
 from recsys.data.prompts import ITEM_TASKS, TASKS, build_example, prompt_vocabulary_texts
 from recsys.data.semantic_ids import SemanticIDs, load_semantic_ids, parse_random_sid_path
@@ -52,6 +55,12 @@ from vlkit.functional.policy import (
     masked_token_nll,
     position_ids_from_mask,
     sampled_token_logprobs,
+)
+from vlkit.models.language import (
+    check_same_batch_count,
+    data_parallel_mesh,
+    load_full_state_dict,
+    shard_language_model,
 )
 from vlkit.models.policy import ReferencePolicy, manual_optimizer_step, policy_updates
 from vlkit.errors import (
@@ -296,33 +305,62 @@ class LitMiniOneRec(L.LightningModule):
         self.tokenizer = None
         self.sids: SemanticIDs | None = None
         self.trie: SIDTrie | None = None
-        self._ranks: dict[str, list[torch.Tensor]] = {}
-        self._invalid = 0
+        # the epoch's evaluation state as torchmetrics states reduced over ranks at compute ("cat" for the targets'
+        # ranks, "sum" for the invalid beams), so N ranks report what 1 rank reports; <stage>_exact: exact ranking
+        self.target_ranks = nn.ModuleDict({key: CatMetric() for key in ("val", "test", "test_exact")})
+        self.invalid_items = nn.ModuleDict({"val": SumMetric(), "test": SumMetric()})
+        self._rows_seen = 0  # rows of the epoch on this rank, for batches without a "row" index
 
     # -- building -------------------------------------------------------------------------------
-    def build(self, data) -> None:
-        """Semantic IDs, tokenizer, model and trie for a data set (idempotent)."""
-        if self.model is not None:
-            return
+    def build(self, data, model: bool = True) -> None:
+        """Semantic IDs and tokenizer for a data set, then (``model``) the model and trie (idempotent). Lightning's
+        ``setup`` builds all but the model, which its ``configure_model`` hook builds (sharded under FSDP)."""
         hp, decoder = self.hparams, self.decoder_settings
-        if hp.init_checkpoint:
-            check_file("init_checkpoint", hp.init_checkpoint)  # before any backbone is loaded
-        self.data = data
-        self.sids = load_semantic_ids(hp.sid_path, data)
-        if decoder.backbone == "scratch":
-            texts = prompt_vocabulary_texts([data.title(i) for i in data.item_ids])
-            self.tokenizer = build_word_tokenizer(texts, self.sids.all_tokens(), max_words=decoder.max_words)
-            self.model = build_scratch_decoder(len(self.tokenizer), decoder.hidden_size, decoder.num_layers,
-                                               decoder.num_heads)
-        else:
-            path = decoder.backbone
-            if path == "smollm2":
-                from vlkit.models.pretrained import smollm2_dir
+        if self.sids is None:
+            if hp.init_checkpoint:
+                check_file("init_checkpoint", hp.init_checkpoint)  # before any backbone is loaded
+            self.data = data
+            self.sids = load_semantic_ids(hp.sid_path, data)
+            if decoder.backbone == "scratch":
+                texts = prompt_vocabulary_texts([data.title(i) for i in data.item_ids])
+                self.tokenizer = build_word_tokenizer(texts, self.sids.all_tokens(), max_words=decoder.max_words)
+            else:
+                self.tokenizer = load_hf_tokenizer(self._backbone_path(), self.sids.all_tokens())
+        if model:
+            self.configure_model()
 
-                path = str(smollm2_dir())
-            self.tokenizer = load_hf_tokenizer(path, self.sids.all_tokens())
+    def _backbone_path(self) -> str:
+        """The Hugging Face directory or id of ``decoder.backbone`` (``smollm2``: the packaged weights)."""
+        if self.decoder_settings.backbone == "smollm2":
+            from vlkit.models.pretrained import smollm2_dir
+
+            return str(smollm2_dir())
+        return self.decoder_settings.backbone
+
+    def _new_model(self, empty: bool = False) -> nn.Module:
+        """The decoder for the tokenizer's vocabulary; with ``empty`` on the meta device (no memory, no draw)."""
+        decoder = self.decoder_settings
+        with torch.device("meta") if empty else contextlib.nullcontext():
+            if decoder.backbone == "scratch":
+                return build_scratch_decoder(len(self.tokenizer), decoder.hidden_size, decoder.num_layers,
+                                             decoder.num_heads)
             new_ids = self.tokenizer.convert_tokens_to_ids(self.sids.all_tokens())
-            self.model = load_hf_causal_lm(path, len(self.tokenizer), new_ids, decoder.lora_r, decoder.lora_alpha)
+            return load_hf_causal_lm(self._backbone_path(), len(self.tokenizer), new_ids, decoder.lora_r,
+                                     decoder.lora_alpha, empty=empty)
+
+    def configure_model(self) -> None:
+        """Build the decoder and the trie, once, after :meth:`build` made the tokenizer (a no-op before). Under
+        Lightning's ``ModelParallelStrategy`` the decoder is sharded with FSDP2 as it is built, without its full
+        weights on any rank but rank 0's CPU (:func:`vlkit.models.language.shard_language_model`)."""
+        if self.model is not None or self.sids is None:
+            return
+        hp = self.hparams
+        mesh = data_parallel_mesh(self._device_mesh)
+        if mesh is None:
+            self.model = self._new_model()
+        else:
+            self.model = shard_language_model(self._new_model(empty=True), mesh, self.trainer.strategy.root_device,
+                                              self._new_model)
         vocab = self.model.get_output_embeddings().weight.shape[0]
         if vocab < len(self.tokenizer):
             raise ConfigError(f"ID vocabulary does not match the model: tokenizer has {len(self.tokenizer)} tokens, "
@@ -348,14 +386,15 @@ class LitMiniOneRec(L.LightningModule):
                 f"init_checkpoint {checkpoint!r} does not match this model's ID vocabulary/shape: {bad[:3]}",
                 argument="init_checkpoint",
             )
-        missing, unexpected = self.load_state_dict(state, strict=False)
+        missing, unexpected = load_full_state_dict(self, state, strict=False)  # each rank keeps its shards under FSDP
         if missing:
             raise ConfigError(f"init_checkpoint {checkpoint!r} lacks weights {missing[:3]}", argument="init_checkpoint")
 
     def setup(self, stage: str) -> None:
-        """Build for the DataModule's data and give it the SFT rows and the prompt collate functions."""
+        """Build the tokenizer for the DataModule's data (the model: ``configure_model``, next) and give it the
+        SFT rows and the prompt collate functions."""
         dm = self.trainer.datamodule
-        self.build(dm.load())
+        self.build(dm.load(), model=False)
         dm.connect(collate_fn=self.collate_train, train_rows_builder=self.train_rows, eval_collate_fn=self.collate_eval)
 
     # -- prompts --------------------------------------------------------------------------------
@@ -473,17 +512,28 @@ class LitMiniOneRec(L.LightningModule):
 
     def _evaluate(self, batch, stage: str, num_beams: int, exact: bool) -> None:
         items = self.recommend(batch["prompts"], num_beams)  # (B, beams)
-        self._invalid += int((items < 0).sum())
-        self._ranks.setdefault(f"{stage}/", []).append(first_hit_rank(items, batch["target"]))
+        self.invalid_items[stage].update((items < 0).sum().float())
+        self.target_ranks[stage].update(first_hit_rank(items, batch["target"]))
+        # each row's index in its split (SeqRecDataModule's "row"; else this rank's running count): the first
+        # max_exact_rows rows of the split are scored exactly, whichever rank holds them
+        size = len(batch["prompts"])
+        rows = batch["row"].tolist() if "row" in batch else list(range(self._rows_seen, self._rows_seen + size))
+        self._rows_seen += size
         if exact:
-            done = sum(r.numel() for r in self._ranks.get(f"{stage}/exact_", []))
             limit = self.evaluation_settings.max_exact_rows
-            keep = len(batch["prompts"]) if limit is None else max(0, min(len(batch["prompts"]), limit - done))
-            for start in range(0, keep, 4):  # 4 prompts at a time bounds the prefix-expanded cache
-                stop = min(keep, start + 4)
-                scores = score_all_items(self.model, batch["prompts"][start:stop], self.trie, self.tokenizer.pad_token_id)
-                self._ranks.setdefault(f"{stage}/exact_", []).append(
-                    target_rank_from_scores(scores, batch["target"][start:stop]))
+            keep = [i for i, row in enumerate(rows) if limit is None or row < limit]
+            if keep:  # the kept prompts encoded once, together; score_all_items chunks the items to bound memory
+                scores = score_all_items(self.model, [batch["prompts"][i] for i in keep], self.trie,
+                                         self.tokenizer.pad_token_id)  # (b, N)
+                self.target_ranks[f"{stage}_exact"].update(target_rank_from_scores(scores, batch["target"][keep]))
+
+    def on_validation_start(self) -> None:
+        """Under FSDP, check that every rank runs as many validation batches (each forward is a collective)."""
+        check_same_batch_count(self.model, self.trainer.num_val_batches, "val")
+
+    def on_test_start(self) -> None:
+        """Under FSDP, check that every rank runs as many test batches (each forward is a collective)."""
+        check_same_batch_count(self.model, self.trainer.num_test_batches, "test")
 
     def validation_step(self, batch, batch_idx):
         """Rank the targets by ``evaluation.val_num_beams``-beam constrained search."""
@@ -495,13 +545,17 @@ class LitMiniOneRec(L.LightningModule):
         self._evaluate(batch, "test", settings.test_num_beams, exact=settings.exact_ranking)
 
     def _log_epoch(self, stage: str) -> None:
-        for key, ranks in list(self._ranks.items()):
-            if key.startswith(stage + "/"):
-                prefix = key.split("/", 1)[1]
-                self.log_dict(ranking_log_dict(stage, ranks, self.evaluation_settings.ks, prefix=prefix), sync_dist=False)
-                del self._ranks[key]
-        self.log(f"{stage}/invalid_items", float(self._invalid))
-        self._invalid = 0
+        # computed values are already reduced over ranks (identical everywhere): logged without sync_dist
+        exact = stage == "test" and self.evaluation_settings.exact_ranking
+        for prefix, key in (("", stage), ("exact_", f"{stage}_exact"))[: 2 if exact else 1]:
+            ranks = self.target_ranks[key].compute()  # (rows of every rank,) float; empty when no rank scored one
+            self.target_ranks[key].reset()
+            if isinstance(ranks, torch.Tensor) and ranks.numel():
+                self.log_dict(ranking_log_dict(stage, ranks.long(), self.evaluation_settings.ks, prefix=prefix),
+                              sync_dist=False)
+        self.log(f"{stage}/invalid_items", self.invalid_items[stage].compute(), sync_dist=False)
+        self.invalid_items[stage].reset()
+        self._rows_seen = 0
 
     def on_validation_epoch_end(self) -> None:
         """Log ``val/hr@K``, ``val/ndcg@K`` (+ ``_ci``), ``val/rows`` and ``val/invalid_items``."""
@@ -568,12 +622,24 @@ class LitMiniOneRecRL(LitMiniOneRec):
         self.reference = ReferencePolicy(use_disabled_adapter=self.decoder_settings.lora_r > 0 and not init_checkpoint)
 
     def setup(self, stage: str) -> None:
-        """Build for the DataModule's data; the RL prompts are the training samples in the shared prompt."""
+        """Build the tokenizer for the DataModule's data (the model: ``configure_model``, next); the RL prompts are
+        the training samples in the shared prompt."""
         dm = self.trainer.datamodule
-        self.build(dm.load())
+        self.build(dm.load(), model=False)
         # RL prompts: the training samples in the shared recommendation prompt
         dm.connect(collate_fn=self.collate_eval, train_rows_builder=lambda data: data.splits["train"],
                    eval_collate_fn=self.collate_eval)
+
+    def configure_model(self) -> None:
+        """The decoder as in SFT (:meth:`LitMiniOneRec.configure_model`). Under a sharded strategy pi_ref must be
+        the disabled adapter (fresh LoRA, no ``init_checkpoint``) or ``rl.beta`` 0: the frozen copy is swapped in
+        by ``torch.func.functional_call``, which FSDP's sharded parameters do not allow (ConfigError)."""
+        if data_parallel_mesh(self._device_mesh) is not None and not self.reference.use_disabled_adapter and self.rl.beta > 0:
+            raise ConfigError(
+                "a sharded strategy (FSDP) runs RL's KL reference only as the disabled adapter of fresh LoRA adapters: "
+                f"set rl.beta 0 or decoder.lora_r > 0 without init_checkpoint, got lora_r {self.decoder_settings.lora_r}, "
+                f"init_checkpoint {self.hparams.init_checkpoint!r}, beta {self.rl.beta}", argument="rl.beta")
+        super().configure_model()
 
     def on_fit_start(self) -> None:
         """pi_ref is the policy as this fit starts: the frozen copy is retaken at its first step."""

@@ -3,10 +3,12 @@ causal LM (optionally with LoRA through the kit's one peft loader, ``vlkit.model
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 from vlkit.errors import ConfigError, check_int, check_number, check_positive
-from vlkit.models.language import apply_lora
+from vlkit.models.language import apply_lora, pretrained_model
 
 __all__ = ["build_scratch_decoder", "load_hf_causal_lm"]
 
@@ -39,12 +41,14 @@ def build_scratch_decoder(
 def load_hf_causal_lm(
     path: str, vocab_size: int, new_token_ids: list[int], lora_r: int = 0, lora_alpha: int = 16,
     lora_dropout: float = 0.05, target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj"),
+    empty: bool = False,
 ):
     """A pretrained causal LM with its embeddings resized to ``vocab_size``.
 
     With ``lora_r > 0`` the backbone is frozen and wrapped by peft LoRA (``apply_lora``); the rows of the
     new ID tokens stay trainable through peft's ``trainable_token_indices`` (the rest of the embedding
-    stays frozen).
+    stays frozen). With ``empty`` the same model is made on the meta device, no weights read
+    (``vlkit.models.language.pretrained_model``), for a sharded build that rank 0 fills.
     """
     from transformers import AutoModelForCausalLM
 
@@ -55,9 +59,10 @@ def load_hf_causal_lm(
     if lora_r > 0 and (isinstance(target_modules, str) or not target_modules):
         raise ConfigError(f"target_modules must be a non-empty list of module names, got {target_modules!r}",
                           argument="target_modules")
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
-    model.resize_token_embeddings(vocab_size)
-    if lora_r > 0:
-        model = apply_lora(model, lora_r, lora_alpha, lora_dropout, list(target_modules),
-                           trainable_token_indices={"embed_tokens": list(new_token_ids)}, task_type="CAUSAL_LM")
+    model = pretrained_model(AutoModelForCausalLM, path, torch.float32, empty)
+    with torch.device("meta") if empty else contextlib.nullcontext():  # new rows and adapters: no memory, no draw
+        model.resize_token_embeddings(vocab_size, mean_resizing=not empty)  # the mean of meta rows is not computable
+        if lora_r > 0:
+            model = apply_lora(model, lora_r, lora_alpha, lora_dropout, list(target_modules),
+                               trainable_token_indices={"embed_tokens": list(new_token_ids)}, task_type="CAUSAL_LM")
     return model

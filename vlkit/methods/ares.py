@@ -49,6 +49,7 @@ from vlkit.errors import (
 from vlkit.functional.aepo import TOKEN_SELECTIONS, accuracy_group_mask, aepo_loss, shaped_rewards
 from vlkit.functional.entropy import (
     BUCKET_NAMES,
+    DEFAULT_CHUNK_TOKENS,
     bucket_mean,
     bucket_targets,
     difficulty_buckets,
@@ -60,14 +61,25 @@ from vlkit.functional.entropy import (
     update_kl_controller,
     window_entropy,
 )
-from vlkit.functional.policy import group_advantages, kl_penalty, position_ids_from_mask, sampled_token_logprobs
+from vlkit.functional.policy import (
+    group_advantages,
+    kl_penalty,
+    position_ids_from_mask,
+    sampled_token_logprobs,
+    sampled_token_logprobs_and_entropy,
+)
 from vlkit.models.language import (
     DEFAULT_TRIGGER_WORDS,
+    LanguageModelBundle,
     LanguageModelSettings,
+    check_same_batch_count,
+    data_parallel_mesh,
     encode_chat_prompts,
+    shard_language_model,
     trigger_token_ids,
     vision_token_ids,
 )
+from vlkit.models.metrics import GroupedSums
 from vlkit.models.policy import (
     ReferencePolicy,
     decode_completions,
@@ -142,7 +154,9 @@ class LitARES(L.LightningModule):
         filter_groups: mask groups whose pass rate is 0 or 1 (DAPO dynamic sampling, on accuracy).
         token_selection: ``all``, ``top_entropy`` (80/20), ``clip_cov`` or ``kl_cov``.
         top_entropy_rho: fraction of tokens kept by ``top_entropy``, in (0, 1] (0.2).
-        entropy_chunk_size: rows per chunk of the full-vocabulary entropy, an int >= 1.
+        entropy_chunk_size: tokens per chunk of the log-softmax pass that gives the sampled tokens' log-probs
+            and the full-vocabulary entropy together, an int >= 1; its extra memory is one float32
+            (entropy_chunk_size, V) buffer (32: 6 MB at V = 49,152).
         system_prompt: optional system message.
         plot_dir: where the ``MetricHistory`` callback writes ``ares_training.png`` and ``ares_history.json``
             at the end of fit (default: the trainer's log directory).
@@ -180,7 +194,7 @@ class LitARES(L.LightningModule):
         filter_groups: bool = True,
         token_selection: str = "all",
         top_entropy_rho: float = 0.2,
-        entropy_chunk_size: int = 1024,
+        entropy_chunk_size: int = DEFAULT_CHUNK_TOKENS,
         system_prompt: str | None = None,
         plot_dir: str | None = None,
         seed: int = 0,
@@ -229,8 +243,7 @@ class LitARES(L.LightningModule):
         self.save_hyperparameters()
         self.system_prompt = system_prompt
         self.automatic_optimization = False  # K updates per rollout (vlkit.models.policy.policy_updates)
-        self.bundle = self.language_model.create(seed)
-        self.model = self.bundle.model
+        self._bundle = None  # the model and its tokenizer: built by configure_model (sharded under FSDP)
         # fresh adapters are the identity: the disabled adapter is the initial policy; else a frozen copy,
         # taken at the first reference pass (none at all when kl_coef = 0)
         self.reference = ReferencePolicy(use_disabled_adapter=self.language_model.lora_r > 0)
@@ -243,7 +256,68 @@ class LitARES(L.LightningModule):
         self.register_buffer("kl_log_beta", torch.zeros(3))  # beta = 1
         self.register_buffer("controller_steps", torch.tensor(0, dtype=torch.long))
         self._trigger_ids: Tensor | None = None
-        self._eval_sums: dict[str, Tensor] = {}
+        # per generator level (6): count, correct, length, HWE tokens of the evaluated prompts, summed over ranks
+        # at compute (a torchmetrics "sum" state): N ranks report what 1 rank reports
+        self.eval_sums = torch.nn.ModuleDict({stage: GroupedSums(6, 4) for stage in ("val", "test")})
+
+    # ------------------------------------------------------------------ the model
+    def configure_model(self) -> None:
+        """Build the policy model and its tokenizer, once. Lightning calls this hook before fit, validate and
+        test; outside a Trainer, reading ``model`` or ``bundle`` calls it.
+
+        Under Lightning's ``ModelParallelStrategy`` the model is sharded with FSDP2 as it is built: every rank
+        builds it on the meta device, shards it, then fills its shards from rank 0's CPU build, so no rank holds
+        the full weights on its device (:func:`vlkit.models.language.shard_language_model`). The KL reference is
+        then the same sharded model with its LoRA adapters disabled; full fine-tuning with a KL term is refused
+        there (its frozen copy is swapped in by ``torch.func.functional_call``, which sharded parameters do
+        not allow)."""
+        if "model" in self._modules:
+            return
+        seed = self.hparams.seed
+        mesh = data_parallel_mesh(self._device_mesh)
+        if mesh is None:
+            bundle = self.language_model.create(seed)
+        else:
+            if self.language_model.lora_r == 0 and self.hparams.kl_coef > 0:
+                raise ConfigError(
+                    "a sharded strategy (FSDP) needs LoRA for ARES' KL reference (the disabled adapter); full "
+                    f"fine-tuning's frozen copy cannot run sharded: set language_model.lora_r > 0 or kl_coef 0, got "
+                    f"lora_r 0 and kl_coef {self.hparams.kl_coef}", argument="language_model.lora_r")
+            bundle = self.language_model.create(seed, empty=True)
+            shard_language_model(bundle.model, mesh, self.trainer.strategy.root_device,
+                                 lambda: self.language_model.create(seed).model)
+        if self._trainer is None:  # a notebook's module may have been moved before its build: follow it
+            bundle.model.to(self.device)
+        self._bundle = bundle
+        self.model = bundle.model
+
+    def state_dict(self, *args, **kwargs):
+        """``nn.Module.state_dict``, the model built first (:meth:`configure_model`): its weights are part of it."""
+        self.configure_model()
+        return super().state_dict(*args, **kwargs)
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """``nn.Module.load_state_dict``, the model built first (:meth:`configure_model`) to receive its weights."""
+        self.configure_model()
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
+    @property
+    def bundle(self) -> LanguageModelBundle:
+        """The policy model with its tokenizer (and processor), built on first use (:meth:`configure_model`)."""
+        if self._bundle is None:
+            self.configure_model()
+        return self._bundle
+
+    @bundle.setter
+    def bundle(self, bundle: LanguageModelBundle) -> None:
+        self._bundle = bundle
+
+    @property
+    def model(self) -> torch.nn.Module:
+        """The policy model (a peft model under LoRA), built on first use (:meth:`configure_model`)."""
+        if "model" not in self._modules:
+            self.configure_model()
+        return self._modules["model"]
 
     # ------------------------------------------------------------------ helpers
     @property
@@ -383,12 +457,14 @@ class LitARES(L.LightningModule):
         rollout = {} if rollout is None else rollout
         P = roll["prompt_length"]
         logits = self._forward_logits(roll["input_ids"], roll["attention_mask"], roll["extra"])[:, P - 1 : -1]  # (B, T, V)
-        logprobs = sampled_token_logprobs(logits, roll["completion_ids"])  # (B, T) with grad
-        if not rollout:
-            rollout["entropy"] = token_entropy(logits, hp.entropy_chunk_size)  # (B, T) exact, no grad
+        if not rollout:  # one chunked pass: log-probs (with grad) and the exact entropy (no grad), (B, T) each
+            logprobs, rollout["entropy"] = sampled_token_logprobs_and_entropy(
+                logits, roll["completion_ids"], hp.entropy_chunk_size
+            )
             del logits
             self._prepare_rollout(roll, correct, logprobs.detach(), rollout)
         else:
+            logprobs = sampled_token_logprobs(logits, roll["completion_ids"], hp.entropy_chunk_size)  # (B, T) with grad
             del logits
         loss, stats = aepo_loss(
             logprobs, rollout["old_logprobs"], rollout["advantages"], rollout["loss_mask"], rollout["ref_logprobs"],
@@ -414,7 +490,9 @@ class LitARES(L.LightningModule):
         if hp.kl_coef > 0:
             with self.reference(self.model) as reference:
                 ref_logits = self._forward_logits(roll["input_ids"], roll["attention_mask"], roll["extra"], model=reference)
-                ref_logprobs = sampled_token_logprobs(ref_logits[:, P - 1 : -1], roll["completion_ids"])  # (B, T)
+                ref_logprobs = sampled_token_logprobs(
+                    ref_logits[:, P - 1 : -1], roll["completion_ids"], hp.entropy_chunk_size
+                )  # (B, T)
                 del ref_logits
 
         # entropy signals and difficulty, all before any reward is computed (the authors' ordering bug)
@@ -500,20 +578,21 @@ class LitARES(L.LightningModule):
         hwe_counts = self._hwe(entropy, mask, roll["completion_ids"], update_threshold=False).sum(1).float()  # (B,)
         lengths = mask.sum(1).float()  # (B,)
         levels = batch["level"].to(self.device)  # (B,)
-        n_levels = 6
-        # per level: count, correct, length, hwe (summed here, reduced over ranks at epoch end)
+        # per level: count, correct, length, hwe (reduced over ranks when computed, at epoch end)
         stacked = torch.stack([torch.ones_like(correct), correct, lengths, hwe_counts], dim=1)  # (B, 4)
-        sums = torch.zeros(n_levels, 4, device=self.device).index_add_(0, levels.clamp(0, n_levels - 1), stacked)
-        self._eval_sums[stage] = self._eval_sums.get(stage, torch.zeros_like(sums)) + sums
+        sums = self.eval_sums[stage]
+        sums.update(levels.clamp(0, sums.sums.shape[0] - 1), stacked)
 
     def _eval_epoch_end(self, stage: str) -> None:
-        """Log ``<stage>/acc``, ``length``, ``hwe_count``, overall and per generator level (summed over ranks)."""
-        sums = self._eval_sums.pop(stage, None)
-        if sums is None:
+        """Log ``<stage>/acc``, ``length``, ``hwe_count``, overall and per generator level, and ``<stage>/rows`` (the
+        prompts scored), all over the prompts of every rank."""
+        sums = self.eval_sums[stage].compute().float()  # (6, 4), every rank's rows: identical on every rank
+        self.eval_sums[stage].reset()
+        if sums[:, 0].sum() == 0:
             return
-        sums = self._world_sum(sums)  # (6, 4)
         total = sums.sum(0)
         n = total[0].clamp(min=1)
+        self.log(f"{stage}/rows", total[0], sync_dist=False)  # prompts scored on every rank, each once
         self.log(f"{stage}/acc", total[1] / n, sync_dist=False)
         self.log(f"{stage}/length", total[2] / n, sync_dist=False)
         self.log(f"{stage}/hwe_count", total[3] / n, sync_dist=False)
@@ -523,6 +602,14 @@ class LitARES(L.LightningModule):
                 self.log(f"{stage}/acc_level{level}", sums[level, 1] / c, sync_dist=False)
                 self.log(f"{stage}/length_level{level}", sums[level, 2] / c, sync_dist=False)
                 self.log(f"{stage}/hwe_count_level{level}", sums[level, 3] / c, sync_dist=False)
+
+    def on_validation_start(self) -> None:
+        """Under FSDP, check that every rank runs as many validation batches (each forward is a collective)."""
+        check_same_batch_count(self.model, self.trainer.num_val_batches, "val")
+
+    def on_test_start(self) -> None:
+        """Under FSDP, check that every rank runs as many test batches (each forward is a collective)."""
+        check_same_batch_count(self.model, self.trainer.num_test_batches, "test")
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         """Sample and score one completion per validation prompt."""

@@ -16,6 +16,12 @@ None) over a dict of presets:
 ``LanguageModelSettings`` is the typed group of those choices (model, dtype, LoRA) that ``LitARES`` and
 ``LitColdStartSFT`` take; ``LanguageModelSettings.create(seed)`` builds the bundle with its adapters.
 
+Sharding with FSDP2 (Lightning's ``ModelParallelStrategy``, from a ``Lit*`` module's ``configure_model``):
+``create_language_model(..., empty=True)`` builds on the meta device, ``shard_language_model`` shards it over
+the ranks and fills the shards from rank 0 (no rank but rank 0 ever holds the full weights, and rank 0 on CPU),
+``data_parallel_mesh`` picks the mesh, ``load_full_state_dict`` loads a full state dict into shards and
+``check_same_batch_count`` stops an evaluation whose ranks would run different batch counts (docs/scale-out.md).
+
 Also: ``apply_lora`` (the kit's one peft loader, used by ARES and by recsys's Hugging Face decoders) and
 ``check_lora_arguments``, ``ensure_pad_token``, the chat prompts of a bundle (``chat_messages``,
 ``encode_chat_prompts``, ``vision_token_ids``), ``trigger_token_ids`` (reasoning trigger words to token ids,
@@ -24,6 +30,7 @@ for HWE detection), ``DEFAULT_TRIGGER_WORDS``.
 
 from __future__ import annotations
 
+import contextlib
 import string
 from dataclasses import dataclass
 from typing import Any
@@ -49,6 +56,14 @@ __all__ = [
     "ensure_pad_token",
     "trigger_token_ids",
     "vision_token_ids",
+    # sharding (FSDP2)
+    "check_same_batch_count",
+    "data_parallel_mesh",
+    "hugging_face_model",
+    "is_sharded",
+    "load_full_state_dict",
+    "pretrained_model",
+    "shard_language_model",
 ]
 
 # Words that often open a reasoning step or a change of course. Our own short list (the authors ship a
@@ -147,26 +162,31 @@ def _tiny_text_config(tok, hidden_size: int, num_layers: int, max_positions: int
     )
 
 
-def _seeded_model(model_class, config, tok, seed: int) -> nn.Module:
+def _seeded_model(model_class, config, tok, seed: int, empty: bool = False) -> nn.Module:
     """``model_class(config)`` with weights drawn under ``seed`` (the global RNG left as it was), generating
-    with the tokenizer's pad and EOS ids."""
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        model = model_class(config)
+    with the tokenizer's pad and EOS ids; with ``empty`` its weights are on the meta device (no memory, no draw)."""
+    if empty:
+        with torch.device("meta"):
+            model = model_class(config)
+    else:
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            model = model_class(config)
     model.generation_config.pad_token_id = tok.pad_token_id
     model.generation_config.eos_token_id = tok.eos_token_id
     return model
 
 
-def _tiny_random_lm(hidden_size: int = 64, num_layers: int = 2, seed: int = 0) -> LanguageModelBundle:
+def _tiny_random_lm(hidden_size: int = 64, num_layers: int = 2, seed: int = 0, empty: bool = False) -> LanguageModelBundle:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     tok = char_tokenizer()
     config = LlamaConfig(**_tiny_text_config(tok, hidden_size, num_layers, max_positions=1024), tie_word_embeddings=True)
-    return LanguageModelBundle(_seeded_model(LlamaForCausalLM, config, tok, seed), tok, None)
+    return LanguageModelBundle(_seeded_model(LlamaForCausalLM, config, tok, seed, empty), tok, None)
 
 
-def _tiny_random_qwen2_vl(hidden_size: int = 64, num_layers: int = 2, seed: int = 0) -> LanguageModelBundle:
+def _tiny_random_qwen2_vl(hidden_size: int = 64, num_layers: int = 2, seed: int = 0,
+                          empty: bool = False) -> LanguageModelBundle:
     from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration, Qwen2VLProcessor
     from transformers.models.qwen2_vl.image_processing_qwen2_vl import Qwen2VLImageProcessor
     from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
@@ -191,7 +211,7 @@ def _tiny_random_qwen2_vl(hidden_size: int = 64, num_layers: int = 2, seed: int 
     )
     if head_dim != 16:
         raise ValueError(f"tiny-random-qwen2-vl needs hidden_size 64 (head_dim 16), got {hidden_size}")
-    model = _seeded_model(Qwen2VLForConditionalGeneration, config, tok, seed)
+    model = _seeded_model(Qwen2VLForConditionalGeneration, config, tok, seed, empty)
     # small images: 28 px patches x 2 merge -> a 56x56 image is 4 patches, one merged vision token
     image_processor = Qwen2VLImageProcessor(size={"shortest_edge": 56 * 56, "longest_edge": 112 * 112})
     processor = Qwen2VLProcessor(
@@ -203,15 +223,31 @@ def _tiny_random_qwen2_vl(hidden_size: int = 64, num_layers: int = 2, seed: int 
     return LanguageModelBundle(model, tok, processor)
 
 
-def _smollm2(dtype: torch.dtype = torch.float32) -> LanguageModelBundle:
+def _smollm2(dtype: torch.dtype = torch.float32, empty: bool = False) -> LanguageModelBundle:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from vlkit.models.pretrained import smollm2_dir
 
     path = smollm2_dir()
     tok = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
-    return LanguageModelBundle(model, tok, None)
+    return LanguageModelBundle(pretrained_model(AutoModelForCausalLM, path, dtype, empty), tok, None)
+
+
+def pretrained_model(auto_class, name, dtype: torch.dtype, empty: bool = False) -> nn.Module:
+    """``auto_class.from_pretrained(name, dtype=dtype)``, or with ``empty`` the same architecture on the meta
+    device (``from_config``: no weights read, no memory) with the checkpoint's generation config, which a
+    sharded build fills from rank 0 (:func:`shard_language_model`)."""
+    if not empty:
+        return auto_class.from_pretrained(name, dtype=dtype)
+    from transformers import AutoConfig, GenerationConfig
+
+    with torch.device("meta"):
+        model = auto_class.from_config(AutoConfig.from_pretrained(name), dtype=dtype)
+    try:
+        model.generation_config = GenerationConfig.from_pretrained(name)
+    except OSError:  # no generation_config.json: from_pretrained would derive it from the config, as from_config did
+        pass
+    return model
 
 
 LANGUAGE_MODEL_PRESETS = {
@@ -221,7 +257,7 @@ LANGUAGE_MODEL_PRESETS = {
 }
 
 
-def _from_pretrained(name: str, dtype: torch.dtype) -> LanguageModelBundle:
+def _from_pretrained(name: str, dtype: torch.dtype, empty: bool = False) -> LanguageModelBundle:
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     config = AutoConfig.from_pretrained(name)
@@ -229,20 +265,22 @@ def _from_pretrained(name: str, dtype: torch.dtype) -> LanguageModelBundle:
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
         processor = AutoProcessor.from_pretrained(name)
-        model = AutoModelForImageTextToText.from_pretrained(name, dtype=dtype)
+        model = pretrained_model(AutoModelForImageTextToText, name, dtype, empty)
         return LanguageModelBundle(model, processor.tokenizer, processor)
     return LanguageModelBundle(
-        AutoModelForCausalLM.from_pretrained(name, dtype=dtype), AutoTokenizer.from_pretrained(name), None
+        pretrained_model(AutoModelForCausalLM, name, dtype, empty), AutoTokenizer.from_pretrained(name), None
     )
 
 
-def create_language_model(name: str, dtype: str = "float32", seed: int = 0) -> LanguageModelBundle:
+def create_language_model(name: str, dtype: str = "float32", seed: int = 0, empty: bool = False) -> LanguageModelBundle:
     """Build a preset (``LANGUAGE_MODEL_PRESETS``) or load a Hugging Face id / local directory.
 
     Args:
         name: preset name, HF hub id or local directory.
         dtype: ``"float32"``, ``"bfloat16"`` or ``"float16"`` (pretrained weights only).
         seed: initialisation seed of the random tiny presets.
+        empty: build the architecture on the meta device (no weights read or drawn, no memory), for a sharded
+            build that fills it from rank 0 (:func:`shard_language_model`); the tokenizer and processor are real.
 
     The tokenizer always ends with a pad token and left padding (for batched generation).
     """
@@ -252,13 +290,13 @@ def create_language_model(name: str, dtype: str = "float32", seed: int = 0) -> L
     if dtype not in dtypes:
         raise ValueError(f"dtype must be one of {sorted(dtypes)}, got {dtype!r}")
     if name.startswith("tiny-random"):
-        bundle = LANGUAGE_MODEL_PRESETS[name](seed=seed) if name in LANGUAGE_MODEL_PRESETS else None
+        bundle = LANGUAGE_MODEL_PRESETS[name](seed=seed, empty=empty) if name in LANGUAGE_MODEL_PRESETS else None
         if bundle is None:
             raise ValueError(f"unknown tiny preset {name!r}; presets: {sorted(LANGUAGE_MODEL_PRESETS)}")
     elif name in LANGUAGE_MODEL_PRESETS:
-        bundle = LANGUAGE_MODEL_PRESETS[name](dtype=dtypes[dtype])
+        bundle = LANGUAGE_MODEL_PRESETS[name](dtype=dtypes[dtype], empty=empty)
     else:
-        bundle = _from_pretrained(name, dtypes[dtype])
+        bundle = _from_pretrained(name, dtypes[dtype], empty)
     ensure_pad_token(bundle.tokenizer)
     if bundle.model.generation_config.pad_token_id is None:
         bundle.model.generation_config.pad_token_id = bundle.tokenizer.pad_token_id
@@ -364,12 +402,16 @@ class LanguageModelSettings:
         check_language_model_arguments(self.model_name, self.dtype)
         check_lora_arguments(self.lora_r, self.lora_alpha, self.lora_dropout, self.lora_target_modules)
 
-    def create(self, seed: int = 0) -> LanguageModelBundle:
+    def create(self, seed: int = 0, empty: bool = False) -> LanguageModelBundle:
         """The model (``create_language_model``; ``seed`` initialises the random tiny presets), wrapped in fresh
-        LoRA adapters (``apply_lora``) when ``lora_r > 0``: ``bundle.model`` is then the peft model."""
-        bundle = create_language_model(self.model_name, dtype=self.dtype, seed=seed)
+        LoRA adapters (``apply_lora``) when ``lora_r > 0``: ``bundle.model`` is then the peft model. With ``empty``
+        the weights, adapters included, are on the meta device (see :func:`shard_language_model`)."""
+        bundle = create_language_model(self.model_name, dtype=self.dtype, seed=seed, empty=empty)
         if self.lora_r > 0:
-            bundle.model = apply_lora(bundle.model, self.lora_r, self.lora_alpha, self.lora_dropout, self.lora_target_modules)
+            # an empty build makes its adapters on the meta device too: no memory, and no draw from the RNG
+            with torch.device("meta") if empty else contextlib.nullcontext():
+                bundle.model = apply_lora(bundle.model, self.lora_r, self.lora_alpha, self.lora_dropout,
+                                          self.lora_target_modules)
         return bundle
 
 
@@ -434,3 +476,148 @@ def trigger_token_ids(tokenizer, words: list[str] | tuple[str, ...] = DEFAULT_TR
     if tokenizer.unk_token_id is not None:
         ids.discard(int(tokenizer.unk_token_id))
     return torch.tensor(sorted(ids), dtype=torch.long)
+
+
+# ---------------------------------------------------------------------------------------------------- sharding
+def hugging_face_model(model: nn.Module) -> nn.Module:
+    """The ``transformers`` model inside ``model`` (a peft model's base model; else ``model`` itself)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def is_sharded(model: nn.Module) -> bool:
+    """True when ``model``'s parameters are DTensors (sharded by FSDP2's ``fully_shard``)."""
+    from torch.distributed.tensor import DTensor
+
+    return any(isinstance(p, DTensor) for p in model.parameters())
+
+
+def data_parallel_mesh(device_mesh):
+    """The 1-D mesh FSDP shards over, from Lightning's ``ModelParallelStrategy`` device mesh (its
+    ``"data_parallel"`` dimension), or None without one (a single device, DDP: nothing is sharded).
+
+    Args:
+        device_mesh: ``LightningModule.device_mesh`` (a 2-D ``DeviceMesh`` named ``("data_parallel",
+            "tensor_parallel")``), a 1-D mesh, or None.
+
+    Raises:
+        ConfigError: a tensor-parallel dimension larger than 1 (the kit shards with FSDP only: set the strategy's
+            ``tensor_parallel_size`` to 1 and ``data_parallel_size`` to the number of ranks).
+    """
+    if device_mesh is None:
+        return None
+    names = device_mesh.mesh_dim_names or ()
+    if "tensor_parallel" in names and device_mesh["tensor_parallel"].size() > 1:
+        raise ConfigError(
+            "the kit shards language models with FSDP only: ModelParallelStrategy needs tensor_parallel_size 1 and "
+            f"data_parallel_size = nodes x devices, got tensor_parallel_size {device_mesh['tensor_parallel'].size()}",
+            argument="trainer.strategy.init_args.tensor_parallel_size",
+        )
+    return device_mesh["data_parallel"] if "data_parallel" in names else device_mesh
+
+
+def shard_language_model(model: nn.Module, mesh, device: torch.device | str, full_model) -> nn.Module:
+    """Shard a language model built on the meta device over ``mesh`` with FSDP2, so that no rank but rank 0
+    ever holds its full weights, and rank 0 only on CPU, before sharding.
+
+    Steps (the recipe of torchtitan and torchtune; every rank calls this):
+
+    1. ``fully_shard`` each transformer block (the classes the Hugging Face model lists in
+       ``_no_split_modules``: decoder layers, vision blocks), then the Hugging Face model itself (embeddings,
+       final norm and head, tied weights in one group). The Hugging Face model, not a peft wrapper, is the root:
+       ``generate`` calls its forward directly. Each parameter becomes a DTensor split along dim 0 over the ranks;
+    2. ``to_empty(device)``: each rank allocates its own shards only;
+    3. rank 0 builds the full model on CPU (``full_model()``, the same build without ``empty``: pretrained
+       weights are read from disk once, by rank 0) and its state dict is broadcast into the shards
+       (``torch.distributed.checkpoint.state_dict.set_model_state_dict`` with ``full_state_dict=True,
+       broadcast_from_rank0=True``: each rank keeps its slice); the buffers, also the non-persistent ones that
+       a state dict leaves out (rotary frequencies), are broadcast from rank 0 too;
+    4. every rank takes rank 0's CPU random state, which rank 0's build advanced (LoRA draws its A matrices
+       from it): the run then samples as a one-process run does after the same build;
+    5. the Hugging Face model is marked FSDP-managed (``_is_fsdp_managed_module``, ``transformers``' flag), so
+       ``generate`` runs with ``synced_gpus``: a rank whose sequences are done keeps stepping until every
+       rank's are, since each forward is a collective.
+
+    Args:
+        model: the model from ``create_language_model(..., empty=True)`` / ``LanguageModelSettings.create(seed,
+            empty=True)`` (peft adapters included), every weight on the meta device.
+        mesh: a 1-D ``DeviceMesh`` over the ranks that share the weights (Lightning's
+            ``ModelParallelStrategy``: ``device_mesh["data_parallel"]``).
+        device: this rank's device (Lightning's ``strategy.root_device``).
+        full_model: called on rank 0 only: returns the same model with its real weights (``create(seed)``).
+
+    Returns:
+        ``model``, sharded and filled.
+    """
+    import torch.distributed as dist
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+    from torch.distributed.fsdp import fully_shard
+
+    if mesh.ndim != 1:
+        raise ConfigError(f"mesh must be 1-D (the data-parallel ranks), got {mesh.ndim} dimensions", argument="mesh")
+    hf_model = hugging_face_model(model)
+    blocks = set(getattr(hf_model, "_no_split_modules", None) or [])
+    if not blocks:
+        raise ConfigError(f"the model {type(hf_model).__name__} names no transformer block (_no_split_modules) to "
+                          f"shard", argument="model_name")
+    for module in hf_model.modules():
+        if type(module).__name__ in blocks:
+            fully_shard(module, mesh=mesh)
+    fully_shard(hf_model, mesh=mesh)
+    model.to_empty(device=device)
+    rank0 = dist.get_rank() == 0
+    full_state, full_buffers = {}, {}
+    if rank0:
+        with torch.device("cpu"):
+            full = full_model()
+        full_state, full_buffers = full.state_dict(), dict(full.named_buffers())
+    set_model_state_dict(model, full_state, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
+    with torch.no_grad():
+        for name, buffer in model.named_buffers():
+            if rank0:
+                buffer.copy_(full_buffers[name])
+            dist.broadcast(buffer, src=0)
+    del full_state, full_buffers
+    rng = torch.get_rng_state().to(device)  # on the device: NCCL broadcasts device tensors only
+    dist.broadcast(rng, src=0)
+    torch.set_rng_state(rng.cpu())
+    hf_model._is_fsdp_managed_module = True
+    return model
+
+
+def load_full_state_dict(module: nn.Module, state_dict: dict[str, Tensor], strict: bool = True):
+    """``module.load_state_dict(state_dict, strict)`` for a full (unsharded) state dict, also when ``module``'s
+    parameters are FSDP2-sharded: each rank then copies its own slice of every tensor
+    (``set_model_state_dict`` with ``full_state_dict=True``; every rank passes the full state dict, read on CPU).
+
+    Returns:
+        the missing and unexpected keys (``missing_keys``, ``unexpected_keys``), as ``load_state_dict`` does.
+    """
+    if not is_sharded(module):
+        return module.load_state_dict(state_dict, strict=strict)
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+    return set_model_state_dict(module, state_dict, options=StateDictOptions(full_state_dict=True, strict=strict))
+
+
+def check_same_batch_count(model: nn.Module, num_batches, stage: str) -> None:
+    """Under FSDP each forward is a collective, so every rank must run as many evaluation batches as the others,
+    or those with more wait forever for the rest; raise a ConfigError on every rank instead (the kit's
+    evaluation samplers do not pad, so a shard may be one row short). A no-op for a model that is not sharded.
+
+    Args:
+        model: the model that runs the evaluation.
+        num_batches: this rank's batch count (an int, or Lightning's list of counts per dataloader).
+        stage: ``"val"`` or ``"test"``, for the message.
+    """
+    if not is_sharded(model):
+        return
+    import torch.distributed as dist
+
+    total = int(sum(num_batches)) if isinstance(num_batches, (list, tuple)) else int(num_batches)
+    counts: list = [None] * dist.get_world_size()
+    dist.all_gather_object(counts, total)
+    if len(set(counts)) > 1:
+        raise ConfigError(
+            f"under FSDP every rank must run the same number of {stage} batches (each forward is a collective), got "
+            f"{counts} batches per rank: make the {stage} rows a multiple of ranks x evaluation batch size",
+            argument=f"{stage}_size")
