@@ -17,6 +17,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
 from vlkit.cache import cache_root
+from vlkit.data.sharding import evaluation_sampler
 from vlkit.errors import ConfigError, check_dir, check_int
 
 __all__ = ["DATASET_TYPE_WORDS", "TaskFeatures", "check_task_dataset", "check_task_settings", "load_task_features",
@@ -87,7 +88,7 @@ def load_task_features(
     from vlkit.data.fewshot import build_dataset, sample_few_shot, sample_subset
 
     check_task_settings(dataset, shots, seed, heldout_size, test_size, batch_size)
-    kwargs = dict(batch_size=batch_size, cache_dir=cache_dir, device=device, progress=False)
+    kwargs = dict(batch_size=batch_size, cache_dir=cache_dir, device=device, progress=True)  # a bar per cache miss
     train = build_dataset(dataset, "train")
     train_labels = torch.as_tensor(train.labels) if hasattr(train, "labels") else torch.tensor([y for _, y in train])
     shot_indices = sample_few_shot(train_labels, shots, seed)  # (C*K,)
@@ -214,9 +215,10 @@ class ProAPODataModule(L.LightningDataModule):
         return {"features": task.shot_features, "label": task.shot_labels}
 
     def _loader(self, features: Tensor, labels: Tensor, batch_size: int) -> DataLoader:
-        # private generator: iterating must not shift the global RNG
-        return DataLoader(TensorDataset(features, labels), batch_size=batch_size, collate_fn=_feature_collate,
-                          generator=torch.Generator())
+        # private generator: iterating must not shift the global RNG; under several ranks each row once
+        rows = TensorDataset(features, labels)
+        return DataLoader(rows, batch_size=batch_size, collate_fn=_feature_collate, generator=torch.Generator(),
+                          sampler=evaluation_sampler(rows))
 
     def train_dataloader(self) -> DataLoader:
         """One batch per epoch: all shots (see the class docstring)."""

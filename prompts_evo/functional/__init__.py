@@ -7,6 +7,7 @@ from prompts_evo.functional.fitness import (
     interclass_similarity,
     per_candidate_cross_entropy,
     population_logits,
+    selected_entry_sums,
     topk_accuracy,
 )
 from prompts_evo.functional.operators import (
@@ -27,6 +28,7 @@ __all__ = [
     "interclass_similarity",
     "per_candidate_cross_entropy",
     "population_logits",
+    "selected_entry_sums",
     "topk_accuracy",
     "add_entry",
     "candidate_keys",

@@ -34,6 +34,7 @@ from vlkit.errors import ConfigError, check_int, check_number, check_positive
 __all__ = [
     "FitnessTerms",
     "class_embeddings_from_masks",
+    "selected_entry_sums",
     "population_logits",
     "topk_accuracy",
     "interclass_similarity",
@@ -76,6 +77,77 @@ def class_embeddings_from_masks(pool: Tensor, masks: Tensor) -> Tensor:
     weights = masks.to(pool.dtype).expand(-1, pool.shape[0], -1)  # (P, C, M)
     sums = torch.einsum("pcm,cmd->pcd", weights, pool)  # (P, C, D)
     return F.normalize(sums, dim=-1)
+
+
+def selected_entry_sums(
+    entries: Tensor, masks: Tensor, parent_masks: Tensor | None = None, parent_sums: Tensor | None = None
+) -> Tensor:
+    """Per-class sums of the selected entries' embeddings, read from per-entry cached embeddings.
+
+    The template stage's class embeddings are ``normalise(sum of the selected templates' embeddings)``
+    (:func:`class_embeddings_from_masks`); this computes the sums by gathering only the selected entries
+    (cost: selected entries x C x D, not the whole library's M x C x D per candidate). A candidate close to
+    a parent (fewer edits than selected entries: the add / remove / replace children of an elite) starts
+    from the parent's sum and adds the entries it gained and subtracts the ones it lost, instead of summing
+    its entries again.
+
+    Entries are accumulated one at a time in ascending index order (a candidate from scratch: ``0 + e_a +
+    e_b + ...``), in rounds over candidates, so the result does not depend on the device (no atomic adds).
+    A single selected entry gives exactly its embedding. The sums equal the dense product up to float
+    rounding (a few ulp); normalise them with ``F.normalize(sums, dim=-1)`` as
+    :func:`class_embeddings_from_masks` does.
+
+    Args:
+        entries: (M, C, D) per-entry embeddings, entry-major: ``entries[m, c]`` is template m filled with
+            class c (normalised).
+        masks: (P, M) bool, the entries each candidate selects (one task-level template set per row).
+        parent_masks: (K, M) bool, candidates whose sums are known (the elites the children were made
+            from), or None to sum every candidate from scratch.
+        parent_sums: (K, C, D), the sums of ``parent_masks`` (as this function returns them).
+
+    Returns:
+        (P, C, D) sums of the selected entries (zero for a candidate selecting nothing).
+    """
+    if entries.dim() != 3:
+        raise ConfigError(f"entries must be (M, C, D), got shape {tuple(entries.shape)}", argument="entries")
+    if masks.dim() != 2 or masks.shape[1] != entries.shape[0]:
+        raise ConfigError(f"masks must be (P, M) with M={entries.shape[0]}, got {tuple(masks.shape)}", argument="masks")
+    masks = masks.to(entries.device, torch.bool)
+    num, (_, classes, dim) = masks.shape[0], entries.shape
+    sums = entries.new_zeros(num, classes, dim)  # (P, C, D)
+    plus, minus = masks, None
+    if parent_masks is not None:
+        if parent_sums is None or parent_masks.dim() != 2 or parent_masks.shape[1] != entries.shape[0] \
+                or parent_sums.shape != (parent_masks.shape[0], classes, dim):
+            raise ConfigError(f"parent_masks must be (K, M={entries.shape[0]}) with parent_sums (K, C={classes}, D={dim}); got "
+                              f"{tuple(parent_masks.shape)} and {None if parent_sums is None else tuple(parent_sums.shape)}",
+                              argument="parent_masks")
+        parent_masks = parent_masks.to(entries.device, torch.bool)
+        edits = (masks.unsqueeze(1) != parent_masks.unsqueeze(0)).sum(-1)  # (P, K) entries that differ
+        distance, nearest = edits.min(1)  # (P,), (P,) nearest parent (the first one on ties)
+        incremental = distance < masks.sum(-1)  # (P,) fewer edits than entries: start from the parent
+        parents = parent_masks[nearest] & incremental.unsqueeze(1)  # (P, M), empty for rows summed from scratch
+        sums[incremental] = parent_sums[nearest[incremental]].to(sums.dtype)
+        plus, minus = masks & ~parents, parents & ~masks  # (P, M) entries gained / lost
+    _accumulate(sums, entries, plus, 1.0)
+    if minus is not None:
+        _accumulate(sums, entries, minus, -1.0)
+    return sums
+
+
+def _accumulate(sums: Tensor, entries: Tensor, selected: Tensor, sign: float) -> None:
+    """sums[p] += sign * entries[m] for every True (p, m), in ascending m per row; round j handles each
+    row's j-th entry, so the rows of one round are distinct (a plain indexed add, no atomics)."""
+    rows, cols = selected.nonzero(as_tuple=True)  # row-major: ascending m within each row
+    if rows.numel() == 0:
+        return
+    counts = selected.sum(-1)  # (P,)
+    starts = torch.cumsum(counts, 0) - counts  # (P,) position of each row's first entry
+    rank = torch.arange(rows.numel(), device=rows.device) - starts[rows]  # (nnz,) j of each entry in its row
+    for j in range(int(counts.max())):
+        pick = rank == j  # (nnz,)
+        r, c = rows[pick], cols[pick]  # distinct rows
+        sums[r] = sums[r] + entries[c] if sign > 0 else sums[r] - entries[c]  # (R, C, D)
 
 
 def population_logits(features: Tensor, class_embeddings: Tensor, logit_scale: float = 100.0) -> Tensor:

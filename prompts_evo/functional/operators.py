@@ -9,7 +9,9 @@ search uses one slot per class (the descriptions chosen for that class). ``valid
 entries exist (classes have different numbers of descriptions) and ``editable (S,)`` which slots an
 operator may change (the classes of the current group). Every operator keeps each slot non-empty.
 
-All randomness comes from the ``torch.Generator`` passed in: same generator state, same output.
+All randomness comes from the ``torch.Generator`` passed in: same generator state, same output. Each
+operator draws all its variants with one call per random choice (a batch of ``num_variants`` rows), so a
+generation costs a handful of tensor operations rather than a Python loop of per-variant draws.
 Pure tensor functions: no I/O, no state.
 """
 
@@ -42,9 +44,13 @@ def _check(candidate: Tensor, valid: Tensor, editable: Tensor) -> None:
         )
 
 
-def _uniform_index(mask: Tensor, generator: torch.Generator | None) -> int:
-    """Index of one True entry of a 1-d bool mask, uniformly at random."""
-    return int(torch.multinomial(mask.float(), 1, generator=generator).item())
+def _uniform_choices(masks: Tensor, generator: torch.Generator | None) -> Tensor:
+    """One True entry per row of ``masks`` (R, M), uniformly at random and independently per row: (R,).
+
+    The argmax of i.i.d. uniform scores over a row's True entries is uniform among them; every row must
+    hold at least one True entry."""
+    scores = torch.rand(masks.shape, generator=generator, device=masks.device)  # (R, M)
+    return scores.masked_fill(~masks, -1.0).argmax(-1)  # (R,)
 
 
 def _edit(candidate, valid, editable, num_variants, generator, slot_ok, apply) -> Tensor:
@@ -52,13 +58,13 @@ def _edit(candidate, valid, editable, num_variants, generator, slot_ok, apply) -
     ok = editable & slot_ok  # (S,)
     if num_variants <= 0 or not bool(ok.any()):
         return candidate.new_zeros((0, *candidate.shape))
-    variants = []
-    for _ in range(num_variants):
-        child = candidate.clone()
-        slot = _uniform_index(ok, generator)
-        apply(child[slot], valid[slot], generator)
-        variants.append(child)
-    return torch.stack(variants)  # (n, S, M)
+    slots = _uniform_choices(ok.expand(num_variants, -1), generator)  # (n,) the slot each variant edits
+    variants = candidate.unsqueeze(0).repeat(num_variants, 1, 1)  # (n, S, M)
+    rows = torch.arange(num_variants, device=candidate.device)  # (n,)
+    edited = variants[rows, slots]  # (n, M) a copy of each variant's edited slot
+    apply(edited, valid[slots], generator)  # edits the (n, M) rows in place
+    variants[rows, slots] = edited
+    return variants  # (n, S, M)
 
 
 def add_entry(candidate: Tensor, valid: Tensor, editable: Tensor, num_variants: int, generator=None) -> Tensor:
@@ -66,8 +72,8 @@ def add_entry(candidate: Tensor, valid: Tensor, editable: Tensor, num_variants: 
     random editable slot. Returns (n, S, M); n = 0 when no slot can grow."""
     _check(candidate, valid, editable)
 
-    def apply(row, valid_row, gen):
-        row[_uniform_index(valid_row & ~row, gen)] = True
+    def apply(rows, valid_rows, gen):  # (n, M), (n, M)
+        rows[torch.arange(rows.shape[0], device=rows.device), _uniform_choices(valid_rows & ~rows, gen)] = True
 
     slot_ok = (valid & ~candidate).any(-1)  # (S,)
     return _edit(candidate, valid, editable, num_variants, generator, slot_ok, apply)
@@ -80,8 +86,8 @@ def remove_entry(candidate: Tensor, valid: Tensor, editable: Tensor, num_variant
     shrunk; when no editable slot holds three or more, no variant is made: (0, S, M)."""
     _check(candidate, valid, editable)
 
-    def apply(row, valid_row, gen):
-        row[_uniform_index(row, gen)] = False
+    def apply(rows, valid_rows, gen):  # (n, M), (n, M)
+        rows[torch.arange(rows.shape[0], device=rows.device), _uniform_choices(rows, gen)] = False
 
     slot_ok = candidate.sum(-1) > 2  # (S,)
     return _edit(candidate, valid, editable, num_variants, generator, slot_ok, apply)
@@ -91,11 +97,12 @@ def replace_entry(candidate: Tensor, valid: Tensor, editable: Tensor, num_varian
     """Copies with one selected entry of a random editable slot swapped for an unselected valid one."""
     _check(candidate, valid, editable)
 
-    def apply(row, valid_row, gen):
-        out = _uniform_index(row, gen)
-        into = _uniform_index(valid_row & ~row, gen)
-        row[out] = False
-        row[into] = True
+    def apply(rows, valid_rows, gen):  # (n, M), (n, M)
+        out = _uniform_choices(rows, gen)  # (n,)
+        into = _uniform_choices(valid_rows & ~rows, gen)  # (n,)
+        index = torch.arange(rows.shape[0], device=rows.device)
+        rows[index, out] = False
+        rows[index, into] = True
 
     slot_ok = candidate.any(-1) & (valid & ~candidate).any(-1)  # (S,)
     return _edit(candidate, valid, editable, num_variants, generator, slot_ok, apply)
@@ -121,12 +128,12 @@ def mutate(base: Tensor, valid: Tensor, editable: Tensor, num_variants: int, siz
     (the authors draw 2 + epoch templates); non-editable slots are copied from ``base``. (n, S, M)."""
     _check(base, valid, editable)
     check_int("size", int(size) if isinstance(size, Tensor) else size, low=1)
-    out = []
-    sizes = torch.full((base.shape[0],), int(size), dtype=torch.long, device=base.device)
-    for _ in range(max(0, num_variants)):
-        fresh = random_subsets(valid, sizes, generator)
-        out.append(torch.where(editable.unsqueeze(-1), fresh, base))
-    return torch.stack(out) if out else base.new_zeros((0, *base.shape))
+    num, (slots, width) = max(0, num_variants), base.shape
+    if num == 0:
+        return base.new_zeros((0, *base.shape))
+    sizes = torch.full((num * slots,), int(size), dtype=torch.long, device=base.device)  # (n*S,)
+    fresh = random_subsets(valid.repeat(num, 1), sizes, generator).view(num, slots, width)  # (n, S, M)
+    return torch.where(editable.view(1, slots, 1), fresh, base.unsqueeze(0))  # (n, S, M)
 
 
 def crossover(parents: Tensor, editable: Tensor, num_children: int, generator=None) -> Tensor:
@@ -136,8 +143,9 @@ def crossover(parents: Tensor, editable: Tensor, num_children: int, generator=No
     entry held by some but not all parents is *differing*, with weight h = the number of parents holding
     it. Each child draws a size k uniformly from {1, ..., D} (D = number of differing entries) and then k
     differing entries without replacement, each draw proportional to h among those not drawn yet (numpy's
-    ``choice(p=h/sum(h), replace=False)``; ``torch.multinomial`` without replacement samples the same
-    way). The child is the common entries plus those k. With D = 0 (identical parents) the child is the
+    ``choice(p=h/sum(h), replace=False)``). All children are drawn at once: the k smallest of E_i / h_i
+    (E_i ~ Exp(1) i.i.d.) are such a weighted draw without replacement (Efraimidis and Spirakis, 2006; the
+    exponential race ``torch.multinomial`` uses too). The child is the common entries plus those k. With D = 0 (identical parents) the child is the
     common set. The authors add 1e-4 to every weight (a guard for non-positive scores); with integer
     h >= 1 that changes no probability by more than 1e-4 and is left out. Non-editable slots come from
     ``parents[0]`` (the best); a slot that would still be empty (only when parents hold nothing there) gets
@@ -148,24 +156,24 @@ def crossover(parents: Tensor, editable: Tensor, num_children: int, generator=No
     common = parents.all(0)  # (S, M)
     holders = parents.sum(0)  # (S, M) number of parents holding each entry
     differing = (holders > 0) & ~common  # (S, M)
-    best_entry = holders.argmax(-1, keepdim=True)  # (S, 1)
-    slots = editable.nonzero().flatten().tolist()
-    children = []
-    for _ in range(max(0, num_children)):
-        child = parents[0].clone()  # (S, M): non-editable slots stay the best parent's
-        for slot in slots:
-            row = common[slot].clone()  # (M,)
-            pool = differing[slot].nonzero().flatten()  # (D,) entry indices
-            if pool.numel() > 0:
-                k = int(torch.randint(1, pool.numel() + 1, (1,), generator=generator).item())  # k ~ U{1..D}
-                weights = holders[slot, pool].float()  # (D,)
-                picked = torch.multinomial(weights, k, replacement=False, generator=generator)  # (k,)
-                row[pool[picked]] = True
-            if not row.any():
-                row[best_entry[slot]] = True
-            child[slot] = row
-        children.append(child)
-    return torch.stack(children) if children else parents.new_zeros((0, *parents.shape[1:]))
+    best_entry = holders.argmax(-1)  # (S,)
+    num = max(0, num_children)
+    if num == 0:
+        return parents.new_zeros((0, *parents.shape[1:]))
+    children = parents[0].unsqueeze(0).repeat(num, 1, 1)  # (n, S, M): non-editable slots stay the best parent's
+    for slot in editable.nonzero().flatten().tolist():
+        rows = common[slot].unsqueeze(0).repeat(num, 1)  # (n, M)
+        pool = differing[slot].nonzero().flatten()  # (D,) entry indices
+        if pool.numel() > 0:
+            k = torch.randint(1, pool.numel() + 1, (num,), generator=generator, device=parents.device)  # (n,) k ~ U{1..D}
+            weights = holders[slot, pool].float()  # (D,)
+            race = torch.empty(num, pool.numel(), device=parents.device).exponential_(generator=generator) / weights  # (n, D)
+            rank = race.argsort(-1).argsort(-1)  # (n, D) position of each entry in the race
+            rows[:, pool] = rows[:, pool] | (rank < k.unsqueeze(-1))  # (n, D) the k first
+        empty = ~rows.any(-1)  # (n,) only when the parents hold nothing in this slot
+        rows[empty, best_entry[slot]] = True
+        children[:, slot] = rows
+    return children  # (n, S, M)
 
 
 def select_top_k(fitness: Tensor, k: int) -> Tensor:
@@ -182,9 +190,11 @@ def select_top_k(fitness: Tensor, k: int) -> Tensor:
 
 def candidate_keys(candidates: Tensor) -> list[bytes]:
     """Hashable key per candidate (P, S, M) -> P byte strings (bit-packed selection), for de-duplication."""
-    flat = candidates.detach().to("cpu", torch.uint8).reshape(candidates.shape[0], -1)  # (P, S*M)
+    flat = candidates.detach().to("cpu", torch.uint8).flatten(1)  # (P, S*M)
     pad = (-flat.shape[1]) % 8
-    flat = torch.nn.functional.pad(flat, (0, pad)).view(flat.shape[0], -1, 8)  # (P, bytes, 8)
+    if pad:
+        flat = torch.nn.functional.pad(flat, (0, pad))  # (P, S*M rounded up to bytes)
+    flat = flat.view(flat.shape[0], flat.shape[1] // 8, 8)  # (P, bytes, 8)
     weights = torch.tensor([128, 64, 32, 16, 8, 4, 2, 1], dtype=torch.uint8)
-    packed = (flat * weights).sum(-1).to(torch.uint8)  # (P, bytes)
-    return [bytes(row.tolist()) for row in packed]
+    packed = (flat * weights).sum(-1, dtype=torch.uint8).numpy()  # (P, bytes): first entry in the high bit
+    return [row.tobytes() for row in packed]

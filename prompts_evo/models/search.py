@@ -36,9 +36,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
-from prompts_evo.functional.fitness import FitnessTerms, class_embeddings_from_masks, fitness_scores
+from prompts_evo.functional.fitness import FitnessTerms, class_embeddings_from_masks, fitness_scores, selected_entry_sums
 from prompts_evo.functional.grouping import group_classes, group_limits
 from prompts_evo.functional.operators import (
     add_entry,
@@ -89,7 +90,8 @@ class SearchSettings:
         outer_loops: passes over the groups (authors: 1 to 3).
         max_groups: groups searched per pass (authors: 1 to 4); groups are revisited in order if fewer exist.
         max_templates: keep the fittest this many templates after pruning (0 keeps all; authors 0/32/64/256).
-        max_retries: attempts per operator to find an unseen candidate (authors: 64).
+        max_retries: extra candidates an operator draws to find unseen ones: ``n + max_retries`` attempts
+            for n wanted (authors: 64).
         prune_templates: drop templates 200/C + 0.1 points below the baseline (authors' pruning).
         sample_initial_descriptions: pick the stage-2 start among 34 sampled subsets (else "all").
         top1_weight: a1, the weight of Acc@1 on the shots in the fitness (see
@@ -269,6 +271,7 @@ class ProAPOSearch:
         self.history: list[dict] = []
         self.num_fitness_evaluations = 0
         self._pool: Tensor | None = None  # (C, M, D) of the current stage
+        self._entries: Tensor | None = None  # (M, C, D) stage 1: the pool entry-major, read per template
         self._valid: Tensor | None = None  # (S, M)
 
     # ------------------------------------------------------------------ planning
@@ -283,13 +286,26 @@ class ProAPOSearch:
         return self.stage == "done"
 
     # ------------------------------------------------------------------ fitness
-    def _score(self, masks: Tensor) -> FitnessTerms:
-        """(P, S, M) candidates of the current stage -> fitness terms (one batched product)."""
+    def _score(self, masks: Tensor, parents: Tensor | None = None) -> FitnessTerms:
+        """(P, S, M) candidates of the current stage -> fitness terms (one batched product).
+
+        Stage 1 reads each candidate's templates from the per-template embeddings (``_entries``) and,
+        with ``parents`` (K, 1, M) (the elites the candidates were made from), builds a child one edit
+        away from its parent from the parent's sum (:func:`selected_entry_sums`)."""
         pool = self._pool
         weights = self.stage2_weights if self.stage == "descriptions" else self.weights
+        stage1 = self.stage == "templates" and self._entries is not None
+        parent_masks = parent_sums = None
+        if stage1 and parents is not None:
+            parent_masks = parents[:, 0].to(pool.device)  # (K, M)
+            parent_sums = selected_entry_sums(self._entries, parent_masks)  # (K, C, D), fresh: no drift, resumes exactly
         chunks = []
         for start in range(0, masks.shape[0], 256):  # bounds the (P, N, C) logits for big populations
-            emb = class_embeddings_from_masks(pool, masks[start : start + 256].to(pool.device))  # (p, C, D)
+            chunk = masks[start : start + 256].to(pool.device)  # (p, S, M)
+            if stage1:
+                emb = F.normalize(selected_entry_sums(self._entries, chunk[:, 0], parent_masks, parent_sums), dim=-1)  # (p, C, D)
+            else:
+                emb = class_embeddings_from_masks(pool, chunk)  # (p, C, D)
             chunks.append(fitness_scores(self.features, self.labels, emb, self.logit_scale, **weights))
         self.num_fitness_evaluations += masks.shape[0]
         return FitnessTerms(*(torch.cat([getattr(c, name) for c in chunks]) for name in FitnessTerms._fields))
@@ -308,6 +324,7 @@ class ProAPOSearch:
     def _start_templates(self) -> dict:
         indices = list(range(len(self.library)))
         self._pool = self._template_pool(indices)
+        self._entries = self._pool.transpose(0, 1).contiguous()  # (M, C, D)
         num = len(indices)
         singles = torch.eye(num, dtype=torch.bool).unsqueeze(1)  # (M, 1, M): each template alone
         terms = self._score(singles)
@@ -327,6 +344,7 @@ class ProAPOSearch:
             kept = sorted(kept + extra[: self.settings.top_k - len(kept)])
         self.kept_templates = kept
         self._pool = self._pool[:, kept]  # (C, M', D)
+        self._entries = self._entries[kept]  # (M', C, D)
         self._valid = torch.ones(1, len(kept), dtype=torch.bool)
         # initial population: top_k random single templates (the authors' ``sample_manual``)
         picks = torch.randperm(len(kept), generator=self.generator)[: self.settings.top_k]
@@ -360,6 +378,7 @@ class ProAPOSearch:
         best = self.elites[0, 0]  # (M',) stage-1 winner
         self.chosen_templates = [self.kept_templates[i] for i in torch.nonzero(best).flatten().tolist()]
         self._pool, self._valid = self._description_pool(self.chosen_templates)
+        self._entries = None  # stage 2 selects per class: the dense (C, M, D) pool
         valid = self._valid
         counts = valid.sum(-1)  # (C,)
         # prompt sampling: all, names only, 16 per-class random sizes, 16 shared sizes
@@ -424,19 +443,20 @@ class ProAPOSearch:
         self.elite_top1 = terms.top1.cpu()
 
     def _unseen(self, make, count: int) -> list[Tensor]:
-        """Up to ``count`` candidates from ``make(n)`` never evaluated before, retrying up to max_retries."""
-        found: list[Tensor] = []
-        attempts = 0
-        while len(found) < count and attempts < self.settings.max_retries:
-            batch = make(count - len(found))
-            attempts += 1
-            if batch.shape[0] == 0:
-                break
-            for cand, key in zip(batch, candidate_keys(batch)):
-                if key not in self.seen:
-                    self.seen.add(key)
-                    found.append(cand)
-        return found
+        """Up to ``count`` candidates never evaluated before, among ``count + max_retries`` drawn at once by
+        ``make(n)``: the first unseen ones in draw order (the authors' ``range(num + 64)`` attempts, one
+        candidate each, stopping at ``num`` new ones)."""
+        if count <= 0:
+            return []
+        batch = make(count + self.settings.max_retries)  # (n, S, M)
+        found: list[int] = []
+        for index, key in enumerate(candidate_keys(batch)):
+            if key not in self.seen:
+                self.seen.add(key)
+                found.append(index)
+                if len(found) == count:
+                    break
+        return list(batch[found].unbind(0)) if found else []
 
     def _generation(self, editable: Tensor, mutations: int, mutation_size: int) -> dict:
         valid, gen = self._valid, self.generator
@@ -449,7 +469,7 @@ class ProAPOSearch:
         children += self._unseen(lambda n: crossover(self.elites, editable, n, gen), self.settings.crossovers)
         if children:
             batch = torch.stack(children)  # (P, S, M)
-            terms = self._score(batch)
+            terms = self._score(batch, parents=self.elites)
             population = torch.cat([self.elites, batch])
             fitness = torch.cat([self.elite_fitness, terms.fitness.cpu()])
             top1 = torch.cat([self.elite_top1, terms.top1.cpu()])
@@ -518,10 +538,17 @@ class ProAPOSearch:
         self.stage = "descriptions"
         self.stage_generation = 0
 
-    def run(self) -> SearchResult:
-        """Run every remaining generation and return the result."""
-        while not self.done:
-            self.step()
+    def run(self, progress: bool = True) -> SearchResult:
+        """Run every remaining generation and return the result; ``progress`` shows a bar of generations
+        with the best fitness so far (tqdm; a demo's ``gr.Progress(track_tqdm=True)`` streams it)."""
+        from tqdm.auto import tqdm
+
+        total = self.settings.template_generations + self._stage2_generations
+        with tqdm(total=total, initial=self.generation, desc="ProAPO generations", disable=not progress, leave=False) as bar:
+            while not self.done:
+                record = self.step()
+                bar.update(1)
+                bar.set_postfix(best_fitness=f"{record['best_fitness']:.3f}")
         return self.result()
 
     # ------------------------------------------------------------------ results
@@ -588,6 +615,7 @@ class ProAPOSearch:
             self._pool, self._valid = self._description_pool(self.chosen_templates)
         elif self.kept_templates is not None:
             self._pool = self._template_pool(self.kept_templates)
+            self._entries = self._pool.transpose(0, 1).contiguous()  # (M', C, D)
             self._valid = torch.ones(1, len(self.kept_templates), dtype=torch.bool)
 
 
