@@ -9,7 +9,7 @@ export TRANSFORMERS_OFFLINE := 1
 export GRADIO_ANALYTICS_ENABLED := False
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup quickstart test test-slow bench clean
+.PHONY: setup quickstart test test-slow bench demo-assets clean
 
 $(STAMP): pyproject.toml scripts/setup.sh
 	bash scripts/setup.sh $(PY) $(VENV)
@@ -25,6 +25,10 @@ test: $(STAMP)
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow
+
+# the trained models the demo shows by default (MiniOneRec on Amazon Industrial, SmolLM2): ~10 min on 2 CPU cores, once
+demo-assets: $(STAMP)
+	$(BIN)/python scripts/demo_assets.py
 
 bench: $(STAMP)
 	for f in bench/*.py; do $(BIN)/python $$f --quick || exit 1; done

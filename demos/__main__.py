@@ -18,7 +18,11 @@ def main(argv: list[str] | None = None, prog: str = "python -m demos") -> None:
     parser.add_argument("--tabs", nargs="+", default=None, help="subset of tabs: tfup proapo repri minionerec ares")
     parser.add_argument("--tfup-backbone", default="offline-lite0-minilm")
     parser.add_argument("--tfup-subset-size", type=int, default=1000)
-    parser.add_argument("--minionerec-checkpoint", default=None)
+    parser.add_argument("--minionerec-checkpoint", default=None,
+                        help="a LitMiniOneRec checkpoint for the MiniOneRec tab (default: the trained recommender that "
+                             "`make demo-assets` built on Amazon Industrial)")
+    parser.add_argument("--minionerec-untrained", action="store_true",
+                        help="show an untrained tiny MiniOneRec on synthetic data instead (labelled 'untrained')")
     parser.add_argument("--concurrency-limit", type=int, default=2)
     parser.add_argument("--checkpoint-dir", default=None,
                         help="folder whose *.ckpt files visitors may pick by name (default: none can be loaded)")
@@ -42,6 +46,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m demos") -> None:
     launch(
         host=ns.host, port=ns.port, max_file_size=ns.max_file_size, tabs=ns.tabs, tfup_backbone=ns.tfup_backbone,
         tfup_subset_size=ns.tfup_subset_size, minionerec_checkpoint=ns.minionerec_checkpoint,
+        minionerec_untrained=ns.minionerec_untrained,
         concurrency_limit=ns.concurrency_limit, checkpoint_dir=ns.checkpoint_dir,
         auth=None if ns.no_auth else ns.auth, no_auth=ns.no_auth,
     )

@@ -61,6 +61,8 @@ def build_app(
     cache_dir: str | None = None,
     minionerec_checkpoint: str | None = None,
     minionerec_dataset: str | None = None,
+    minionerec_untrained: bool = False,
+    assets_dir: str | None = None,
     concurrency_limit: int = 2,
     max_queue_size: int = 64,
     checkpoint_dir: str | None = None,
@@ -71,8 +73,11 @@ def build_app(
         tabs: the tab keys to include (default: all of ``TABS``, in that order).
         tfup_backbone / tfup_subset_size / cache_dir: passed to ``demos.tfup.build_demo`` (its model is
             built on the first click, not here); ``cache_dir`` None: the kit's cache root (``$VLKIT_CACHE``).
-        minionerec_checkpoint / minionerec_dataset: passed to ``demos.minionerec.build_demo`` (None: an
-            untrained tiny model on synthetic data).
+        minionerec_checkpoint / minionerec_dataset / minionerec_untrained: passed to
+            ``demos.minionerec.build_demo``; by default the trained recommender on Amazon Industrial that
+            ``make demo-assets`` built (the tab offers to build it when missing); ``minionerec_untrained``: an
+            untrained tiny model on synthetic data instead, labelled "untrained".
+        assets_dir: where the demos' trained models live (None: ``<cache>/demo-assets``, ``demos/assets.py``).
         concurrency_limit: events of one kind that run at once; the rest wait in the queue.
         max_queue_size: requests waiting beyond this are refused with "queue full".
         checkpoint_dir: the folder whose ``*.ckpt`` files visitors may pick (ARES tab) and in which
@@ -94,7 +99,8 @@ def build_app(
         raise ValueError(f"max_queue_size must be >= 1, got {max_queue_size}")
     arguments = {
         "tfup": dict(backbone=tfup_backbone, subset_size=tfup_subset_size, cache_dir=cache_dir),
-        "minionerec": dict(checkpoint=minionerec_checkpoint, dataset=minionerec_dataset, checkpoint_dir=checkpoint_dir),
+        "minionerec": dict(checkpoint=minionerec_checkpoint, dataset=minionerec_dataset, checkpoint_dir=checkpoint_dir,
+                           untrained=minionerec_untrained, assets_dir=assets_dir),
         "ares": dict(checkpoint_dir=checkpoint_dir),
     }
     # Build every demo *outside* the app's context: a gr.Blocks created inside another one renders itself
@@ -104,7 +110,8 @@ def build_app(
         gr.Markdown(
             "# vlkit\nOne tab per method: TFUP (training-free unsupervised prompts), ProAPO (prompt search), "
             "RePRI (few-shot segmentation), MiniOneRec (generative recommendation), ARES (entropy-shaped "
-            "reasoning rewards). Each tab is the method's own demo (`demos/<method>.py`)."
+            "reasoning rewards). Each tab is the method's own demo (`demos/<method>.py`) and says which model, "
+            "weights and data it runs on."
         )
         for key in keys:
             with gr.Tab(TABS[key][0], id=key):

@@ -1,5 +1,10 @@
 """ARES demo: enter a problem, sample an answer, see each token coloured by its entropy with the high
-window-entropy (HWE) tokens and their windows marked, and the reward the answer would get under AEPO.
+window-entropy (HWE) tokens and their windows marked, and the reward the answer would get under AEPO,
+broken down in words (the accuracy term, the entropy term, and why the entropy term has its sign).
+
+The default model is SmolLM2-135M-Instruct as released (packaged offline, converted once to safetensors in
+the kit's cache, about 30 s the first time: ``make demo-assets`` does it ahead); ``tiny-random-lm`` (random
+weights) is offered for a quick look at the wiring and labelled "untrained".
 
     python demos/ares.py                                  # http://127.0.0.1:7860
     python demos/ares.py --checkpoint-dir runs/ares/ckpts # also offer the LitARES checkpoints in that folder
@@ -14,7 +19,10 @@ from __future__ import annotations
 import html
 import threading
 
-MODELS = ["tiny-random-lm", "smollm2-135m-instruct"]
+MODELS = ["smollm2-135m-instruct", "tiny-random-lm"]  # the first is the default
+DEFAULT_MODEL = MODELS[0]
+MODEL_LABELS = {"smollm2-135m-instruct": "SmolLM2-135M-Instruct (pretrained)",
+                "tiny-random-lm": "tiny-random-lm (untrained: random weights)"}
 BUCKETS = ["easy", "medium", "hard"]
 _CACHE: dict[str, object] = {}
 _SAMPLING_LOCK = threading.Lock()
@@ -73,12 +81,85 @@ def render_tokens(pieces: list[str], entropy: list[float], hwe: list[bool], wind
     return legend + "<div style='font-family:monospace;line-height:1.9'>" + "".join(spans) + "</div>"
 
 
+def describe_model(model_name: str, checkpoint: str | None = None) -> str:
+    """Markdown naming the model, its weights and the data it runs on (the tab shows it above the answer)."""
+    if checkpoint:
+        return (f"**Model:** the LitARES checkpoint `{checkpoint}` (its own language model).  \n**Weights:** trained "
+                f"by the operator's ARES run.  \n**Data:** the problem you type; the reference answer gives the "
+                f"accuracy term.")
+    if model_name == "tiny-random-lm":
+        return ("**untrained** · **Model:** `tiny-random-lm`, a 2-layer, 64-d test model.  \n**Weights:** random "
+                "(it writes gibberish: this shows the wiring only).  \n**Data:** the problem you type.")
+    return ("**Model:** SmolLM2-135M-Instruct (Hugging Face TB, 135 M parameters, instruction-tuned).  \n"
+            "**Weights:** the released checkpoint, packaged with the kit (GGUF, converted once to safetensors in the "
+            "kit's cache); not trained with AEPO here: load a LitARES checkpoint for that.  \n"
+            "**Data:** the problem you type; the reference answer (optional) gives the accuracy term.")
+
+
+def explain_reward(correct: float | None, count: float, bucket: str, target: float, alpha: float, reward: float) -> str:
+    """The AEPO reward of one answer in words: accuracy term, entropy term and why the entropy term has its
+    sign (``vlkit.functional.entropy.hierarchical_entropy_reward``, the ARES paper's table)."""
+    from vlkit.functional.entropy import CAP_SCALE, MARGIN_FRACTION, SIGMOID_TEMPERATURE, WRONG_BONUS
+
+    b = BUCKETS.index(bucket)
+    accuracy = 0.0 if correct is None else float(correct)
+    entropy_term = reward - accuracy
+    margin = max(1.0, MARGIN_FRACTION[b] * max(target, 1.0))  # m: the tolerated band around the target
+    cap = alpha * CAP_SCALE[b]
+    article = "an" if bucket == "easy" else "a"
+    above = f"target {target:g} + margin {margin:g} = {target + margin:g}"
+    if correct is None:
+        acc_text = "no reference answer was given, so the answer counts as wrong"
+    elif accuracy > 0.5:
+        acc_text = "the answer matches the reference"
+    else:
+        acc_text = "the answer does not match the reference"
+    if cap == 0:
+        why = "alpha is 0, so cap = 0 and the entropy term is **zero** whatever n"
+    elif accuracy <= 0.5:
+        half = f"; n is not above {above}, so σ(0) = ½ gives half of it" if count <= target + margin else ""
+        why = (f"a **wrong** answer never loses reward for its entropy: it gets a bonus {WRONG_BONUS[b]:g} × cap × "
+               f"σ(max(n − target − m, 0) / {SIGMOID_TEMPERATURE[b]:g}), cap = alpha × {CAP_SCALE[b]:g} = {cap:g}{half}. "
+               f"ARES pays a failing answer for exploring: every uncertain fork (HWE token) beyond {above} moves the "
+               f"bonus towards its maximum {WRONG_BONUS[b] * cap:.3f}; hence the **positive** sign")
+    elif bucket == "hard":
+        if count - target >= -margin:
+            why = (f"a **correct** answer to a **hard** problem is paid for deliberate reasoning: cap × σ((n − target + m) "
+                   f"/ {SIGMOID_TEMPERATURE[b]:g}), cap = alpha × {CAP_SCALE[b]:g} = {cap:g}, since n is at least target − "
+                   f"margin = {target - margin:g}; hence the **positive** sign")
+        else:
+            why = (f"a **correct** answer to a **hard** problem with fewer HWE tokens than target − margin = "
+                   f"{target - margin:g} loses reward (half a Huber penalty, at most cap = {cap:g}): too little "
+                   f"exploration for a hard problem; hence the **negative** sign")
+    elif bucket == "medium":
+        outside = abs(count - target) - margin
+        if outside <= 0:
+            why = (f"a **correct** answer to a **medium** problem is penalised only when n is further than margin "
+                   f"{margin:g} from target {target:g}; it is not, so the term is **zero**")
+        else:
+            why = (f"a **correct** answer to a **medium** problem loses reward when its HWE count misses the target: n "
+                   f"is {outside:g} further from target {target:g} than margin {margin:g} allows (a Huber penalty, at "
+                   f"most cap = {cap:g}); hence the **negative** sign")
+    else:
+        if count <= target + margin:
+            why = (f"a **correct** answer to an **easy** problem is penalised only for HWE tokens beyond {above}; "
+                   f"it has none beyond, so the term is **zero**")
+        else:
+            why = (f"a **correct** answer to an **easy** problem loses reward for over-thinking: n is "
+                   f"{count - target - margin:g} beyond {above} (a Huber penalty, at most cap = {cap:g}); hence the "
+                   f"**negative** sign")
+    return (f"- **accuracy term {accuracy:.0f}**: {acc_text}.\n"
+            f"- **entropy term {entropy_term:+.3f}** ({article} {bucket} problem, n = {count:.0f} HWE tokens): {why}.\n"
+            f"- GRPO, for comparison, would reward only the accuracy: {accuracy:.0f}.")
+
+
 def analyze(problem: str, answer: str, model_name: str, checkpoint: str | None, bucket: str, target: float, alpha: float,
-            temperature: float, max_new_tokens: int, seed: int, checkpoint_dir: str | None = None):
+            temperature: float, max_new_tokens: int, seed: int, checkpoint_dir: str | None = None, progress=None):
     """Sample one answer and score it. Returns (token HTML, reward markdown).
 
     ``checkpoint`` is empty (a fresh ``model_name``) or a file name inside ``checkpoint_dir`` (the operator's
-    ``--checkpoint-dir``; None refuses every name)."""
+    ``--checkpoint-dir``; None refuses every name). ``progress(fraction, desc=...)`` (the demo's
+    ``gr.Progress``) hears about model loading and sampling."""
     import torch
 
     from vlkit.data.reasoning import ANSWER_INSTRUCTION
@@ -102,7 +183,12 @@ def analyze(problem: str, answer: str, model_name: str, checkpoint: str | None, 
     check_number("temperature", temperature, low=0, low_open=True, high=10)
     check_whole_number("max_new_tokens", max_new_tokens, low=1, high=1024)
     check_whole_number("seed", seed, low=0)
+    if progress is not None:
+        first = model_name not in _CACHE and not (checkpoint or "").strip()
+        progress(0.05, desc=f"loading {MODEL_LABELS[model_name]}" + (" (first call: about 30 s)" if first else ""))
     module = _module(model_name, (checkpoint or "").strip() or None, checkpoint_dir)
+    if progress is not None:
+        progress(0.5, desc=f"sampling up to {int(max_new_tokens)} tokens")
     hp = module.hparams
     prompt = problem.strip()
     if "\\boxed" not in prompt:
@@ -114,7 +200,7 @@ def analyze(problem: str, answer: str, model_name: str, checkpoint: str | None, 
         roll = module.generate([prompt], group_size=1, temperature=float(temperature), max_new_tokens=int(max_new_tokens))
     mask = roll["completion_mask"]  # (1, T)
     ids = roll["completion_ids"][0][mask[0].bool()].tolist()
-    entropy = token_entropy(roll["logits"])  # (1, T)
+    entropy = token_entropy(roll["logits"], hp.entropy_chunk_size)  # (1, T) the trainer's chunked pass
     win = window_entropy(entropy, mask, hp.entropy_window, hp.window_includes_current)  # (1, T)
     tau = float(module.hwe_threshold)
     tau_note = "the checkpoint's running threshold"
@@ -139,11 +225,11 @@ def analyze(problem: str, answer: str, model_name: str, checkpoint: str | None, 
         torch.tensor([b]), torch.full((3,), float(alpha)),
     ).item()
     html_tokens = render_tokens(pieces, entropy[0, :n].tolist(), hwe[:n].tolist(), hp.entropy_window, hp.window_includes_current)
-    acc = "unknown (no reference answer given)" if correct is None else f"{correct:.0f}"
+    accuracy = 0.0 if correct is None else float(correct)
     summary = (
-        f"**accuracy reward** {acc} · **HWE tokens** {count:.0f} (threshold {tau:.2f} nats, {tau_note}) · "
-        f"**AEPO reward** as a {bucket} problem with target {target:g}, alpha {alpha:g}: **{reward:+.3f}** "
-        f"(accuracy + entropy term {reward - (correct or 0.0):+.3f}) · GRPO reward: {correct if correct is not None else '-'}"
+        f"**AEPO reward** as {'an' if bucket == 'easy' else 'a'} {bucket} problem (HWE target {target:g}, alpha {alpha:g}): **{reward:+.3f}** = accuracy "
+        f"term {accuracy:.0f} + entropy term {reward - accuracy:+.3f} · **HWE tokens** {count:.0f} (window entropy "
+        f"above the threshold {tau:.2f} nats, {tau_note})\n\n" + explain_reward(correct, count, bucket, float(target), float(alpha), reward)
     )
     return html_tokens, summary
 
@@ -161,10 +247,18 @@ def build_demo(checkpoint_dir: str | None = None):
         checkpoint_dir = str(check_dir("checkpoint_dir", checkpoint_dir).resolve())
     names = checkpoint_choices(checkpoint_dir)
 
-    def handler(problem, answer, model_name, checkpoint, bucket, target, alpha, temperature, max_new_tokens, seed):
+    def handler(problem, answer, model_name, checkpoint, bucket, target, alpha, temperature, max_new_tokens, seed,
+                progress=gr.Progress()):
         """:func:`analyze` with the operator's checkpoint folder bound in (the visitor sends only a name)."""
         return analyze(problem, answer, model_name, checkpoint, bucket, target, alpha, temperature, max_new_tokens,
-                       seed, checkpoint_dir=checkpoint_dir)
+                       seed, checkpoint_dir=checkpoint_dir, progress=progress)
+
+    def model_info(model_name, checkpoint):
+        """The model/weights/data line for the current choice (a client can send any string: checked)."""
+        from vlkit.errors import check_choice
+
+        check_choice("model", model_name, MODELS)
+        return describe_model(model_name, (checkpoint or "").strip() or None)
 
     handler.__name__ = "analyze"  # the event's name, as before
 
@@ -175,9 +269,9 @@ def build_demo(checkpoint_dir: str | None = None):
             problem = gr.Textbox(label="problem", value="What is 12 * 7 + 5?", lines=2)
             answer = gr.Textbox(label="reference answer", value="89")
         with gr.Row():
-            model = gr.Dropdown(MODELS, value=MODELS[0], label="model")
+            model = gr.Dropdown([(MODEL_LABELS[m], m) for m in MODELS], value=DEFAULT_MODEL, label="model")
             checkpoint = gr.Dropdown(
-                [("none: the model above, untrained", "")] + [(n, n) for n in names], value="",
+                [("none: the model above, as released", "")] + [(n, n) for n in names], value="",
                 label="LitARES checkpoint", interactive=checkpoint_dir is not None,
                 info=(f"{len(names)} *.ckpt file(s) in the --checkpoint-dir folder" if checkpoint_dir is not None
                       else "start the app with --checkpoint-dir DIR to offer the checkpoints in DIR"),
@@ -189,11 +283,14 @@ def build_demo(checkpoint_dir: str | None = None):
             temperature = gr.Slider(0.1, 1.5, value=1.0, step=0.05, label="temperature")
             max_new = gr.Slider(8, 512, value=96, step=8, label="max new tokens")
             seed = gr.Number(label="seed", value=0, precision=0)
+        about = gr.Markdown(describe_model(DEFAULT_MODEL))
         run = gr.Button("sample and score", variant="primary")
         tokens = gr.HTML(label="tokens by entropy")
         summary = gr.Markdown(label="reward")
         run.click(handler, [problem, answer, model, checkpoint, bucket, target, alpha, temperature, max_new, seed],
                   [tokens, summary], api_name="analyze")
+        model.change(model_info, [model, checkpoint], about)
+        checkpoint.change(model_info, [model, checkpoint], about)
     return demo
 
 

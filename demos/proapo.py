@@ -9,11 +9,18 @@ from __future__ import annotations
 DATASETS = ["fashion-mnist"]
 BACKBONES = ["offline-lite0-minilm", "tiny-random"]
 SOURCES = ["templates", "llm", "none"]
+ABOUT = ("**Model:** the backbone picked below: `offline-lite0-minilm` (EfficientNet-Lite0 + all-MiniLM-L6-v2, "
+         "pretrained, packaged: no download) or `tiny-random` (**untrained**, random weights: the wiring only); "
+         "ProAPO searches prompts, it trains no weights.  \n**Weights:** frozen.  \n**Data:** Fashion-MNIST: one "
+         "labelled image per class for the fitness, a held-out slice and a test subset of the test split (shown, "
+         "never used for selection). The first run encodes the images once (a few minutes on CPU, with progress).")
 
 
 def run_search(dataset: str, backbone: str, seed: int, template_generations: int, description_generations: int,
-               description_source: str, library: str = "imagenet80", test_size: int = 1000, heldout_size: int = 200):
-    """Generator for the UI: yields (status markdown, fitness figure, best-prompts rows) after each generation."""
+               description_source: str, library: str = "imagenet80", test_size: int = 1000, heldout_size: int = 200,
+               progress=None):
+    """Generator for the UI: yields (status markdown, fitness figure, best-prompts rows) after each generation;
+    ``progress(fraction, desc=...)`` (the demo's ``gr.Progress``) hears about the first encoding."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -30,6 +37,8 @@ def run_search(dataset: str, backbone: str, seed: int, template_generations: int
     check_whole_number("template_generations", template_generations, low=1, high=10)
     check_whole_number("description_generations", description_generations, low=0, high=6)
     check_whole_number("seed", seed, low=0)
+    if progress is not None:
+        progress(0.0, desc=f"encoding the images and prompts with {backbone} (cached after the first run)")
     run = prepare_search(
         backbone, dataset, shots=1, seed=int(seed), template_library_name=library, description_source=description_source,
         heldout_size=int(heldout_size), test_size=int(test_size),
@@ -64,12 +73,21 @@ def build_demo():
     """The Gradio app (no launch)."""
     import gradio as gr
 
+    def handler(dataset, backbone, seed, template_generations, description_generations, description_source,
+                progress=gr.Progress(track_tqdm=True)):
+        """:func:`run_search` with the page's progress bar (the encoders' tqdm bars show in it)."""
+        yield from run_search(dataset, backbone, seed, template_generations, description_generations,
+                              description_source, progress=progress)
+
+    handler.__name__ = "run_search"  # the event's name, as before
+
     with gr.Blocks(title="ProAPO prompt search") as demo:
         gr.Markdown(
             "# ProAPO: evolutionary prompt search\n"
             "Templates first, then class-specific descriptions; the fitness sees only one labelled image per "
             "class. Held-out and test accuracy are shown, never used for selection."
         )
+        gr.Markdown(ABOUT)
         with gr.Row():
             dataset = gr.Dropdown(DATASETS, value=DATASETS[0], label="dataset")
             backbone = gr.Dropdown(BACKBONES, value=BACKBONES[0], label="backbone")
@@ -82,7 +100,7 @@ def build_demo():
         status = gr.Markdown()
         curve = gr.Plot(label="fitness curve")
         table = gr.Dataframe(headers=["class", "#prompts", "best prompts (first 3)"], label="best prompts per class")
-        start.click(run_search, [dataset, backbone, seed, tgens, dgens, source], [status, curve, table])
+        start.click(handler, [dataset, backbone, seed, tgens, dgens, source], [status, curve, table])
     return demo
 
 

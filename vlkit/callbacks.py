@@ -26,7 +26,7 @@ import torch
 from vlkit.cache import atomic_write, atomic_write_json
 from vlkit.errors import ConfigError, check_choice, check_int, check_non_empty
 
-__all__ = ["MetricHistory", "ParameterDrift", "plot_metric_history"]
+__all__ = ["MetricHistory", "ParameterDrift", "PerRowValues", "plot_metric_history"]
 
 INTERVALS = ("epoch", "step")
 
@@ -227,3 +227,90 @@ class ParameterDrift(L.Callback):
                 num += (p.detach() - self.start[n]).float().pow(2).sum().item()
                 den += self.start[n].float().pow(2).sum().item()
         pl_module.log("train/param_drift", (num / max(den, 1e-12)) ** 0.5)
+
+
+class PerRowValues(L.Callback):
+    """Save the per-row values behind a method's test metrics, with each row's index, as one JSON file.
+
+    A method that keeps its epoch's per-row values in ``torchmetrics.aggregation.CatMetric`` states reports
+    only their means (MiniOneRec and SASRec keep the targets' ranks in ``target_ranks``: ``"test"`` and,
+    for MiniOneRec's exact ranking, ``"test_exact"``). A paired comparison of two models needs them row by
+    row: after every test batch this callback takes the values each such metric received in that batch and
+    pairs them with the batch's ``row`` (each sample's index in its split, as ``SeqRecDataModule`` gives
+    it); at the end of the test epoch the rows of every rank are gathered and rank 0 writes, sorted by row::
+
+        {"test": {"rows": [0, 1, ...], "values": [3, -1, ...]}, "test_exact": {"rows": [...], "values": [...]}}
+
+    A metric that received fewer values than its batch has rows holds those of the batch's first rows
+    (MiniOneRec's ``evaluation.max_exact_rows`` scores the split's first rows; evaluation batches are in row
+    order on every rank). The metric's list state (``CatMetric.value``) is read, never changed.
+
+    Args:
+        path: the JSON file, written atomically; a relative path is taken under the trainer's log directory.
+        attribute: the module attribute holding the metrics: a dict or ``nn.ModuleDict`` of key -> CatMetric.
+        stage: only the metrics whose key starts with this are saved.
+    """
+
+    def __init__(self, path: str = "per_row_values.json", attribute: str = "target_ranks", stage: str = "test") -> None:
+        _check_file_name("path", path)
+        check_non_empty("attribute", attribute, "an attribute name")
+        check_non_empty("stage", stage, "a key prefix such as 'test'")
+        self.path, self.attribute, self.stage = path, attribute, stage
+        self.values: dict[str, tuple[list[int], list[float]]] = {}
+        self._seen: dict[str, int] = {}
+
+    def _metrics(self, pl_module: L.LightningModule) -> dict:
+        metrics = getattr(pl_module, self.attribute, None)
+        if metrics is None:
+            raise ConfigError(f"PerRowValues needs the module to hold its CatMetrics in `{self.attribute}`; "
+                              f"{type(pl_module).__name__} has no such attribute", argument="attribute")
+        return {k: m for k, m in metrics.items() if k.startswith(self.stage) and isinstance(getattr(m, "value", None), list)}
+
+    def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Start empty; remember how many values each metric holds already."""
+        self.values = {}
+        self._seen = {k: len(m.value) for k, m in self._metrics(pl_module).items()}
+
+    def on_test_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int,
+                          dataloader_idx: int = 0) -> None:
+        """Pair the values each metric received in this batch with the batch's ``row`` indices."""
+        if not isinstance(batch, dict) or "row" not in batch:
+            raise ConfigError("PerRowValues needs evaluation batches with a `row` index (B,) (SeqRecDataModule gives "
+                              "one)", argument="batch")
+        rows = [int(r) for r in batch["row"]]
+        for key, metric in self._metrics(pl_module).items():
+            new = metric.value[self._seen.get(key, 0):]
+            self._seen[key] = len(metric.value)
+            if not new:
+                continue
+            values = torch.cat([v.detach().reshape(-1).cpu() for v in new]).tolist()
+            if len(values) > len(rows):
+                raise ConfigError(f"metric {key!r} received {len(values)} values for a batch of {len(rows)} rows: "
+                                  "not one value per row", argument="attribute")
+            kept_rows, kept_values = self.values.setdefault(key, ([], []))
+            kept_rows += rows[: len(values)]
+            kept_values += values
+
+    def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Gather every rank's rows and write the file on rank 0 (``vlkit.cache.atomic_write_json``)."""
+        gathered = [self.values]
+        if torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
+            gathered = [None] * torch.distributed.get_world_size()
+            torch.distributed.all_gather_object(gathered, self.values)
+        if trainer.global_rank != 0:
+            return
+        merged: dict[str, dict[str, list]] = {}
+        for part in gathered:
+            for key, (rows, values) in part.items():
+                entry = merged.setdefault(key, {"rows": [], "values": []})
+                entry["rows"] += rows
+                entry["values"] += values
+        for entry in merged.values():  # sorted by row: the same file whatever the number of ranks
+            order = sorted(range(len(entry["rows"])), key=entry["rows"].__getitem__)
+            entry["rows"] = [entry["rows"][i] for i in order]
+            entry["values"] = [entry["values"][i] for i in order]
+        path = Path(self.path)
+        if not path.is_absolute():
+            path = Path(trainer.log_dir or trainer.default_root_dir) / path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(path, merged, indent=None)

@@ -79,7 +79,7 @@ def encode_item_texts(
 
     device = device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu")
     model = MeanPoolTextEncoder(resolve_encoder(encoder), max_length=max_length, device=device)
-    return model(list(texts), batch_size=batch_size).cpu()  # (N, D)
+    return model(list(texts), batch_size=batch_size, progress=True).cpu()  # (N, D); a bar: catalogues are long
 
 
 def cached_item_embeddings(

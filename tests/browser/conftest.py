@@ -1,5 +1,6 @@
 """The app served in-process on 127.0.0.1 (a free port) with tiny settings, and Debian's Chromium driven by
-Playwright (never Playwright's own browser download)."""
+Playwright (never Playwright's own browser download). The MiniOneRec tab runs its default path (the trained
+demo asset) on a recommender trained for the session on the synthetic data."""
 
 from __future__ import annotations
 
@@ -22,8 +23,30 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+# a short SFT run (the real pipeline: RQ-VAE IDs, then SFT through the CLI) on the 48-item synthetic data
+TINY_BUILD = dict(epochs=1, overrides=("--trainer.limit_train_batches=3", "--trainer.limit_val_batches=1"))
+
+
 @pytest.fixture(scope="session")
-def app_url(tmp_path_factory):
+def tiny_build() -> dict:
+    """The arguments of the short synthetic build (``build_minionerec_assets`` / the tab's build button)."""
+    return dict(TINY_BUILD)
+
+
+@pytest.fixture(scope="session")
+def minionerec_assets(tmp_path_factory) -> Path:
+    """A demo-assets folder holding a recommender trained by ``demos.assets.build_minionerec_assets`` on the
+    synthetic data (one short epoch): the MiniOneRec tab's default path, without the big Industrial build."""
+    pytest.importorskip("gradio")
+    from demos.assets import build_minionerec_assets
+
+    root = tmp_path_factory.mktemp("demo-assets")
+    build_minionerec_assets("synthetic", root, **TINY_BUILD)
+    return root
+
+
+@pytest.fixture(scope="session")
+def app_url(tmp_path_factory, minionerec_assets):
     pytest.importorskip("gradio")
     from demos.app import launch
 
@@ -31,6 +54,7 @@ def app_url(tmp_path_factory):
     app = launch(
         host="127.0.0.1", port=_free_port(), prevent_thread_lock=True, max_file_size=MAX_FILE_SIZE,
         tfup_backbone="tiny-random", tfup_subset_size=100, cache_dir=str(work / "cache"), concurrency_limit=2,
+        minionerec_dataset="synthetic", assets_dir=str(minionerec_assets),
     )
     try:
         assert app.server_name == "127.0.0.1"
@@ -86,3 +110,18 @@ def save_screenshot():
         return path
 
     return save
+
+
+@pytest.fixture
+def serve():
+    """``serve(blocks) -> url``: ``blocks`` queued and served on 127.0.0.1 (a free port) for this test only."""
+    served = []
+
+    def start(blocks) -> str:
+        blocks.queue().launch(server_name="127.0.0.1", server_port=_free_port(), prevent_thread_lock=True, quiet=True)
+        served.append(blocks)
+        return blocks.local_url.rstrip("/")
+
+    yield start
+    for blocks in served:
+        blocks.close()

@@ -1,5 +1,6 @@
-"""Every tab of the app in a real browser: load it, do its main interaction, check what the page shows,
-save a screenshot under results/screenshots/<tab>.png."""
+"""Every tab of the app in a real browser: load it, do its main interaction, check what the page shows
+(the model, its weights and data named; trained models by default, "untrained" only where one is picked;
+progress while long work runs), save a screenshot under results/screenshots/<tab>.png."""
 
 from __future__ import annotations
 
@@ -42,6 +43,17 @@ def test_tfup_tab_classifies_a_test_image(page, save_screenshot):
     # the gallery shows the 6 cache entries that moved the prediction, each captioned with its pseudo-label
     panel.get_by_text(re.compile(r"pseudo-label .+ \(\+")).first.wait_for()
     assert panel.get_by_text(re.compile(r"pseudo-label .+ \(\+")).count() >= 1
+    # ... and no caption is cut: each one's text fits in its box
+    cut = page.evaluate("""() => [...document.querySelectorAll('[role=tabpanel] *')]
+        .filter(e => e.children.length === 0 && /pseudo-label .+ \\(\\+/.test(e.textContent))
+        .filter(e => e.scrollWidth > e.clientWidth + 1).map(e => e.textContent)""")
+    assert cut == [], cut
+    # the input is shown at a readable size: the 28 px image enlarged to 280 px, drawn at least 200 px wide
+    drawn = page.evaluate("""() => [...document.querySelectorAll('[role=tabpanel] img')]
+        .filter(i => i.naturalWidth === 280).map(i => i.getBoundingClientRect().width)""")
+    assert drawn and max(drawn) >= 200, drawn
+    about = panel.inner_text()
+    assert "Model:" in about and "Data: Fashion-MNIST" in about and "untrained · Model:" in about  # tiny-random: labelled
     save_screenshot(page, "tfup")
 
 
@@ -78,6 +90,15 @@ def test_repri_tab_segments_an_example_episode(page, save_screenshot):
     assert len(numbers) == 3, text  # initial estimate, re-estimate, predicted coverage
     assert all(0.0 <= x <= 1.0 for x in numbers)
     assert numbers[2] > 0.0  # RePRI marked some pixels of a query that holds the class
+    # the example's ground truth beside the predictions, with both IoUs; outputs at 384 px, not 128
+    truth = panel.get_by_text(re.compile("IoU with the ground truth"))
+    truth.wait_for()
+    ious = [float(x) for x in re.findall(r"(\d+\.\d) %", truth.inner_text())]
+    assert len(ious) == 3 and all(0.0 <= x <= 100.0 for x in ious), truth.inner_text()
+    # RePRI, prototype baseline and ground truth: three images of at least 384 px once loaded
+    page.wait_for_function("""() => [...document.querySelectorAll('[role=tabpanel] img')]
+        .filter(i => i.complete && i.naturalWidth >= 384).length >= 3""")
+    assert "EfficientNet-Lite0" in panel.inner_text()  # the model and data are named
     save_screenshot(page, "repri")
 
 
@@ -92,14 +113,49 @@ def test_minionerec_tab_recommends_for_a_user(page, save_screenshot):
     rows = grid.get_by_role("row")
     assert rows.count() == 11  # header + top-10
     first = rows.nth(1).inner_text()
-    assert re.search(r"<a_\d+><b_\d+>", first), first  # a semantic ID of the random-8x2 codebook
+    assert re.search(r"<a_\d+><b_\d+>", first), first  # a semantic ID from the session's RQ-VAE stage
     history = panel.get_by_role("textbox", name="history (one title per line)").input_value()
     assert len(history.splitlines()) >= 1  # the user's history was filled in
+    # the default tab: the trained recommender, named with its weights and data, never "untrained"
+    text = panel.inner_text()
+    assert "Model:" in text and "Weights: trained by make demo-assets" in text and "Data:" in text, text
+    assert "untrained" not in text.lower()
+    assert not panel.get_by_role("button", name="build the trained recommender").is_visible()
     save_screenshot(page, "minionerec")
+
+
+def test_minionerec_builds_its_trained_recommender_on_first_use_with_progress(browser, serve, tiny_build, tmp_path,
+                                                                             save_screenshot):
+    """No demo asset yet: the tab says so, and its button trains one through the pipeline while the page shows
+    progress; afterwards the tab is the trained default."""
+    from demos.minionerec import build_demo
+
+    url = serve(build_demo(dataset="synthetic", assets_dir=str(tmp_path), build_epochs=tiny_build["epochs"],
+                           build_overrides=tiny_build["overrides"]))
+    page = browser.new_page(viewport={"width": 1280, "height": 1000})
+    page.set_default_timeout(300_000)
+    try:
+        page.goto(url)
+        page.get_by_text(re.compile("is not built yet")).wait_for()
+        assert "untrained" not in page.inner_text("body").lower()
+        page.get_by_role("button", name="build the trained recommender").click()
+        page.get_by_text(re.compile(r"semantic IDs|MiniOneRec SFT")).first.wait_for()  # the progress text
+        save_screenshot(page, "minionerec-building")
+        page.get_by_text(re.compile("Weights: trained by")).wait_for()
+        assert not page.get_by_role("button", name="build the trained recommender").is_visible()
+        page.get_by_role("button", name="recommend for user").click()
+        page.get_by_text(re.compile("held-out next item")).wait_for()
+    finally:
+        page.close()
 
 
 def test_ares_tab_samples_and_scores_an_answer(page, save_screenshot):
     panel = _open_tab(page, "ARES")
+    # the default model is the pretrained SmolLM2, named with its weights; the random one only when picked
+    text = panel.inner_text()
+    assert "SmolLM2-135M-Instruct" in text and "Weights:" in text and "untrained" not in text.lower(), text
+    _choose(panel, page, "model", "tiny-random-lm (untrained: random weights)")  # SmolLM2 runs in the slow tier
+    panel.get_by_text(re.compile("untrained · Model:")).wait_for()
     _set_number(panel, "number input for max new tokens", 16)
     panel.get_by_role("button", name="sample and score").click()
     panel.get_by_text(re.compile("AEPO reward")).first.wait_for()
@@ -109,4 +165,6 @@ def test_ares_tab_samples_and_scores_an_answer(page, save_screenshot):
     assert -0.5 <= reward <= 0.5, text
     spans = page.locator("[role=tabpanel] span[title^='H=']")
     assert 1 <= spans.count() <= 16  # one span per sampled token, at most max new tokens
+    # the reward in words: its two terms and why the entropy term has its sign
+    assert "accuracy term" in text and "entropy term" in text and re.search(r"hence the (positive|negative) sign|is zero", text)
     save_screenshot(page, "ares")

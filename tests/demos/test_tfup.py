@@ -19,3 +19,26 @@ def test_build_demo_and_explain(tmp_path):
     assert gains == sorted(gains, reverse=True)
     uploaded = explainer.explain(image=out["image"])
     assert uploaded["label"] is None and set(uploaded["tfup"]) == set(explainer.classnames)
+
+
+def test_the_input_is_shown_at_a_readable_size_and_the_tab_names_model_and_data(tmp_path):
+    import gradio as gr
+    import numpy as np
+
+    from demos.tfup import DISPLAY_SIZE, build_demo, describe
+
+    demo = build_demo(backbone="tiny-random", subset_size=100, cache_dir=str(tmp_path))
+    run = next(f.fn for f in demo.fns.values() if f.fn.__name__ == "run")
+    shown, zeroshot, tfup, neighbours, summary = run(None, 3, progress=lambda *a, **k: None)
+    # a 28 px Fashion-MNIST image comes back 10x larger (ceil(256 / 28)), pixel for pixel
+    assert shown.size == (280, 280) and shown.size[0] >= DISPLAY_SIZE
+    pixels = np.asarray(shown)
+    assert np.array_equal(pixels[::10, ::10], pixels[5::10, 5::10])  # blocks of one value: not blurred
+    # cache entries: full captions (class and gain) on thumbnails of at least 160 px, four per row
+    assert all(image.size[0] >= 160 for image, _ in neighbours)
+    assert all(caption.startswith("pseudo-label ") and caption.endswith(")") for _, caption in neighbours)
+    gallery = next(b for b in demo.blocks.values() if isinstance(b, gr.Gallery))
+    assert gallery.columns == 4
+    about = describe("offline-lite0-minilm", 1000)
+    assert "EfficientNet-Lite0" in about and "MiniLM" in about and "1,000" in about and "untrained" not in about
+    assert describe("tiny-random", 100).startswith("**untrained**")

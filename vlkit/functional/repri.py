@@ -341,9 +341,6 @@ def repri_fit(
     """
     _check_episode_shapes(support_features, support_masks, query_features, query_valid)
     check_repri_settings(temperature, lr, iterations, ce_weight, kl_weight, entropy_weight, proportion_update_at, kl_boost)
-    # entry point: a NaN feature (a NaN image upstream) would poison every episode of the batch silently
-    check_finite_tensor("support_features", support_features)
-    check_finite_tensor("query_features", query_features)
     if oracle_proportion is not None:
         if tuple(oracle_proportion.shape) != (support_features.shape[0],):
             raise ConfigError(
@@ -365,10 +362,29 @@ def repri_fit(
         )
         if oracle_proportion is not None:
             oracle_proportion = _autograd_ready(oracle_proportion)
-        prototype = masked_prototypes(support_features, support_masks).clone().requires_grad_(True)  # (B, D)
-        query_logits = cosine_logits(query_features, prototype, temperature)  # (B, 1, h, w)
+        # constant work hoisted out of the loop: features laid out once as (B, D, P) columns with their
+        # norms, so each step is one batched vector-matrix product per image set (no per-step permute or norm)
+        s_cols, s_norm = _columns_and_norms(support_features)  # (B, D, K*h*w), (B, K*h*w)
+        q_cols, q_norm = _columns_and_norms(query_features)  # (B, D, h*w), (B, h*w)
+        s_shape, q_shape = support_masks.shape, query_valid.shape
+        # a NaN feature (a NaN image upstream) would poison every episode of the batch silently: checked before
+        # any step, on the norms (a NaN or inf in a pixel makes its norm non-finite; then the exact, counting check)
+        for name, norms, features in (("support_features", s_norm, support_features), ("query_features", q_norm, query_features)):
+            if not torch.isfinite(norms).all():
+                check_finite_tensor(name, features)
+
+        def logits(cols: Tensor, norms: Tensor, shape) -> Tensor:
+            """tau cos(f, w) for every column (cosine_logits on the column layout)."""
+            dot = torch.bmm(prototype.unsqueeze(1), cols).squeeze(1)  # (B, 1, D) @ (B, D, P) -> (B, P)
+            return (temperature * dot / (norms * prototype.norm(dim=1, keepdim=True) + _EPS)).view(shape)  # (B, N, h, w)
+
+        # masked_prototypes on the columns: one batched product with the foreground mask, no (B, K, D, h, w) temporary
+        foreground = (support_masks == 1).to(s_cols.dtype).view(s_cols.shape[0], -1, 1)  # (B, K*h*w, 1)
+        prototype = torch.bmm(s_cols, foreground).squeeze(2) / (foreground.sum(1) + _EPS)  # (B, D)
+        prototype.requires_grad_(True)
+        query_logits = logits(q_cols, q_norm, q_shape).detach()  # (B, 1, h, w)
         # bias = mean query logit over all query pixels (authors: logits_q.mean(dim=(1, 2, 3)))
-        bias = query_logits.detach().mean(dim=(1, 2, 3)).clone().requires_grad_(True)  # (B,)
+        bias = query_logits.mean(dim=(1, 2, 3)).clone().requires_grad_(True)  # (B,)
         if oracle_proportion is not None:
             proportion = oracle_proportion.to(query_features.dtype)
         else:
@@ -380,16 +396,6 @@ def repri_fit(
         # and pi is not the oracle; the entropy weight plays no part in that decision
         updates = () if oracle_proportion is not None or kl_weight == 0 else proportion_update_at
         weights = kl_weight_schedule(iterations, kl_weight, updates, kl_boost)
-        # constant work hoisted out of the loop: features laid out once as (B, D, P) columns with their
-        # norms, so each step is one batched vector-matrix product per image set (no per-step permute or norm)
-        s_cols, s_norm = _columns_and_norms(support_features)  # (B, D, K*h*w), (B, K*h*w)
-        q_cols, q_norm = _columns_and_norms(query_features)  # (B, D, h*w), (B, h*w)
-        s_shape, q_shape = support_masks.shape, query_valid.shape
-
-        def logits(cols: Tensor, norms: Tensor, shape) -> Tensor:
-            dot = torch.bmm(prototype.unsqueeze(1), cols).squeeze(1)  # (B, 1, D) @ (B, D, P) -> (B, P)
-            return (temperature * dot / (norms * prototype.norm(dim=1, keepdim=True) + _EPS)).view(shape)  # (B, N, h, w)
-
         history = []
         for step, step_kl_weight in enumerate(weights, start=1):
             total, _ = repri_loss(
@@ -412,9 +418,9 @@ def repri_fit(
                 with torch.no_grad():
                     p_q = foreground_probability(logits(q_cols, q_norm, q_shape), bias)
                     proportion = soft_foreground_proportion(p_q, query_valid)
+        with torch.no_grad():
+            query_logits = logits(q_cols, q_norm, q_shape)  # (B, 1, h, w) under the fitted prototype
     prototype, bias = prototype.detach(), bias.detach()
-    with torch.no_grad():
-        query_logits = cosine_logits(query_features, prototype, temperature)  # (B, 1, h, w)
     loss_history = torch.stack(history) if history else query_features.new_zeros(0, query_features.shape[0])
     return RePRIResult(prototype, bias, query_logits, proportion_init, proportion, loss_history)
 

@@ -3,11 +3,18 @@ it shares (Zhang et al., ECCV 2022, eq. 6).
 
 Notation: N test samples, M cache entries (K per class x C classes), C classes, D feature dim.
 All features are L2-normalised before use; W (C, D) are the text class weights.
+
+Inference is split in two: :func:`prepare_tfup_cache` does everything that depends on the cache only (once
+per cache: normalisation, finiteness checks, the cache-side softmax, the class layout of the values), and
+:func:`prepared_tfup_logits` scores test features in row chunks against it, so memory beyond the inputs and
+the (N, C) output stays flat in N. :func:`select_confident_prototypes_from_features` streams the selection
+the same way.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -18,9 +25,13 @@ from vlkit.errors import ConfigError, check_choice, check_int, check_non_negativ
 __all__ = [
     "tfup_cache_shots",
     "select_confident_prototypes",
+    "select_confident_prototypes_from_features",
     "semantic_kl",
     "multi_level_similarity",
     "cache_logits",
+    "PreparedTFUPCache",
+    "prepare_tfup_cache",
+    "prepared_tfup_logits",
     "tfup_logits",
     "marginal_entropy",
 ]
@@ -86,11 +97,95 @@ def select_confident_prototypes(probs: Tensor, shots: int, candidates_per_shot: 
         raise ConfigError(f"shots={shots} per class needs at least {shots} samples, got N={n}", argument="shots")
     set_size = min(n, candidates_per_shot * shots)
     cand = probs.topk(set_size, dim=0).indices.T  # (C, S) candidate indices per class
-    p = probs[cand]  # (C, S, C) candidate probability rows
+    return _keep_prototypes(cand, probs[cand], shots)  # probs[cand]: (C, S, C) candidate probability rows
+
+
+def _keep_prototypes(cand: Tensor, p: Tensor, shots: int) -> Tensor:
+    """The prototype step: in each class's candidate set keep the ``shots`` rows with the lowest summed KL.
+
+    cand (C, S) sample indices, p (C, S, C) their probability rows -> (C, K) indices ordered by score."""
+    set_size = cand.shape[1]
     log_sum = torch.log(p.clamp_min(1e-12)).sum(1, keepdim=True)  # (C, 1, C) sum_k log p_k
     score = set_size * _neg_entropy(p) - (p * log_sum).sum(-1)  # (C, S)
     keep = score.topk(shots, dim=1, largest=False).indices  # (C, K)
     return torch.gather(cand, 1, keep)  # (C, K)
+
+
+def select_confident_prototypes_from_features(
+    features: Tensor,
+    class_weights: Tensor,
+    shots: int,
+    temperature: float = 10.0,
+    candidates_per_shot: int = 2,
+    chunk_size: int = 8192,
+) -> Tensor:
+    """:func:`select_confident_prototypes` on p = softmax(t normalize(f) W^T), streamed over row chunks.
+
+    The (N, C) probability matrix never exists whole: each chunk's per-class top-S rows are merged into a
+    running top-S (S = ``candidates_per_shot * shots``), and only the C*S candidate rows are scored, so the
+    memory beyond the input is O(chunk_size * C + C * S * C) at any N (TFUP's selection at N = 1M rows).
+    ``class_weights`` are used as given (the zero-shot head's unit rows), as in the authors' selection.
+
+    Args:
+        features: (N, D) test features (normalised here, per chunk).
+        class_weights: (C, D) text class weights.
+        shots: K, an int >= 1 and <= N.
+        temperature: t > 0 (10 as the authors).
+        candidates_per_shot: candidate-set size per shot, an int >= 1 (2 as the authors).
+        chunk_size: rows per chunk, an int >= 1.
+    Returns:
+        (C, K) long indices into the N rows; row c holds class c's selection, ordered by score (as
+        :func:`select_confident_prototypes` on the full matrix, up to the order of exactly tied rows).
+    """
+    for name, tensor in (("features", features), ("class_weights", class_weights)):
+        if tensor.dim() != 2:
+            raise ConfigError(f"{name} must be 2-D (rows, D), got shape {tuple(tensor.shape)}", argument=name)
+    if features.shape[1] != class_weights.shape[1]:
+        raise ConfigError(
+            f"features have dimension {features.shape[1]} but class_weights {class_weights.shape[1]}",
+            argument="class_weights",
+        )
+    check_int("shots", shots, low=1)
+    check_positive("temperature", temperature)
+    check_int("candidates_per_shot", candidates_per_shot, low=1)
+    check_int("chunk_size", chunk_size, low=1)
+    n = features.shape[0]
+    if n < shots:
+        raise ConfigError(f"shots={shots} per class needs at least {shots} samples, got N={n}", argument="shots")
+    if not torch.isfinite(class_weights).all():
+        raise ConfigError("class_weights must be finite, got NaN or inf values", argument="class_weights")
+    _check_finite_rows("features", features, chunk_size)
+    set_size = min(n, candidates_per_shot * shots)
+
+    def probabilities(rows: Tensor) -> Tensor:
+        return torch.softmax(temperature * F.normalize(rows, dim=-1) @ class_weights.T, dim=-1)  # (n, C)
+
+    top_values = top_index = None
+    for start in range(0, n, chunk_size):
+        probs = probabilities(features[start : start + chunk_size])  # (n, C)
+        values, index = probs.topk(min(set_size, probs.shape[0]), dim=0)  # (s, C) each
+        index += start
+        if top_values is not None:  # merge with the running top-S: (S + s, C) -> (S, C)
+            values, index = torch.cat([top_values, values]), torch.cat([top_index, index])
+            values, keep = values.topk(min(set_size, values.shape[0]), dim=0)
+            index = index.gather(0, keep)
+        top_values, top_index = values, index
+    cand = top_index.T.contiguous()  # (C, S) candidate indices per class, by decreasing p[:, c]
+    p = probabilities(features[cand.flatten()]).view(*cand.shape, -1)  # (C, S, C) candidate probability rows
+    return _keep_prototypes(cand, p, shots)
+
+
+def _check_finite_rows(name: str, tensor: Tensor, chunk_size: int = 65536) -> None:
+    """Every element finite, checked chunk by chunk with one cheap pass (row sums: NaN or inf in a row makes its
+    sum non-finite); only a suspicious chunk gets the exact element test. The error counts the bad values."""
+    for start in range(0, tensor.shape[0], chunk_size):
+        rows = tensor[start : start + chunk_size]
+        if not torch.isfinite(rows.sum(dim=-1)).all() and not torch.isfinite(rows).all():
+            bad = sum(int((~torch.isfinite(tensor[s : s + chunk_size])).sum()) for s in range(0, tensor.shape[0], chunk_size))
+            raise ConfigError(
+                f"{name} must be finite, got {bad} NaN or inf values in a tensor of shape {tuple(tensor.shape)}",
+                argument=name,
+            )
 
 
 def semantic_kl(test_probs: Tensor, cache_probs: Tensor) -> Tensor:
@@ -151,6 +246,209 @@ def cache_logits(affinity: Tensor, cache_values: Tensor, beta: float = 1.0) -> T
     return torch.exp(-beta * (1.0 - affinity)) @ cache_values.to(affinity.dtype)  # (N, C)
 
 
+_LOG2_E = 1.0 / math.log(2.0)  # exp(x) = 2 ** (x log2 e): exp2 is the cheaper kernel on CPU
+
+
+@dataclass(frozen=True)
+class PreparedTFUPCache:
+    """A TFUP / Tip-Adapter cache set up once for scoring (made by :func:`prepare_tfup_cache`).
+
+    Cache entries may be reordered (the kernel's per-class sum does not depend on their order).
+
+    Attributes:
+        class_weights: (C, D) W with unit rows.
+        keys: (M, D) cache keys with unit rows.
+        log_probs_t: (C', M) log q^T, q_j = softmax(t k_j W^T) (``similarity="msm"``), zero rows appended
+            up to C' = C rounded up to a multiple of 16 (a product with such an inner size runs at full speed
+            on CPU BLAS); None for cosine.
+        shots_per_class: K > 0 when the values are one-hot with K entries per class, laid out shot-major
+            (entry s * C + c is class c's s-th shot): the per-class sum is a (n, K, C) reshape; else 0.
+        entry_class: (M,) class of each entry when the values are one-hot with unequal counts (summed
+            with ``index_add_``); else None.
+        values: (M, C) the values when they are not one-hot (a matmul); else None.
+        temperature: t of the MSM probabilities.
+        similarity: ``"msm"`` or ``"cosine"``.
+    """
+
+    class_weights: Tensor
+    keys: Tensor
+    log_probs_t: Tensor | None
+    shots_per_class: int
+    entry_class: Tensor | None
+    values: Tensor | None
+    temperature: float
+    similarity: str
+
+    @property
+    def num_classes(self) -> int:
+        """C."""
+        return self.class_weights.shape[0]
+
+
+def prepare_tfup_cache(
+    class_weights: Tensor, cache_keys: Tensor, cache_values: Tensor, temperature: float = 10.0, similarity: str = "msm"
+) -> PreparedTFUPCache:
+    """The once-per-cache part of :func:`tfup_logits`: checks, normalisation, the cache softmax, the class layout.
+
+    Args:
+        class_weights: (C, D) text class weights.
+        cache_keys: (M, D) cache features.
+        cache_values: (M, C) cache labels, one-hot (TFUP's pseudo-labels, Tip-Adapter's shots) or soft.
+        temperature: t > 0 of the MSM probabilities (10 as the authors).
+        similarity: ``"msm"`` (TFUP's multi-level similarity) or ``"cosine"`` (Tip-Adapter).
+    Returns:
+        :class:`PreparedTFUPCache`, in the floating dtype the keys and weights promote to.
+    """
+    check_choice("similarity", similarity, ("msm", "cosine"))
+    check_positive("temperature", temperature)
+    for name, tensor in (("cache_keys", cache_keys), ("class_weights", class_weights)):
+        if tensor.dim() != 2:
+            raise ConfigError(f"{name} must be 2-D (rows, D), got shape {tuple(tensor.shape)}", argument=name)
+    if cache_keys.shape[1] != class_weights.shape[1]:
+        raise ConfigError(
+            f"cache_keys and class_weights must share the feature dim D, got {cache_keys.shape[1]} and "
+            f"{class_weights.shape[1]}",
+            argument="cache_keys",
+        )
+    if cache_values.dim() != 2 or cache_keys.shape[0] != cache_values.shape[0]:
+        raise ConfigError(
+            f"cache_values must be (M, C) with M = {cache_keys.shape[0]} cache_keys rows, got {tuple(cache_values.shape)}",
+            argument="cache_values",
+        )
+    if cache_keys.shape[0] == 0:
+        raise ConfigError("cache_keys must hold at least one cache entry, got 0 rows", argument="cache_keys")
+    num_classes = class_weights.shape[0]
+    if cache_values.shape[1] != num_classes:
+        raise ConfigError(
+            f"cache_values has {cache_values.shape[1]} classes but class_weights {num_classes}", argument="cache_values"
+        )
+    for name, tensor in (("cache_keys", cache_keys), ("class_weights", class_weights), ("cache_values", cache_values)):
+        _check_finite_rows(name, tensor)
+    dtype = torch.promote_types(class_weights.dtype, cache_keys.dtype)
+    dtype = dtype if dtype.is_floating_point else torch.float32
+    w = F.normalize(class_weights.to(dtype), dim=-1)  # (C, D)
+    keys = cache_keys.to(dtype)
+    shots, entry_class, values = 0, None, None
+    # one-hot: entries >= 0 with max 1 and sum 1 (three fast reductions, no (M, C) mask)
+    if bool((cache_values.amax(1) == 1).all() & (cache_values.amin(1) >= 0).all() & (cache_values.sum(1) == 1).all()):
+        labels = cache_values.argmax(1)  # (M,)
+        counts = torch.bincount(labels, minlength=num_classes)  # (C,)
+        if int(counts.min()) == int(counts.max()):
+            shots = int(counts[0])
+            order = labels.argsort(stable=True).view(num_classes, shots).T.reshape(-1)  # (K*C,) shot-major
+            keys = keys[order]  # (M, D), entry s * C + c = class c's s-th shot
+        else:
+            entry_class = labels
+    else:
+        values = cache_values.to(dtype)  # (M, C)
+    norms = keys.norm(dim=-1, keepdim=True).clamp_min_(1e-12)  # (M, 1), as F.normalize
+    keys = keys.div_(norms) if keys is not cache_keys else keys / norms  # unit rows; never in place on the caller's
+    log_probs_t = None
+    if similarity == "msm":
+        # log q^T = log clamp(softmax(t K W^T), 1e-12)^T (as multi_level_similarity), made as (C, M) directly:
+        # log_softmax over the classes, clamped at log(1e-12) (log is increasing, so the clamp commutes)
+        log_probs_t = keys.new_zeros(-(-num_classes // 16) * 16, keys.shape[0])  # (C', M), padded rows stay 0
+        scores = torch.mm(temperature * w, keys.T)  # (C, M) t w_c . k_j
+        log_probs_t[:num_classes] = torch.log_softmax(scores, dim=0).clamp_min_(math.log(1e-12))
+    return PreparedTFUPCache(w, keys, log_probs_t, shots, entry_class, values, float(temperature), similarity)
+
+
+def _default_chunk_rows(num_entries: int) -> int:
+    """Rows per chunk: about 5.8M elements per (rows, M) work buffer (23 MB in float32, 1,024 rows at M = 5,520;
+    on one CPU thread the matrix products lose speed below ~512 rows), 4096 rows at most."""
+    return max(64, min(4096, (11 << 19) // max(1, num_entries) // 32 * 32))
+
+
+def prepared_tfup_logits(
+    test_features: Tensor,
+    cache: PreparedTFUPCache,
+    alpha: float = 0.3,
+    beta: float = 1.0,
+    logit_scale: float = 100.0,
+    chunk_size: int | None = None,
+) -> Tensor:
+    """TFUP's residual logits s f W^T + alpha exp(-beta (1 - A)) L against a :func:`prepare_tfup_cache` cache.
+
+    Per chunk of rows: three matrix products (f W^T, f K^T and, for the MSM, p (log q)^T) and seven
+    element-wise passes over the (n, M) block (work buffers reused across chunks). The MSM needs only the cross term c_ij = p_i . log q_j: KL(p_i || q_j) =
+    sum p_i log p_i - c_ij, and the row constant cancels in the min-max, so
+    S_ij = 2 - 2 minmax_j(KL_ij) = 2 + 2 (c_ij - max_j c_ij) / (max_j c_ij - min_j c_ij) (S = 1 on rows whose
+    KL is constant, as :func:`multi_level_similarity`; here constant up to float rounding). The one-hot
+    ``kernel @ L`` is a per-class sum.
+
+    Args:
+        test_features: (N, D).
+        cache: the prepared cache (C classes, M entries, the same D).
+        alpha: residual weight of the cache, >= 0. beta: kernel sharpness, >= 0.
+        logit_scale: s > 0.
+        chunk_size: rows per chunk, an int >= 1; None picks a cache-friendly size (memory is O(chunk * M)).
+    Returns:
+        (N, C) logits, equal to :func:`tfup_logits` (up to float rounding).
+    """
+    check_non_negative("alpha", alpha)
+    check_non_negative("beta", beta)
+    check_positive("logit_scale", logit_scale)
+    check_int("chunk_size", chunk_size, low=1, allow_none=True)
+    if test_features.dim() != 2 or test_features.shape[1] != cache.keys.shape[1]:
+        raise ConfigError(
+            f"test_features must be (N, D) with the cache's D = {cache.keys.shape[1]}, got shape "
+            f"{tuple(test_features.shape)}",
+            argument="test_features",
+        )
+    num_entries = cache.keys.shape[0]
+    rows = chunk_size or _default_chunk_rows(num_entries)
+    _check_finite_rows("test_features", test_features, rows)
+    dtype, num_classes, n_total = cache.keys.dtype, cache.num_classes, test_features.shape[0]
+    out = torch.empty(n_total, num_classes, dtype=dtype, device=test_features.device)  # (N, C)
+    # work buffers reused by every chunk: memory O(rows * M) whatever N
+    rows = min(rows, max(1, n_total))
+    kernel_buffer = out.new_empty(rows, num_entries)  # (rows, M)
+    msm = cache.log_probs_t is not None
+    if msm:
+        cross_buffer = out.new_empty(rows, num_entries)  # (rows, M)
+        probs_buffer = out.new_zeros(rows, cache.log_probs_t.shape[0])  # (rows, C'), padded columns stay 0
+    scale = beta * _LOG2_E  # exp(beta (A - 1)) = exp2(beta log2(e) (A - 1))
+    # exp(beta (A - 1)) = exp2(scale A) 2^-scale: with |A| <= 2, exp2(scale A) stays in float range while
+    # 2 scale <= 120, so the factor 2^-scale moves onto the (n, C) sums (one pass less over the (n, M) block)
+    folded = 2.0 * scale <= 120.0
+    weight = alpha * 2.0 ** (-scale) if folded else alpha
+    for start in range(0, n_total, rows):
+        f = F.normalize(test_features[start : start + rows].to(dtype), dim=-1)  # (n, D)
+        n = f.shape[0]
+        logits = out[start : start + n]  # (n, C) view, written in place
+        text = torch.mm(f, cache.class_weights.T)  # (n, C) cos(f, w)
+        torch.mul(text, logit_scale, out=logits)
+        kernel = torch.mm(f, cache.keys.T, out=kernel_buffer[:n])  # (n, M) cos(f, k)
+        if msm:
+            p = probs_buffer[:n]  # (n, C')
+            p[:, :num_classes] = torch.softmax(text.mul_(cache.temperature), dim=-1)  # (n, C)
+            cross = torch.mm(p, cache.log_probs_t, out=cross_buffer[:n])  # (n, M) c_ij = p_i . log q_j
+            hi, lo = cross.amax(1, keepdim=True), cross.amin(1, keepdim=True)  # (n, 1) each
+            span = hi - lo
+            # a row whose KL is constant up to float rounding (the matrix product need not give equal columns
+            # bit for bit) carries no semantic information: spread below 1e-5 of its size counts as constant
+            informative = span > 1e-5 * torch.maximum(hi.abs(), lo.abs()) + 1e-8
+            # beta log2(e) S = a_i c_ij + b_i: a = 2 scale / span, b = 2 scale - a hi; a = 0, b = scale where constant
+            a = torch.where(informative, 2.0 * scale / span.clamp_min(1e-8), torch.zeros_like(span))  # (n, 1)
+            b = torch.where(informative, 2.0 * scale - a * hi, torch.full_like(span, scale))  # (n, 1)
+            kernel.mul_(cross.mul_(a).add_(b))  # (n, M) beta log2(e) A
+        else:
+            kernel.mul_(scale)  # (n, M) beta log2(e) A, A = cos
+        if folded:
+            kernel.exp2_()  # (n, M) exp(beta A); the factor exp(-beta) is applied to the (n, C) sums
+        else:
+            kernel.sub_(scale).exp2_()  # (n, M) exp(-beta (1 - A))
+        if cache.shots_per_class:
+            sums = kernel.view(-1, cache.shots_per_class, num_classes).sum(1)  # (n, K, C) -> (n, C)
+            logits.add_(sums, alpha=weight)
+        elif cache.entry_class is not None:
+            sums = torch.zeros_like(logits).index_add_(1, cache.entry_class, kernel)  # (n, C)
+            logits.add_(sums, alpha=weight)
+        else:
+            logits.addmm_(kernel, cache.values, alpha=weight)  # (n, M) @ (M, C)
+    return out
+
+
 def tfup_logits(
     test_features: Tensor,
     class_weights: Tensor,
@@ -161,49 +459,27 @@ def tfup_logits(
     logit_scale: float = 100.0,
     temperature: float = 10.0,
     similarity: str = "msm",
-    chunk_size: int = 4096,
+    chunk_size: int | None = None,
 ) -> Tensor:
     """Residual TFUP prediction: s f W^T + alpha exp(-beta (1 - A)) L (TFUP eq. for the final logits).
 
     ``similarity="msm"`` uses the multi-level similarity (TFUP); ``"cosine"`` uses A = f k^T, which is
     Tip-Adapter's cache (with labelled shots as keys). Rows are processed in chunks of ``chunk_size`` so
-    the (N, M) affinity never exists whole.
+    the (N, M) affinity never exists whole. One call = :func:`prepare_tfup_cache` then
+    :func:`prepared_tfup_logits`; prepare once to score several batches against one cache.
 
     Shapes: test_features (N, D), class_weights (C, D), cache_keys (M, D), cache_values (M, C) -> (N, C).
-    Ranges: alpha, beta >= 0; logit_scale, temperature > 0; chunk_size an int >= 1.
+    Ranges: alpha, beta >= 0; logit_scale, temperature > 0; chunk_size an int >= 1 or None (auto).
     """
     check_choice("similarity", similarity, ("msm", "cosine"))
     check_non_negative("alpha", alpha)
     check_non_negative("beta", beta)
     check_positive("logit_scale", logit_scale)
     check_positive("temperature", temperature)
-    check_int("chunk_size", chunk_size, low=1)
+    check_int("chunk_size", chunk_size, low=1, allow_none=True)
     _check_same_dim(test_features, cache_keys, class_weights)
-    for name, tensor in (("test_features", test_features), ("cache_keys", cache_keys), ("class_weights", class_weights)):
-        if not torch.isfinite(tensor).all():
-            raise ConfigError(f"{name} must be finite, got NaN or inf values", argument=name)
-    if cache_values.dim() != 2 or cache_keys.shape[0] != cache_values.shape[0]:
-        raise ConfigError(
-            f"cache_values must be (M, C) with M = {cache_keys.shape[0]} cache_keys rows, got {tuple(cache_values.shape)}",
-            argument="cache_values",
-        )
-    if cache_values.shape[1] != class_weights.shape[0]:
-        raise ConfigError(
-            f"cache_values has {cache_values.shape[1]} classes but class_weights {class_weights.shape[0]}",
-            argument="cache_values",
-        )
-    w = F.normalize(class_weights, dim=-1)
-    k = F.normalize(cache_keys, dim=-1)
-    out = []
-    for start in range(0, test_features.shape[0], chunk_size):
-        f = F.normalize(test_features[start : start + chunk_size], dim=-1)  # (n, D)
-        if similarity == "msm":
-            affinity = multi_level_similarity(f, k, w, temperature)  # (n, M)
-        else:
-            affinity = f @ k.T  # (n, M)
-        kernel = affinity.mul_(beta).sub_(beta).exp_()  # exp(-beta (1 - A)) in place, (n, M)
-        out.append(torch.addmm(logit_scale * f @ w.T, kernel, cache_values.to(kernel.dtype), alpha=alpha))  # (n, C)
-    return torch.cat(out)  # (N, C)
+    cache = prepare_tfup_cache(class_weights, cache_keys, cache_values, temperature, similarity)
+    return prepared_tfup_logits(test_features, cache, alpha, beta, logit_scale, chunk_size)
 
 
 def marginal_entropy(logits: Tensor) -> Tensor:

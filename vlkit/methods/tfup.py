@@ -19,6 +19,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torchmetrics.aggregation import CatMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from vlkit.checkpoints import record_class, regrouped_hyperparameters
@@ -37,7 +38,9 @@ from vlkit.functional.tfup import (
     cache_logits,
     marginal_entropy,
     multi_level_similarity,
-    select_confident_prototypes,
+    prepare_tfup_cache,
+    prepared_tfup_logits,
+    select_confident_prototypes_from_features,
     tfup_cache_shots,
     tfup_logits,
 )
@@ -190,18 +193,22 @@ class _FeatureClassifier(L.LightningModule):
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_recall = MulticlassAccuracy(num_classes, average="macro")
+        # (index, prediction, label) rows, concatenated over ranks at compute (torchmetrics "cat" state); float32
+        # holds the indices exactly below 2**24 rows
+        self.test_rows = CatMetric()
         self._head_ready = True
 
-    def _zero_shot_probs(self, features: Tensor) -> Tensor:
-        """p = softmax(t f W^T), t = the TFUP temperature (10)."""
-        return torch.softmax(self.cache.temperature * F.normalize(features, dim=-1) @ self.class_weights.T, dim=-1)
+    def _select_confident(self, features: Tensor, shots: int) -> Tensor:
+        """TFUP's confidence + prototype selection on p = softmax(t f W^T) (t = the TFUP temperature, 10),
+        streamed over row chunks: (N, D) -> (C, K) indices."""
+        return select_confident_prototypes_from_features(features, self.class_weights, shots, self.cache.temperature)
 
     def _collect(self, logits: Tensor, batch: dict, stage: str) -> None:
         preds = logits.argmax(-1)
         if stage == "test":
             self.test_acc.update(preds, batch["label"])
             self.test_recall.update(preds, batch["label"])
-            self._test_preds.append(torch.stack([batch["index"], preds, batch["label"]], 1).cpu())
+            self.test_rows.update(torch.stack([batch["index"], preds, batch["label"]], 1))  # (B, 3)
         else:
             self.val_acc.update(preds, batch["label"])
 
@@ -218,17 +225,18 @@ class _FeatureClassifier(L.LightningModule):
         """Class probabilities (B, C)."""
         return self(batch["features"]).softmax(-1)
 
-    def on_test_epoch_start(self) -> None:
-        """Start a fresh list of test predictions."""
-        self._test_preds: list[Tensor] = []
-
     def on_test_epoch_end(self) -> None:
-        """Log ``test/acc`` and ``test/mean_per_class_recall``; keep ``test_predictions`` (N, 3)."""
+        """Log ``test/acc`` and ``test/mean_per_class_recall``; keep ``test_predictions`` (N, 3), rows of every
+        rank in index order. The torchmetrics states are reduced over ranks at compute, so N ranks log what 1 rank
+        does (the values are then identical on every rank: no ``sync_dist``)."""
         self.log("test/acc", self.test_acc.compute(), prog_bar=True)
         self.log("test/mean_per_class_recall", self.test_recall.compute())
         self.test_acc.reset()
         self.test_recall.reset()
-        self.test_predictions = torch.cat(self._test_preds)  # (N, 3): index, prediction, label
+        rows = self.test_rows.compute()  # (N, 3): index, prediction, label ([] when no row was scored)
+        rows = rows.long().cpu() if isinstance(rows, Tensor) else torch.zeros(0, 3, dtype=torch.long)
+        self.test_rows.reset()
+        self.test_predictions = rows[rows[:, 0].argsort()]  # (N, 3) in index order
 
     def on_validation_epoch_end(self) -> None:
         """Log ``val/acc``."""
@@ -268,11 +276,12 @@ class LitTFUP(_FeatureClassifier):
         self._build_head()
         h, c, dm = self.hparams, self.cache, self.datamodule
         self.cache_keys = self.cache_values = None
+        self._prepared_from = None  # the cache is prepared on the first forward (see forward)
         num_classes = len(self.classnames)
         if h.mode == "tfup":
             feats = dm.unlabeled_features  # (N, D)
             shots = tfup_cache_shots(feats.shape[0], num_classes, c.cache_proportion, c.min_shots, c.max_shots)
-            index = select_confident_prototypes(self._zero_shot_probs(feats), shots)  # (C, K)
+            index = self._select_confident(feats, shots)  # (C, K)
             self.cache_index = index
             self.cache_keys = feats[index.flatten()]  # (C*K, D)
             pseudo = torch.arange(num_classes).repeat_interleave(shots)  # (C*K,)
@@ -290,16 +299,20 @@ class LitTFUP(_FeatureClassifier):
         weights = self.class_weights.to(features.device)
         if h.mode == "zeroshot":
             return zeroshot_logits(features, weights, self.logit_scale)
-        return tfup_logits(
-            features,
-            weights,
-            self.cache_keys.to(features.device),
-            self.cache_values.to(features.device),
-            alpha=self.cache.alpha,
-            beta=self.cache.beta,
-            logit_scale=self.logit_scale,
-            temperature=self.cache.temperature,
-            similarity="msm" if h.mode == "tfup" else "cosine",
+        # one setup per cache (normalisation, checks, the cache softmax), not one per batch
+        source = (self.class_weights, self.cache_keys, self.cache_values, features.device)
+        last = getattr(self, "_prepared_from", None)
+        if last is None or last[3] != source[3] or any(a is not b for a, b in zip(last[:3], source[:3])):
+            self._prepared_cache = prepare_tfup_cache(
+                weights,
+                self.cache_keys.to(features.device),
+                self.cache_values.to(features.device),
+                temperature=self.cache.temperature,
+                similarity="msm" if h.mode == "tfup" else "cosine",
+            )
+            self._prepared_from = source
+        return prepared_tfup_logits(
+            features, self._prepared_cache, alpha=self.cache.alpha, beta=self.cache.beta, logit_scale=self.logit_scale
         )
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
@@ -419,10 +432,9 @@ class LitTFUPT(_FeatureClassifier):
         self.adapter = ImageAdapter(dim, h.adapter_reduction)
         self.text_residual = nn.Parameter(torch.zeros(num_classes, dim))  # (C, D), R = 0 at start
         feats = dm.unlabeled_features  # (N, D)
-        probs = self._zero_shot_probs(feats)  # (N, C)
         # cache: TFUP's unsupervised K-shot cache (keys stay the clean features)
         k = tfup_cache_shots(feats.shape[0], num_classes, c.cache_proportion, c.min_shots, c.max_shots)
-        cache_index = select_confident_prototypes(probs, k).flatten()  # (C*K,)
+        cache_index = self._select_confident(feats, k).flatten()  # (C*K,)
         self.register_buffer("cache_keys", feats[cache_index].clone(), persistent=False)  # (C*K, D)
         self.register_buffer(
             "cache_values", F.one_hot(torch.arange(num_classes).repeat_interleave(k), num_classes).float(), persistent=False
@@ -431,7 +443,7 @@ class LitTFUPT(_FeatureClassifier):
         k_train = min(
             tfup_cache_shots(feats.shape[0], num_classes, h.training_proportion, c.min_shots, None), feats.shape[0]
         )
-        subset = select_confident_prototypes(probs, k_train).flatten().unique()  # (<= C*K_t,)
+        subset = self._select_confident(feats, k_train).flatten().unique()  # (<= C*K_t,)
         tfup = tfup_logits(feats, self.class_weights, self.cache_keys, self.cache_values, c.alpha, c.beta, self.logit_scale,
                            c.temperature)
         in_subset = torch.zeros(feats.shape[0], dtype=torch.bool)
