@@ -31,7 +31,7 @@ demo-assets: $(STAMP)
 	$(BIN)/python scripts/demo_assets.py
 
 bench: $(STAMP)
-	for f in bench/*.py; do $(BIN)/python $$f --quick || exit 1; done
+	for f in bench/[a-z]*.py; do echo "== $$f"; $(BIN)/python $$f --quick || exit 1; done
 
 clean:
 	rm -rf $(VENV) .cache results/*.json results/*.png

@@ -255,7 +255,7 @@ def main(argv: list[str] | None = None) -> dict:
                                                     involving=name).items():
                 results[stage].setdefault("paired", {}).update(paired)
         save()
-        print(f"[{name}] {results[name]}", flush=True)
+        print(f"[{name}] {({k: v for k, v in results[name].items() if k != 'paired'})}", flush=True)
 
     def fit_and_test(stage: str, folder: Path, stage_args: list[str], patience: int | None) -> dict:
         """Fit (best val/ndcg@10 checkpoint), then test it, saving each test row's rank under ``folder``."""
@@ -479,7 +479,7 @@ def _paired_lines(found: dict[str, dict]) -> list[str]:
     for ds, res in found.items():
         for later, name in STAGE_NAMES.items():
             for earlier, pair in res.get(later, {}).get("paired", {}).items():
-                for ranking, metrics in pair.items():
+                for ranking, metrics in sorted(pair.items(), key=lambda kv: kv[0] != "reported"):  # reported first
                     hr, ndcg = metrics[f"hr@{PAIRED_K}"], metrics[f"ndcg@{PAIRED_K}"]
                     lines.append(f"| {ds} | {name} − {STAGE_NAMES.get(earlier, earlier)} | {ranking} | {diff(hr)} | "
                                  f"{diff(ndcg)} | {hr['p_value']:.3g} / {ndcg['p_value']:.3g} | {hr['n']} |")
