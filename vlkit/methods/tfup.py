@@ -300,9 +300,11 @@ class LitTFUP(_FeatureClassifier):
         if h.mode == "zeroshot":
             return zeroshot_logits(features, weights, self.logit_scale)
         # one setup per cache (normalisation, checks, the cache softmax), not one per batch
-        source = (self.class_weights, self.cache_keys, self.cache_values, features.device)
+        # (in-place writes such as load_state_dict keep the tensor object but bump its version counter)
+        tensors = (self.class_weights, self.cache_keys, self.cache_values)
+        source = (tensors, tuple(t._version for t in tensors), features.device)
         last = getattr(self, "_prepared_from", None)
-        if last is None or last[3] != source[3] or any(a is not b for a, b in zip(last[:3], source[:3])):
+        if last is None or last[1:] != source[1:] or any(a is not b for a, b in zip(last[0], tensors)):
             self._prepared_cache = prepare_tfup_cache(
                 weights,
                 self.cache_keys.to(features.device),

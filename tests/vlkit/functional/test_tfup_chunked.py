@@ -191,3 +191,26 @@ def test_prepared_logits_and_selection_on_cuda_match_cpu():
     probs = torch.softmax(10 * F.normalize(f.cuda(), dim=-1) @ unit_w.T, dim=-1)  # (N, C) on the GPU
     picked = select_confident_prototypes_from_features(f.cuda(), unit_w, 5, chunk_size=700)
     assert picked.is_cuda and torch.equal(picked, select_confident_prototypes(probs, 5))
+
+
+def test_lit_tfup_prepares_again_after_an_in_place_change_of_its_cache():
+    """The prepared cache is keyed on the tensors and their version counters: an in-place write (as
+    ``load_state_dict`` or ``mul_`` does) keeps the tensor object but must not leave a stale cache."""
+    from vlkit.methods.tfup import LitTFUP
+
+    g = torch.Generator().manual_seed(0)
+    module = LitTFUP()
+    module.register_buffer("class_weights", F.normalize(torch.randn(3, 8, generator=g), dim=-1), persistent=False)
+    module.cache_keys = F.normalize(torch.randn(6, 8, generator=g), dim=-1)
+    module.cache_values = F.one_hot(torch.arange(6) % 3, 3).float()
+    module.logit_scale = 100.0
+    features = F.normalize(torch.randn(5, 8, generator=g), dim=-1)
+
+    def direct():
+        return tfup_logits(features, module.class_weights, module.cache_keys, module.cache_values,
+                           alpha=module.cache.alpha, beta=module.cache.beta, temperature=module.cache.temperature)
+
+    torch.testing.assert_close(module(features), direct())
+    module.cache_keys.copy_(F.normalize(torch.randn(6, 8, generator=g), dim=-1))  # same object, new values
+    module.class_weights.mul_(-1.0)
+    torch.testing.assert_close(module(features), direct())
