@@ -30,8 +30,10 @@ test-slow: $(STAMP)
 demo-assets: $(STAMP)
 	$(BIN)/python scripts/demo_assets.py
 
+# every bench/[a-z]*.py --quick; log in results/bench.txt, table in results/bench.md
+# (README's table: python bench/_run_all.py --from results/bench.txt --readme README.md)
 bench: $(STAMP)
-	for f in bench/[a-z]*.py; do echo "== $$f"; $(BIN)/python $$f --quick || exit 1; done
+	$(BIN)/python bench/_run_all.py
 
 clean:
 	rm -rf $(VENV) .cache results/*.json results/*.png
