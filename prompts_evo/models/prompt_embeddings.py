@@ -33,7 +33,9 @@ class PromptEmbeddingCache:
         fingerprint: identity of the text encoder (``backbone.fingerprint``); keys the disk file.
         cache_dir: root of the persisted cache (the file goes to ``<cache_dir>/text-embeddings/``; pass
             ``vlkit.cache.cache_root()`` for the kit's cache), or None for memory only.
-        batch_size: strings per ``encode`` call.
+        batch_size: strings per ``encode`` call (default 2048, the authors' ``batch_size_text``): large
+            enough for an encoder that batches by length (``MeanPoolTextEncoder``) to find rows of equal
+            length; the encoders batch their own forward passes.
     """
 
     def __init__(
@@ -41,7 +43,7 @@ class PromptEmbeddingCache:
         encode: Callable[[list[str]], Tensor],
         fingerprint: str,
         cache_dir: str | os.PathLike | None = None,
-        batch_size: int = 256,
+        batch_size: int = 2048,
     ) -> None:
         check_int("batch_size", batch_size, low=1)
         if not callable(encode):

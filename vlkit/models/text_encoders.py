@@ -72,21 +72,42 @@ class MeanPoolTextEncoder(nn.Module):
         return next(self.model.parameters()).device
 
     @torch.no_grad()
-    def forward(self, texts: Sequence[str], batch_size: int = 256, progress: bool = False) -> Tensor:
+    def forward(self, texts: Sequence[str], batch_size: int = 256, progress: bool = False, sort_by_length: bool = True) -> Tensor:
         """Encode ``texts`` in batches of ``batch_size``: T strings -> (T, D) float32, L2-normalised;
-        ``progress`` shows a bar of batches (tqdm), for long lists such as a catalogue's item titles."""
+        ``progress`` shows a bar (tqdm) of windows of 32 batches, for long lists such as a catalogue's item titles.
+
+        ``sort_by_length``: tokenize up to 32 batches of texts at once and batch them by token count (as
+        sentence-transformers' ``encode`` does), so a batch is padded to a length close to all of its
+        rows' and the encoder's work follows the real tokens (ProAPO's 5,720 prompts: 70.7k tokens instead
+        of 102k padded ones); the rows come back in the input order. Padding is masked out of attention and
+        of the pooling, so both orders give the same embeddings up to float rounding. False: batches in
+        the input order, each padded to its longest row.
+        """
         texts = list(texts)
-        device = self.device
-        out = []
-        starts = range(0, len(texts), batch_size)
+        window = batch_size * 32 if sort_by_length else batch_size  # texts tokenized (and sorted) together
+        starts = range(0, len(texts), window)
         if progress:
             from tqdm.auto import tqdm
 
             starts = tqdm(starts, desc=f"encoding {len(texts)} texts", leave=False)
-        for start in starts:
-            batch = self.tokenizer(
-                texts[start : start + batch_size], padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
-            ).to(device)
+        return torch.cat([self._encode_window(texts[start : start + window], batch_size, sort_by_length) for start in starts])
+
+    def _encode_window(self, texts: list[str], batch_size: int, sort_by_length: bool) -> Tensor:
+        """T texts -> (T, D), batched by token count when ``sort_by_length``, else in their order."""
+        order = list(range(len(texts)))
+        if sort_by_length:
+            encoded = self.tokenizer(texts, truncation=True, max_length=self.max_length)  # unpadded token lists
+            order.sort(key=lambda row: len(encoded["input_ids"][row]))  # rows by token count
+        out = []
+        for start in range(0, len(texts), batch_size):
+            rows = order[start : start + batch_size]
+            if sort_by_length:
+                batch = self.tokenizer.pad({key: [values[row] for row in rows] for key, values in encoded.items()}, return_tensors="pt")
+            else:
+                batch = self.tokenizer(texts[start : start + batch_size], padding=True, truncation=True, max_length=self.max_length,
+                                       return_tensors="pt")
+            batch = batch.to(self.device)
             hidden = self.model(**batch).last_hidden_state  # (B, L, D)
             out.append(F.normalize(masked_mean_pool(hidden, batch["attention_mask"]).float(), dim=-1))  # (B, D)
-        return torch.cat(out)  # (T, D)
+        embeddings = torch.cat(out)  # (T, D), rows in `order`
+        return embeddings[torch.argsort(torch.tensor(order, device=embeddings.device))]  # (T, D), input order

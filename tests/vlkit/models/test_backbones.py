@@ -111,6 +111,27 @@ def test_one_minilm_encoder_for_the_offline_preset_and_item_embeddings():
     assert torch.allclose(items, both, atol=1e-6)
 
 
+def test_minilm_batches_by_token_count_and_returns_the_input_order():
+    """Sorted by token count, batches of 2 hold the two short texts, then the two long ones: the tower sees only
+    real tokens (no padding), and the rows come back in the input order with the unsorted batches' vectors."""
+    from vlkit.models.text_encoders import MeanPoolTextEncoder
+
+    texts = ["a very long title of a kitchen knife set with a wooden block", "shoe",
+             "a very long title of a garden hose set with a brass block", "hat"]  # 15, 3, 15, 3 tokens
+    encoder = MeanPoolTextEncoder(max_length=32)
+    shapes = []
+    forward = encoder.model.forward
+    encoder.model.forward = lambda **batch: shapes.append(tuple(batch["input_ids"].shape)) or forward(**batch)
+    sorted_rows = encoder(texts, batch_size=2)  # (4, 384)
+    real_tokens = sum(len(ids) for ids in encoder.tokenizer(texts)["input_ids"])
+    assert sum(b * length for b, length in shapes) == real_tokens  # the lengths pair up exactly: no padding
+    shapes.clear()
+    in_order = encoder(texts, batch_size=2, sort_by_length=False)
+    assert sum(b * length for b, length in shapes) > real_tokens  # each batch padded to its long text
+    assert torch.allclose(sorted_rows, in_order, atol=1e-5)
+    assert torch.allclose(sorted_rows[1], encoder(["shoe"])[0], atol=1e-5)
+
+
 @pytest.mark.gpu
 def test_minilm_encoder_follows_its_device():
     """Built with device="cuda", the encoder encodes there; the vectors match the CPU ones (float32)."""
