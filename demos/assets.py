@@ -228,7 +228,8 @@ def build_minionerec_assets(
             progress, 0.0, 0.25, rqvae_s, "1/2 semantic IDs (RQ-VAE over the item texts)")
         _with_progress(
             lambda: run_stage("fit", config_path(dataset, "sft"), work / "sft", f"--model.init_args.sid_path={sid_path}",
-                              f"--trainer.max_epochs={epochs}", f"--trainer.max_time={budget}", *bar, *overrides,
+                              f"--trainer.max_epochs={epochs}", f"--trainer.max_time={budget}",
+                              "--trainer.check_val_every_n_epoch=1", *bar, *overrides,  # every epoch is a candidate
                               monitor="val/ndcg@10"),
             progress, 0.25, 0.97, epochs * _SFT_EPOCH_SECONDS.get(dataset, _SFT_EPOCH_SECONDS_DEFAULT),
             f"2/2 MiniOneRec SFT, {epochs} epoch(s)")

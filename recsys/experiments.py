@@ -6,6 +6,11 @@ configs: RQ-VAE IDs -> SASRec baseline -> MiniOneRec SFT -> MiniOneRec RL, each 
     python -m recsys.experiments --report --out runs/minionerec                      # the table of every results.json
     python -m recsys.experiments --dataset amazon18-office --stages sasrec,sft --seeds 3   # seed-to-seed spread
     python -m recsys.experiments --dataset amazon18-industrial --stages sft-smollm2-lora,rl-smollm2-lora  # SmolLM2 rows
+    # a smoke run of a real data set (~11 min on 2 busy cores once the item embeddings are cached): full RQ-VAE IDs,
+    # then one epoch of each ranking stage, tested on the first 256 test rows (the RQ-VAE's item data has no rows to cut)
+    python -m recsys.experiments --dataset amazon18-office --stages rqvae --threads 1 --out runs/minionerec_office_smoke
+    python -m recsys.experiments --dataset amazon18-office --stages sasrec,sft,rl --threads 1 --out runs/minionerec_office_smoke \
+        --trainer.max_epochs=1 --data.init_args.max_eval_samples=256   # docs/recsys-experiments.md
 
 Writes ``<out>/<dataset>/results.json`` after every stage (metrics of every test, wall times), so a run
 cut short keeps what it finished. Model selection uses the validation split only (checkpoint with the
@@ -56,13 +61,18 @@ SMOLLM2_STAGES = ("sft-smollm2-lora", "rl-smollm2-lora", "sft-smollm2-full", "rl
 ALL_STAGES = STAGES + SMOLLM2_STAGES  # the order stages run in
 RANKED_STAGES = ("sasrec", "sft", "rl", *SMOLLM2_STAGES)  # stages whose test ranks items (paired with each other)
 SEEDED_STAGES = ("sasrec", "sft")  # the cheap rows --seeds repeats
+# --threads auto: intra-op CPU threads per data set (others: torch's default). The synthetic stages' models are
+# tiny: a second thread only adds waiting (measured on 2 shared cores at load ~7: 5 SFT epochs 210 s wall / 52 s
+# CPU with 2 threads, 20 s / 3.3 s with 1)
+AUTO_THREADS = {"synthetic": 1}
 ROW_RANKS_FILE = "row_ranks.json"  # <out>/<dataset>/<stage>/row_ranks.json, written by vlkit.callbacks.PerRowValues
 PAIRED_K = 10  # the cut-off of the paired HR@K / NDCG@K
 STAGE_NAMES = {"sasrec": "SASRec (full ranking)", "sft": "MiniOneRec SFT", "rl": "MiniOneRec SFT+RL",
                "sft-smollm2-lora": "MiniOneRec SmolLM2-135M LoRA SFT", "rl-smollm2-lora": "MiniOneRec SmolLM2-135M LoRA SFT+RL",
                "sft-smollm2-full": "MiniOneRec SmolLM2-135M full SFT", "rl-smollm2-full": "MiniOneRec SmolLM2-135M full SFT+RL"}
 
-__all__ = ["STAGES", "SMOLLM2_STAGES", "DATASETS", "config_path", "parse_stages", "build_parser", "run_stage",
+__all__ = ["STAGES", "SMOLLM2_STAGES", "DATASETS", "AUTO_THREADS", "config_path", "parse_stages", "build_parser",
+           "resolve_threads", "torch_threads", "run_stage",
            "read_metrics", "best_checkpoint", "load_row_ranks", "paired_differences", "seed_spread", "markdown_table",
            "main"]
 
@@ -92,8 +102,10 @@ def sft_stage_of(stage: str) -> str:
 def _overlay(tmp: Path, command: str, monitor: str | None, patience: int | None, per_row_path: Path | None = None) -> Path:
     callbacks = ["    - class_path: vlkit.callbacks.ParameterDrift\n"]
     if per_row_path is not None:  # each test row's target rank (beam and exact), for paired comparisons
+        # absolute: PerRowValues takes a relative path under the trainer's log directory, so a relative --out
+        # (the default runs/minionerec) put the file where load_row_ranks never looked (no paired table)
         callbacks.append("    - class_path: vlkit.callbacks.PerRowValues\n"
-                         f"      init_args: {{path: '{per_row_path}', attribute: target_ranks, stage: test}}\n")
+                         f"      init_args: {{path: '{Path(per_row_path).absolute()}', attribute: target_ranks, stage: test}}\n")
     if not monitor:
         callbacks.append(
             "    - class_path: lightning.pytorch.callbacks.ModelCheckpoint\n"
@@ -197,7 +209,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m recsys.experiments", description=__doc__.split("\n\n")[0], formatter_class=formatter,
         epilog="Any other --key=value option goes to every vlkit fit/test call, e.g. --trainer.max_time=00:00:05:00 "
-               "or --trainer.accelerator=gpu. Configs: configs/recsys/<rqvae|sasrec|minionerec>/<dataset>_*.yaml; "
+               "or --trainer.accelerator=gpu; --data.init_args.max_eval_samples=N (the first N val/test rows) only "
+               "with --stages sasrec,sft,rl (the rqvae stage's item data has no such option). "
+               "Configs: configs/recsys/<rqvae|sasrec|minionerec>/<dataset>_*.yaml; "
                "'synthetic' (48 items, tiny models) runs every stage in about a minute.",
     )
     parser.add_argument("--dataset", default="amazon18-industrial", choices=sorted(DATASETS),
@@ -212,9 +226,37 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seeds", default=1, type=int, metavar="N",
                         help=f"run the cheap rows ({', '.join(SEEDED_STAGES)}) with seeds 0..N-1 (seed_everything and the "
                              "data seed; the test rows stay the same) and report their seed-to-seed spread")
+    parser.add_argument("--threads", default="auto", metavar="N",
+                        help="CPU threads of every stage (torch.set_num_threads); 'auto': "
+                             f"{', '.join(f'{n} for {d}' for d, n in AUTO_THREADS.items())} (tiny models: a second "
+                             "thread only waits, 10x the time on a busy 2-core machine), torch's default otherwise")
     parser.add_argument("--report", action="store_true",
                         help="only print the markdown tables of every <DIR>/*/results.json (nothing is run)")
     return parser
+
+
+def resolve_threads(threads: str | int, dataset: str) -> int | None:
+    """The ``--threads`` value as an int >= 1, or None (torch's default) for ``"auto"`` on a data set that is not
+    in :data:`AUTO_THREADS`; anything else raises a ConfigError."""
+    from vlkit.errors import ConfigError, check_int
+
+    if threads == "auto":
+        return AUTO_THREADS.get(dataset)
+    try:
+        threads = int(threads)
+    except (TypeError, ValueError):
+        raise ConfigError(f"--threads must be 'auto' or an integer >= 1, got {threads!r}", argument="threads") from None
+    return check_int("threads", threads, low=1)
+
+
+def torch_threads(threads: int | None) -> int:
+    """Set torch's intra-op threads to ``threads`` (None: leave them) and return the number there was before."""
+    import torch
+
+    previous = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    return previous
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -235,9 +277,19 @@ def main(argv: list[str] | None = None) -> dict:
             config_path(args.dataset, stage)  # a SmolLM2 stage without a config for this data set
         _check_stage_inputs(stages, root)
         check_int("seeds", args.seeds, low=1)
+        threads = resolve_threads(args.threads, args.dataset)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
+    previous = torch_threads(threads)
+    try:
+        return _run_stages(args, stages, root)
+    finally:
+        torch_threads(previous)
+
+
+def _run_stages(args: argparse.Namespace, stages: list[str], root: Path) -> dict:
+    """Run ``stages`` on ``args.dataset`` under ``root`` (checked by :func:`main`); returns ``results.json``'s dict."""
     root.mkdir(parents=True, exist_ok=True)
     results_path = root / "results.json"
     results: dict = json.loads(results_path.read_text()) if results_path.exists() else {}
@@ -392,8 +444,9 @@ def seed_spread(runs: dict[int, dict[str, float]]) -> dict:
 
 def markdown_table(out: str | Path = "runs/minionerec", datasets: tuple[str, ...] | None = None) -> str:
     """The README tables from ``<out>/<dataset>/results.json``: HR@10 / NDCG@10 in percent (± 95 % half-width)
-    per ranking stage; the spread over seeds where ``--seeds`` ran; the paired differences between stages on
-    the same test rows (percentage points, 95 % bootstrap interval, sign-flip p); then the semantic-ID
+    per ranking stage, then the chance level (a random ranking of the catalogue, when the run's
+    ``sid_index.json`` gives its size); the spread over seeds where ``--seeds`` ran; the paired differences
+    between stages on the same test rows (percentage points, 95 % bootstrap interval, sign-flip p); then the semantic-ID
     collision report of every rqvae stage.
 
     Args:
@@ -430,6 +483,7 @@ def markdown_table(out: str | Path = "runs/minionerec", datasets: tuple[str, ...
             beam_hr = cell("test/hr@10") if stage != "sasrec" else "-"
             beam_ndcg = cell("test/ndcg@10") if stage != "sasrec" else "-"
             lines.append(f"| {ds} | {name} | {beam_hr} | {beam_ndcg} | {exact_hr} | {exact_ndcg} | {rows} | {seconds(r['wall_s'])} s |")
+        lines += _chance_line(out / ds, ds)
     lines += _seed_lines(found) + _paired_lines(found)
     ids = [(ds, res["rqvae"]) for ds, res in found.items() if "rqvae" in res]
     if ids:
@@ -441,6 +495,20 @@ def markdown_table(out: str | Path = "runs/minionerec", datasets: tuple[str, ...
                          f"{depth} | {seconds(r['wall_s'])} s |")
     return "\n".join(lines)
 
+
+
+def _chance_line(root: Path, dataset: str) -> list[str]:
+    """The chance row of a data set's table: HR@10 / NDCG@10 of a random ranking of its catalogue, whose size
+    is read from the run's ``sid_index.json`` (no row when the rqvae stage has not run there)."""
+    from recsys.functional.metrics import chance_metrics
+    from vlkit.report import percent
+
+    if not (root / "sid_index.json").is_file():
+        return []
+    num_items = len(json.loads((root / "sid_index.json").read_text()))
+    chance = chance_metrics(num_items, PAIRED_K)
+    hr, ndcg = percent(chance[f"hr@{PAIRED_K}"]), percent(chance[f"ndcg@{PAIRED_K}"])
+    return [f"| {dataset} | chance: a random ranking of the {num_items:,} items | {hr} | {ndcg} | {hr} | {ndcg} | - | - |"]
 
 
 def _seed_lines(found: dict[str, dict]) -> list[str]:

@@ -26,6 +26,7 @@ __all__ = [
     "first_hit_rank",
     "hit_at_k",
     "ndcg_at_k",
+    "chance_metrics",
     "mean_with_ci",
     "ranking_metrics",
     "ranking_log_dict",
@@ -83,6 +84,20 @@ def ndcg_at_k(rank: Tensor, k: int) -> Tensor:
     """(B,) float 1[0 <= rank < k] / log2(rank + 2)."""
     hit = hit_at_k(rank, k)
     return hit / torch.log2(rank.clamp(min=0).float() + 2.0)
+
+
+def chance_metrics(num_items: int, k: int) -> dict[str, float]:
+    """HR@K and NDCG@K of a uniformly random full ranking of ``num_items`` items: the chance level.
+
+    The target's rank is uniform over 0..N-1, so each metric is the mean of its per-row value over those N
+    ranks: HR@K = min(K, N) / N, NDCG@K = sum_{r < min(K, N)} 1 / log2(r + 2) / N.
+
+    Returns:
+        ``{"hr@K": ..., "ndcg@K": ...}`` (fractions).
+    """
+    check_int("num_items", num_items, low=1)
+    rank = torch.arange(num_items)  # (N,) every rank the target can take, each with probability 1/N
+    return {f"hr@{k}": hit_at_k(rank, k).mean().item(), f"ndcg@{k}": ndcg_at_k(rank, k).mean().item()}
 
 
 def mean_with_ci(values: Tensor, z: float = 1.96) -> tuple[float, float]:

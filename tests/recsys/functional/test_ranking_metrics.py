@@ -76,3 +76,20 @@ def test_ranking_log_dict_names_and_values():
     assert sorted(out) == sorted(f"test/exact_{m}@{k}{s}" for m in ("hr", "ndcg") for k in (1, 3) for s in ("", "_ci")) + ["test/exact_rows"]
     assert ranking_log_dict("val", torch.cat(ranks), ks=(1, 3)) == {k.replace("test/exact_", "val/"): v for k, v in out.items()}
     assert ranking_log_dict("val", []) == {}
+
+
+def test_chance_metrics_of_a_random_ranking():
+    from recsys.functional.metrics import chance_metrics
+
+    # 48 items, K = 10: the target is in the top 10 for 10 of the 48 equally likely ranks -> 10/48;
+    # NDCG@10 = (1/log2(2) + 1/log2(3) + ... + 1/log2(11)) / 48 = 4.5436 / 48 (the ten terms summed by hand:
+    # 1 + .6309 + .5 + .4307 + .3869 + .3562 + .3333 + .3155 + .3010 + .2891)
+    chance = chance_metrics(48, 10)
+    assert chance["hr@10"] == pytest.approx(10 / 48)
+    assert chance["ndcg@10"] == pytest.approx(4.5436 / 48, abs=1e-5)
+    # fewer items than K: every rank is a hit
+    assert chance_metrics(3, 10)["hr@10"] == pytest.approx(1.0)
+    # the mean over many uniformly random rankings agrees (an independent check of the formula)
+    gen = torch.Generator().manual_seed(0)
+    ranks = torch.randint(0, 48, (200_000,), generator=gen)
+    assert ndcg_at_k(ranks, 10).mean().item() == pytest.approx(chance["ndcg@10"], abs=2e-3)
