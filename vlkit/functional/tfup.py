@@ -14,7 +14,9 @@ the same way.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -249,6 +251,39 @@ def cache_logits(affinity: Tensor, cache_values: Tensor, beta: float = 1.0) -> T
 _LOG2_E = 1.0 / math.log(2.0)  # exp(x) = 2 ** (x log2 e): exp2 is the cheaper kernel on CPU
 
 
+class _Workspace:
+    """The (rows, M) work memory of :func:`prepared_tfup_logits`, kept from one call to the next on one cache (CPU).
+
+    Fresh buffers of this size come from the OS on every call (glibc maps allocations this large afresh), and
+    touching their pages the first time costs about as much as all the element-wise passes over them.
+    A call that finds the workspace busy (another thread scoring with the same cache) takes fresh memory;
+    a copied or pickled cache starts with an empty workspace. CUDA's caching allocator already reuses memory,
+    so GPU calls do not use it."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.memory: Tensor | None = None
+
+    def __reduce__(self):
+        return (_Workspace, ())
+
+
+@contextmanager
+def _work_memory(workspace: _Workspace, numel: int, like: Tensor):
+    """A flat tensor of ``numel`` elements (``like``'s dtype and device): the workspace's when it is free."""
+    if like.device.type != "cpu" or not workspace.lock.acquire(blocking=False):
+        yield like.new_empty(numel)
+        return
+    try:
+        memory = workspace.memory
+        if memory is None or memory.numel() < numel or memory.dtype != like.dtype:
+            workspace.memory = None  # drop the old buffer before allocating the new one
+            memory = workspace.memory = like.new_empty(numel)
+        yield memory[:numel]
+    finally:
+        workspace.lock.release()
+
+
 @dataclass(frozen=True)
 class PreparedTFUPCache:
     """A TFUP / Tip-Adapter cache set up once for scoring (made by :func:`prepare_tfup_cache`).
@@ -268,6 +303,8 @@ class PreparedTFUPCache:
         values: (M, C) the values when they are not one-hot (a matmul); else None.
         temperature: t of the MSM probabilities.
         similarity: ``"msm"`` or ``"cosine"``.
+        workspace: work memory reused by the calls scoring against this cache (on CPU; at most 30 MiB with the
+            default chunks, held as long as the cache).
     """
 
     class_weights: Tensor
@@ -278,6 +315,7 @@ class PreparedTFUPCache:
     values: Tensor | None
     temperature: float
     similarity: str
+    workspace: _Workspace = field(default_factory=_Workspace, compare=False, repr=False)
 
     @property
     def num_classes(self) -> int:
@@ -322,41 +360,71 @@ def prepare_tfup_cache(
         raise ConfigError(
             f"cache_values has {cache_values.shape[1]} classes but class_weights {num_classes}", argument="cache_values"
         )
-    for name, tensor in (("cache_keys", cache_keys), ("class_weights", class_weights), ("cache_values", cache_values)):
-        _check_finite_rows(name, tensor)
     dtype = torch.promote_types(class_weights.dtype, cache_keys.dtype)
     dtype = dtype if dtype.is_floating_point else torch.float32
-    w = F.normalize(class_weights.to(dtype), dim=-1)  # (C, D)
     keys = cache_keys.to(dtype)
+    norms = torch.linalg.vector_norm(keys, dim=-1, keepdim=True)  # (M, 1), reused for the unit rows below
+    if not bool(torch.isfinite(norms).all()):  # NaN or inf in a row makes its norm non-finite (one pass, no mask)
+        _check_finite_rows("cache_keys", cache_keys)
+    _check_finite_rows("class_weights", class_weights)
+    w = F.normalize(class_weights.to(dtype), dim=-1)  # (C, D)
     shots, entry_class, values = 0, None, None
-    # one-hot: entries >= 0 with max 1 and sum 1 (three fast reductions, no (M, C) mask)
+    # one-hot: entries >= 0 with max 1 and sum 1 (three fast row reductions, no (M, C) mask); such values are finite
     if bool((cache_values.amax(1) == 1).all() & (cache_values.amin(1) >= 0).all() & (cache_values.sum(1) == 1).all()):
-        labels = cache_values.argmax(1)  # (M,)
+        exact = cache_values if cache_values.dtype in (torch.float32, torch.float64) else cache_values.double()
+        # the label of each one-hot row as sum_c c v_jc: one matrix-vector product (a row argmax is ~10x slower)
+        labels = torch.mv(exact, torch.arange(num_classes, dtype=exact.dtype, device=exact.device)).round_().long()  # (M,)
         counts = torch.bincount(labels, minlength=num_classes)  # (C,)
         if int(counts.min()) == int(counts.max()):
             shots = int(counts[0])
             order = labels.argsort(stable=True).view(num_classes, shots).T.reshape(-1)  # (K*C,) shot-major
-            keys = keys[order]  # (M, D), entry s * C + c = class c's s-th shot
+            keys, norms = keys.index_select(0, order), norms.index_select(0, order)  # (M, D), entry s * C + c
         else:
             entry_class = labels
     else:
+        _check_finite_rows("cache_values", cache_values)
         values = cache_values.to(dtype)  # (M, C)
-    norms = keys.norm(dim=-1, keepdim=True).clamp_min_(1e-12)  # (M, 1), as F.normalize
+    norms.clamp_min_(1e-12)  # as F.normalize
     keys = keys.div_(norms) if keys is not cache_keys else keys / norms  # unit rows; never in place on the caller's
     log_probs_t = None
     if similarity == "msm":
         # log q^T = log clamp(softmax(t K W^T), 1e-12)^T (as multi_level_similarity), made as (C, M) directly:
         # log_softmax over the classes, clamped at log(1e-12) (log is increasing, so the clamp commutes)
-        log_probs_t = keys.new_zeros(-(-num_classes // 16) * 16, keys.shape[0])  # (C', M), padded rows stay 0
+        log_probs_t = keys.new_empty(-(-num_classes // 16) * 16, keys.shape[0])  # (C', M)
+        log_probs_t[num_classes:].zero_()  # the padded rows stay 0
         scores = torch.mm(temperature * w, keys.T)  # (C, M) t w_c . k_j
-        log_probs_t[:num_classes] = torch.log_softmax(scores, dim=0).clamp_min_(math.log(1e-12))
+        torch.log_softmax(scores, dim=0, out=log_probs_t[:num_classes]).clamp_min_(math.log(1e-12))
     return PreparedTFUPCache(w, keys, log_probs_t, shots, entry_class, values, float(temperature), similarity)
 
 
-def _default_chunk_rows(num_entries: int) -> int:
-    """Rows per chunk: about 5.8M elements per (rows, M) work buffer (23 MB in float32, 1,024 rows at M = 5,520;
-    on one CPU thread the matrix products lose speed below ~512 rows), 4096 rows at most."""
-    return max(64, min(4096, (11 << 19) // max(1, num_entries) // 32 * 32))
+_WORKSPACE_BYTES = 30 << 20  # work memory of one call: glibc's malloc keeps a freed block of up to 32 MiB for the
+# next call (larger ones go back to the OS, and their pages fault in again on every call)
+
+
+def _default_chunk_rows(num_rows: int, row_bytes: int) -> int:
+    """Rows per chunk: as many as fit the 30 MiB workspace (667 at M = 5,520 for the MSM in float32; on one CPU
+    thread the matrix products lose speed below ~512 rows), 64 to 4096, balanced so the last chunk is not small."""
+    most = max(64, min(4096, _WORKSPACE_BYTES // max(1, row_bytes)))
+    chunks = max(1, -(-num_rows // most))
+    return max(1, -(-num_rows // chunks))  # ceil(N / chunks)
+
+
+_BLOCK_ELEMENTS = 3 << 19  # element-wise passes run on (rows, M) blocks of ~1.5M elements: two such float32 blocks
+# (the kernel and the cross term, 12 MB) stay in a CPU's last-level cache between passes, where whole chunks
+# (2 x 15 MB at 667 rows) would go to DRAM on every pass
+
+
+def _add_class_sums(logits: Tensor, kernel: Tensor, cache: PreparedTFUPCache, weight: float) -> None:
+    """logits += weight * kernel L for the cache's values L (M, C): a per-class sum when they are one-hot.
+
+    logits (n, C) written in place; kernel (n, M)."""
+    if cache.shots_per_class:
+        sums = kernel.view(-1, cache.shots_per_class, cache.num_classes).sum(1)  # (n, K, C) -> (n, C)
+        logits.add_(sums, alpha=weight)
+    elif cache.entry_class is not None:
+        logits.add_(torch.zeros_like(logits).index_add_(1, cache.entry_class, kernel), alpha=weight)  # (n, C)
+    else:
+        logits.addmm_(kernel, cache.values, alpha=weight)  # (n, M) @ (M, C)
 
 
 def prepared_tfup_logits(
@@ -369,19 +437,22 @@ def prepared_tfup_logits(
 ) -> Tensor:
     """TFUP's residual logits s f W^T + alpha exp(-beta (1 - A)) L against a :func:`prepare_tfup_cache` cache.
 
-    Per chunk of rows: three matrix products (f W^T, f K^T and, for the MSM, p (log q)^T) and seven
-    element-wise passes over the (n, M) block (work buffers reused across chunks). The MSM needs only the cross term c_ij = p_i . log q_j: KL(p_i || q_j) =
-    sum p_i log p_i - c_ij, and the row constant cancels in the min-max, so
-    S_ij = 2 - 2 minmax_j(KL_ij) = 2 + 2 (c_ij - max_j c_ij) / (max_j c_ij - min_j c_ij) (S = 1 on rows whose
-    KL is constant, as :func:`multi_level_similarity`; here constant up to float rounding). The one-hot
-    ``kernel @ L`` is a per-class sum.
+    Per chunk of rows: three matrix products (f W^T, p (log q)^T for the MSM, then f K^T) and, on cache-sized
+    row blocks of the (n, M) results, two reductions and four element-wise passes (work buffers reused across
+    chunks and, on CPU, across calls on one cache: ``cache.workspace``). The MSM needs only the cross term c_ij = p_i . log q_j: KL(p_i || q_j) = sum p_i log p_i - c_ij,
+    and the row constant cancels in the min-max, so S_ij = 2 - 2 minmax_j(KL_ij) = 2 (c_ij - min_j c_ij) / span_i,
+    span_i = max_j c_ij - min_j c_ij (S = 1 on rows whose KL is constant, as :func:`multi_level_similarity`; here
+    constant up to float rounding). The exponent beta A_ij = cos_ij S_ij beta is a_i cos_ij (c_ij - min_j c_ij)
+    with a_i = 2 beta / span_i: a_i scales the row f_i before the f K^T product (no pass over the block), and
+    exp(-beta) moves onto the (n, C) sums. The one-hot ``kernel @ L`` is a per-class sum.
 
     Args:
         test_features: (N, D).
         cache: the prepared cache (C classes, M entries, the same D).
         alpha: residual weight of the cache, >= 0. beta: kernel sharpness, >= 0.
         logit_scale: s > 0.
-        chunk_size: rows per chunk, an int >= 1; None picks a cache-friendly size (memory is O(chunk * M)).
+        chunk_size: rows per chunk, an int >= 1; None picks equal chunks whose work memory fits 30 MiB (memory
+            is O(chunk * M) at any N).
     Returns:
         (N, C) logits, equal to :func:`tfup_logits` (up to float rounding).
     """
@@ -395,57 +466,66 @@ def prepared_tfup_logits(
             f"{tuple(test_features.shape)}",
             argument="test_features",
         )
-    num_entries = cache.keys.shape[0]
-    rows = chunk_size or _default_chunk_rows(num_entries)
+    num_entries, msm = cache.keys.shape[0], cache.log_probs_t is not None
+    padded = cache.log_probs_t.shape[0] if msm else 0  # C'
+    row_elements = num_entries + msm * (num_entries + padded + 2)  # kernel, cross, probs, high, low
+    rows = chunk_size or _default_chunk_rows(test_features.shape[0], row_elements * cache.keys.element_size())
     _check_finite_rows("test_features", test_features, rows)
     dtype, num_classes, n_total = cache.keys.dtype, cache.num_classes, test_features.shape[0]
     out = torch.empty(n_total, num_classes, dtype=dtype, device=test_features.device)  # (N, C)
-    # work buffers reused by every chunk: memory O(rows * M) whatever N
+    # work buffers reused by every chunk (and, on CPU, by the next call on this cache): memory O(rows * M) at any N
     rows = min(rows, max(1, n_total))
-    kernel_buffer = out.new_empty(rows, num_entries)  # (rows, M)
-    msm = cache.log_probs_t is not None
-    if msm:
-        cross_buffer = out.new_empty(rows, num_entries)  # (rows, M)
-        probs_buffer = out.new_zeros(rows, cache.log_probs_t.shape[0])  # (rows, C'), padded columns stay 0
+    block = max(1, _BLOCK_ELEMENTS // num_entries)  # rows per element-wise block
+    sizes = (rows * num_entries, rows * num_entries * msm, rows * padded, rows * msm, rows * msm)
     scale = beta * _LOG2_E  # exp(beta (A - 1)) = exp2(beta log2(e) (A - 1))
     # exp(beta (A - 1)) = exp2(scale A) 2^-scale: with |A| <= 2, exp2(scale A) stays in float range while
     # 2 scale <= 120, so the factor 2^-scale moves onto the (n, C) sums (one pass less over the (n, M) block)
     folded = 2.0 * scale <= 120.0
     weight = alpha * 2.0 ** (-scale) if folded else alpha
-    for start in range(0, n_total, rows):
-        f = F.normalize(test_features[start : start + rows].to(dtype), dim=-1)  # (n, D)
-        n = f.shape[0]
-        logits = out[start : start + n]  # (n, C) view, written in place
-        text = torch.mm(f, cache.class_weights.T)  # (n, C) cos(f, w)
-        torch.mul(text, logit_scale, out=logits)
-        kernel = torch.mm(f, cache.keys.T, out=kernel_buffer[:n])  # (n, M) cos(f, k)
+    keys_t = cache.keys.T  # (D, M) view
+    with _work_memory(cache.workspace, sum(sizes), out) as memory:
+        kernel_buffer, cross_buffer, probs_buffer, high, low = memory.split(sizes)
+        kernel_buffer = kernel_buffer.view(rows, num_entries)  # (rows, M)
         if msm:
-            p = probs_buffer[:n]  # (n, C')
-            p[:, :num_classes] = torch.softmax(text.mul_(cache.temperature), dim=-1)  # (n, C)
-            cross = torch.mm(p, cache.log_probs_t, out=cross_buffer[:n])  # (n, M) c_ij = p_i . log q_j
-            hi, lo = cross.amax(1, keepdim=True), cross.amin(1, keepdim=True)  # (n, 1) each
-            span = hi - lo
-            # a row whose KL is constant up to float rounding (the matrix product need not give equal columns
-            # bit for bit) carries no semantic information: spread below 1e-5 of its size counts as constant
-            informative = span > 1e-5 * torch.maximum(hi.abs(), lo.abs()) + 1e-8
-            # beta log2(e) S = a_i c_ij + b_i: a = 2 scale / span, b = 2 scale - a hi; a = 0, b = scale where constant
-            a = torch.where(informative, 2.0 * scale / span.clamp_min(1e-8), torch.zeros_like(span))  # (n, 1)
-            b = torch.where(informative, 2.0 * scale - a * hi, torch.full_like(span, scale))  # (n, 1)
-            kernel.mul_(cross.mul_(a).add_(b))  # (n, M) beta log2(e) A
-        else:
-            kernel.mul_(scale)  # (n, M) beta log2(e) A, A = cos
-        if folded:
-            kernel.exp2_()  # (n, M) exp(beta A); the factor exp(-beta) is applied to the (n, C) sums
-        else:
-            kernel.sub_(scale).exp2_()  # (n, M) exp(-beta (1 - A))
-        if cache.shots_per_class:
-            sums = kernel.view(-1, cache.shots_per_class, num_classes).sum(1)  # (n, K, C) -> (n, C)
-            logits.add_(sums, alpha=weight)
-        elif cache.entry_class is not None:
-            sums = torch.zeros_like(logits).index_add_(1, cache.entry_class, kernel)  # (n, C)
-            logits.add_(sums, alpha=weight)
-        else:
-            logits.addmm_(kernel, cache.values, alpha=weight)  # (n, M) @ (M, C)
+            cross_buffer = cross_buffer.view(rows, num_entries)  # (rows, M)
+            probs_buffer = probs_buffer.view(rows, padded)  # (rows, C')
+            probs_buffer[:, num_classes:].zero_()  # the padded columns stay 0
+            high, low = high.view(rows, 1), low.view(rows, 1)  # (rows, 1) row max / min of the cross term
+        for start in range(0, n_total, rows):
+            f = F.normalize(test_features[start : start + rows].to(dtype), dim=-1)  # (n, D), a fresh tensor
+            n = f.shape[0]
+            logits = out[start : start + n]  # (n, C) view, written in place
+            text = torch.mm(f, cache.class_weights.T)  # (n, C) cos(f, w)
+            torch.mul(text, logit_scale, out=logits)
+            if msm:
+                p = probs_buffer[:n]  # (n, C')
+                p[:, :num_classes] = torch.softmax(text.mul_(cache.temperature), dim=-1)  # (n, C)
+                cross = torch.mm(p, cache.log_probs_t, out=cross_buffer[:n])  # (n, M) c_ij = p_i . log q_j
+                hi, lo = high[:n], low[:n]  # (n, 1) each
+                for s in range(0, n, block):  # both reductions on one block while it is in cache
+                    torch.amax(cross[s : s + block], 1, keepdim=True, out=hi[s : s + block])
+                    torch.amin(cross[s : s + block], 1, keepdim=True, out=lo[s : s + block])
+                span = hi - lo  # (n, 1)
+                # a row whose KL is constant up to float rounding (the matrix product need not give equal columns
+                # bit for bit) carries no semantic information: spread below 1e-5 of its size counts as constant
+                informative = span > 1e-5 * torch.maximum(hi.abs(), lo.abs()) + 1e-8  # (n, 1)
+                # scale A = a cos (c - lo), a = 2 scale / span; on constant rows S = 1: a = scale, c - lo := 1
+                f.mul_(torch.where(informative, 2.0 * scale / span.clamp_min(1e-8), torch.full_like(span, scale)))
+                if not bool(informative.all()):  # rare: reset the constant rows (a pass over those rows only)
+                    constant = ~informative.squeeze(1)  # (n,)
+                    cross[constant] = 1.0
+                    lo[constant] = 0.0
+            else:
+                f.mul_(scale)  # scale A = (scale f) . k, A = cos
+            kernel = torch.mm(f, keys_t, out=kernel_buffer[:n])  # (n, M) scale cos(f, k), times a_i for the MSM
+            for s in range(0, n, block):
+                part = kernel[s : s + block]  # (b, M)
+                if msm:
+                    part.mul_(cross[s : s + block].sub_(lo[s : s + block]))  # (b, M) scale A
+                if not folded:
+                    part.sub_(scale)
+                part.exp2_()  # (b, M) exp(beta A), or exp(-beta (1 - A)) when not folded
+                _add_class_sums(logits[s : s + block], part, cache, weight)
     return out
 
 

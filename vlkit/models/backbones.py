@@ -34,6 +34,7 @@ from torch import Tensor, nn
 from vlkit.cache import atomic_torch_save, cache_root
 from vlkit.errors import ConfigError, closest_names
 from vlkit.functional.ridge import ridge_fit
+from vlkit.models.clip_text import cuts_at_eot, encode_text_cut_at_eot
 from vlkit.models.clip_tokenizer import fast_clip_tokenizer
 from vlkit.models.pretrained import efficientnet_lite0_weights_path, load_efficientnet_lite0, minilm_dir
 from vlkit.models.text_encoders import MeanPoolTextEncoder
@@ -100,6 +101,7 @@ class OpenClipEncoder(DualEncoder):
         super().__init__()
         self.model = model.eval()
         self.tokenizer = fast_clip_tokenizer(tokenizer)  # open_clip's CLIP tokenizer: same ids, faster
+        self._cuts_at_eot: bool | None = None  # vlkit.models.clip_text.cuts_at_eot(model), on first encode_text
         self.preprocess = preprocess
         self.train_preprocess = train_preprocess
         self.fingerprint = fingerprint
@@ -113,8 +115,17 @@ class OpenClipEncoder(DualEncoder):
         return self.model.encode_image(images)
 
     def encode_text(self, texts: Sequence[str], batch_size: int = 256) -> Tensor:
-        """open_clip's tokenizer (one call for all texts) and text tower (``batch_size`` rows a pass): T strings -> (T, D)."""
+        """open_clip's tokenizer (one call for all texts) and text tower (``batch_size`` rows a pass): T strings -> (T, D).
+
+        A plain CLIP text tower (causal, pooled at the end-of-text token) runs each batch only up to its
+        last end-of-text position (``vlkit.models.clip_text``); any other tower runs ``model.encode_text``.
+        """
         tokens = self.tokenizer(self._check_texts(texts)).to(self.device)  # (T, L)
+        if self._cuts_at_eot is None:  # decided once per model, on first use (a two-row probe pass)
+            self._cuts_at_eot = cuts_at_eot(self.model)
+        if self._cuts_at_eot and tokens.shape[1] == self.model.positional_embedding.shape[0]:
+            # plain CLIP tower: rows sorted by length, each batch cut after its last EOT
+            return encode_text_cut_at_eot(self.model, tokens, batch_size)  # (T, D)
         return torch.cat([self.model.encode_text(chunk) for chunk in tokens.split(batch_size)])  # (T, D)
 
 
