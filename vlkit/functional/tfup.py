@@ -373,7 +373,8 @@ def prepare_tfup_cache(
     if bool((cache_values.amax(1) == 1).all() & (cache_values.amin(1) >= 0).all() & (cache_values.sum(1) == 1).all()):
         exact = cache_values if cache_values.dtype in (torch.float32, torch.float64) else cache_values.double()
         # the label of each one-hot row as sum_c c v_jc: one matrix-vector product (a row argmax is ~10x slower)
-        labels = torch.mv(exact, torch.arange(num_classes, dtype=exact.dtype, device=exact.device)).round_().long()  # (M,)
+        classes = torch.arange(num_classes, dtype=exact.dtype, device=exact.device)  # (C,)
+        labels = torch.mv(exact, classes).round_().long()  # (M,)
         counts = torch.bincount(labels, minlength=num_classes)  # (C,)
         if int(counts.min()) == int(counts.max()):
             shots = int(counts[0])
@@ -439,8 +440,9 @@ def prepared_tfup_logits(
 
     Per chunk of rows: three matrix products (f W^T, p (log q)^T for the MSM, then f K^T) and, on cache-sized
     row blocks of the (n, M) results, two reductions and four element-wise passes (work buffers reused across
-    chunks and, on CPU, across calls on one cache: ``cache.workspace``). The MSM needs only the cross term c_ij = p_i . log q_j: KL(p_i || q_j) = sum p_i log p_i - c_ij,
-    and the row constant cancels in the min-max, so S_ij = 2 - 2 minmax_j(KL_ij) = 2 (c_ij - min_j c_ij) / span_i,
+    chunks and, on CPU, across calls on one cache: ``cache.workspace``). The MSM needs only the cross term
+    c_ij = p_i . log q_j: KL(p_i || q_j) = sum p_i log p_i - c_ij, and the row constant cancels in the min-max,
+    so S_ij = 2 - 2 minmax_j(KL_ij) = 2 (c_ij - min_j c_ij) / span_i,
     span_i = max_j c_ij - min_j c_ij (S = 1 on rows whose KL is constant, as :func:`multi_level_similarity`; here
     constant up to float rounding). The exponent beta A_ij = cos_ij S_ij beta is a_i cos_ij (c_ij - min_j c_ij)
     with a_i = 2 beta / span_i: a_i scales the row f_i before the f K^T product (no pass over the block), and
