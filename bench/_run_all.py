@@ -4,8 +4,9 @@
     python bench/_run_all.py --from results/bench.txt --readme README.md   # only rebuild the table
 
 Each bench runs in its own process (so each pins its own threads before torch loads); its output is
-streamed and saved to ``results/bench.txt`` with a ``TIME <bench> <seconds>`` line after it and a final
-``TIME total <seconds>``. The table (``results/bench.md``) has one row per RATIO line: the name, the value,
+streamed and saved to ``results/bench.txt`` with a ``TIME <bench> <wall seconds> cpu <CPU seconds>`` line
+after it and a final ``TIME total ...`` (the benches run one thread, so on a machine shared with other jobs
+their CPU time is what the run would take on idle cores). The table (``results/bench.md``) has one row per RATIO line: the name, the value,
 the goal, whether the goal is met, the bench it came from and the detail the bench printed. With
 ``--readme``, the block between ``<!-- bench-table:start -->`` and ``<!-- bench-table:end -->`` in that
 file is replaced by the table, so the README quotes exactly what one ``make bench`` run printed.
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import resource
 import subprocess
 import sys
 import time
@@ -26,21 +28,22 @@ _RATIO = re.compile(r"^RATIO (\S+) (\S+)(?:\s+\(goal ([^)]*)\))?(?:\s+\[(.*)\])?
 _GOAL = re.compile(r"^\s*(>=|<=)\s*([-+0-9.eE]+)\s*$")
 
 
-def parse_log(text: str) -> tuple[list[dict], dict[str, float]]:
-    """The RATIO rows (name, value, goal, met, bench, detail) and the TIME lines of a bench log.
+def parse_log(text: str) -> tuple[list[dict], dict[str, tuple[float, float | None]]]:
+    """The RATIO rows (name, value, goal, met, bench, detail) and the TIME lines (wall, CPU or None) of a log.
 
     ``met`` is True/False when the goal reads ``>= x`` or ``<= x``, None when there is no goal.
     """
     rows: list[dict] = []
-    times: dict[str, float] = {}
+    times: dict[str, tuple[float, float | None]] = {}
     bench = ""
     for line in text.splitlines():
         if line.startswith("== "):
             bench = line[3:].strip()
             continue
         if line.startswith("TIME "):
-            name, seconds = line[5:].rsplit(" ", 1)
-            times[name] = float(seconds)
+            parts = line[5:].split()
+            cpu = float(parts[3]) if len(parts) >= 4 and parts[2] == "cpu" else None
+            times[parts[0]] = (float(parts[1]), cpu)
             continue
         match = _RATIO.match(line.strip())
         if not match:
@@ -56,7 +59,7 @@ def parse_log(text: str) -> tuple[list[dict], dict[str, float]]:
     return rows, times
 
 
-def render_table(rows: list[dict], times: dict[str, float]) -> str:
+def render_table(rows: list[dict], times: dict[str, tuple[float, float | None]]) -> str:
     """The markdown table of ``rows``, with the total wall time of the run under it when it is known."""
     out = ["| RATIO line | measured | goal | met | bench, size |", "|---|---|---|---|---|"]
     for row in rows:
@@ -64,9 +67,11 @@ def render_table(rows: list[dict], times: dict[str, float]) -> str:
         where = f"`{row['bench']}`" + (f": {row['detail']}" if row["detail"] else "")
         out.append(f"| `{row['name']}` | {row['value']:.3f} | {row['goal'] or '-'} | {met} | {where} |")
     if "total" in times:
-        per = ", ".join(f"{Path(k).stem} {v:.0f} s" for k, v in times.items() if k != "total")
+        wall, cpu = times["total"]
+        per = ", ".join(f"{Path(k).stem} {v[0]:.0f} s" for k, v in times.items() if k != "total")
+        cpu_text = f", {cpu / 60:.1f} min of CPU" if cpu is not None else ""
         out.append("")
-        out.append(f"`make bench` took {times['total'] / 60:.1f} min of wall time ({per}).")
+        out.append(f"`make bench` took {wall / 60:.1f} min of wall time{cpu_text} ({per}).")
     return "\n".join(out) + "\n"
 
 
@@ -90,21 +95,25 @@ def run_all(log_path: Path, quick: bool) -> str:
         print(line, flush=True)
         lines.append(line)
 
-    total = time.perf_counter()
+    def cpu_children() -> float:
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return usage.ru_utime + usage.ru_stime
+
+    total, total_cpu = time.perf_counter(), cpu_children()
     for script in sorted((ROOT / "bench").glob("[a-z]*.py")):
         rel = script.relative_to(ROOT).as_posix()
         emit(f"== {rel}")
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), cpu_children()
         cmd = [sys.executable, str(script)] + (["--quick"] if quick else [])
         with subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc:
             assert proc.stdout is not None
             for line in proc.stdout:
                 emit(line.rstrip("\n"))
-        emit(f"TIME {rel} {time.perf_counter() - start:.1f}")
+        emit(f"TIME {rel} {time.perf_counter() - start:.1f} cpu {cpu_children() - start_cpu:.1f}")
         if proc.returncode:
             log_path.write_text("\n".join(lines) + "\n")
             raise SystemExit(f"{rel} failed with exit status {proc.returncode} (log: {log_path})")
-    emit(f"TIME total {time.perf_counter() - total:.1f}")
+    emit(f"TIME total {time.perf_counter() - total:.1f} cpu {cpu_children() - total_cpu:.1f}")
     text = "\n".join(lines) + "\n"
     log_path.write_text(text)
     return text

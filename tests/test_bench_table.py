@@ -14,11 +14,11 @@ LOG = """== bench/a.py
 noise line
 RATIO a_vs_authors 12.500  (goal >= 10)  [N=2000]
 RATIO a_over_floor 2.100  (goal <= 2)
-TIME bench/a.py 61.0
+TIME bench/a.py 61.0 cpu 30.5
 == bench/b.py
 RATIO b_free 0.500
 TIME bench/b.py 59.0
-TIME total 120.0
+TIME total 120.0 cpu 90.0
 """
 
 
@@ -30,14 +30,14 @@ def test_parse_log_reads_values_goals_and_times():
         ("b_free", 0.5, None, "bench/b.py"),  # no goal printed
     ]
     assert rows[0]["detail"] == "N=2000" and rows[0]["goal"] == ">= 10"
-    assert times == {"bench/a.py": 61.0, "bench/b.py": 59.0, "total": 120.0}
+    assert times == {"bench/a.py": (61.0, 30.5), "bench/b.py": (59.0, None), "total": (120.0, 90.0)}
 
 
 def test_render_and_replace_block():
     rows, times = run_all.parse_log(LOG)
     table = run_all.render_table(rows, times)
     assert "| `a_over_floor` | 2.100 | <= 2 | **no** | `bench/a.py` |" in table
-    assert "took 2.0 min" in table  # 120 s
+    assert "took 2.0 min of wall time, 1.5 min of CPU" in table  # 120 s, 90 s
     doc = f"intro\n{run_all.START}\nold table\n{run_all.END}\noutro\n"
     new = run_all.replace_block(doc, table)
     assert "old table" not in new and table in new
