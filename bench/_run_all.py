@@ -10,6 +10,8 @@ their CPU time is what the run would take on idle cores). The table (``results/b
 the goal, whether the goal is met, the bench it came from and the detail the bench printed. With
 ``--readme``, the block between ``<!-- bench-table:start -->`` and ``<!-- bench-table:end -->`` in that
 file is replaced by the table, so the README quotes exactly what one ``make bench`` run printed.
+``scripts/gpu_bench.sh`` writes a log of the same form on a GPU and its table with ``--from`` and ``--label``
+(see docs/gpu-bench.md).
 """
 
 from __future__ import annotations
@@ -59,8 +61,8 @@ def parse_log(text: str) -> tuple[list[dict], dict[str, tuple[float, float | Non
     return rows, times
 
 
-def render_table(rows: list[dict], times: dict[str, tuple[float, float | None]]) -> str:
-    """The markdown table of ``rows``, with the total wall time of the run under it when it is known."""
+def render_table(rows: list[dict], times: dict[str, tuple[float, float | None]], label: str = "`make bench`") -> str:
+    """The markdown table of ``rows``, with the total wall time of the run (named ``label``) under it when it is known."""
     out = ["| RATIO line | measured | goal | met | bench, size |", "|---|---|---|---|---|"]
     for row in rows:
         met = {True: "yes", False: "**no**", None: "-"}[row["met"]]
@@ -71,7 +73,7 @@ def render_table(rows: list[dict], times: dict[str, tuple[float, float | None]])
         per = ", ".join(f"{Path(k).stem} {v[0]:.0f} s" for k, v in times.items() if k != "total")
         cpu_text = f", {cpu / 60:.1f} min of CPU" if cpu is not None else ""
         out.append("")
-        out.append(f"`make bench` took {wall / 60:.1f} min of wall time{cpu_text} ({per}).")
+        out.append(f"{label} took {wall / 60:.1f} min of wall time{cpu_text} ({per}).")
     return "\n".join(out) + "\n"
 
 
@@ -127,6 +129,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--table", type=Path, default=ROOT / "results" / "bench.md", help="where the markdown table goes")
     p.add_argument("--readme", type=Path, help="replace the bench-table block of this file with the table")
     p.add_argument("--full", action="store_true", help="the benches' full sizes instead of --quick (much longer)")
+    p.add_argument("--label", default="`make bench`", help="what the table's last line calls the run")
     args = p.parse_args(argv)
     if args.from_log:
         text = args.from_log.read_text()
@@ -134,7 +137,7 @@ def main(argv: list[str] | None = None) -> None:
         args.log.parent.mkdir(parents=True, exist_ok=True)
         text = run_all(args.log, quick=not args.full)
     rows, times = parse_log(text)
-    table = render_table(rows, times)
+    table = render_table(rows, times, args.label)
     args.table.parent.mkdir(parents=True, exist_ok=True)
     args.table.write_text(table)
     print(f"\n{table}\n(table: {args.table})")

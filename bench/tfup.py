@@ -3,6 +3,7 @@
     python bench/tfup.py            # floor at N = 2k, 20k, 200k; memory at 20k and 1M rows (~25 min, loaded 2 cores)
     python bench/tfup.py --quick    # floor at N = 2k and 20k; memory at 20k and 60k rows
     python bench/tfup.py --memory-only --size 20000 1000000   # only the peak-memory lines
+    python bench/tfup.py --device cuda --floor-size 2000 20000 1000000 --size 20000 1000000   # GPU sizes
 
 Sizes: C = 345 classes (DomainNet), K = 16 shots (M = 5,520 cache entries), D = 512, unit-norm random
 features, one-hot cache values; one torch thread, paired interleaved repetitions (``bench/_common.py``).
@@ -207,9 +208,10 @@ def measure_memory(n: int, device: str) -> None:
           f"({out.numel() * 4 / 2**20:.0f} MiB): {beyond / 2**20:.1f} MiB", flush=True)
 
 
-def memory(sizes: list[int]) -> None:
+def memory(sizes: list[int], device: str) -> None:
     for n in sizes:
-        run = subprocess.run([sys.executable, __file__, "--measure-memory", str(n)], capture_output=True, text=True)
+        run = subprocess.run([sys.executable, __file__, "--measure-memory", str(n), "--device", device],
+                             capture_output=True, text=True)
         if run.returncode:
             raise SystemExit(run.stderr)
         print(run.stdout.strip(), flush=True)
@@ -221,9 +223,12 @@ def main() -> None:
     parser.add_argument("--size", type=int, nargs="+", default=None, help="rows of the memory lines (20000 1000000)")
     parser.add_argument("--memory-only", action="store_true", help="only the MEMORY lines")
     parser.add_argument("--repeats", type=int, default=None)
+    parser.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda when available, else cpu")
+    parser.add_argument("--floor-size", type=int, nargs="+", default=None,
+                        help="rows of the tfup_over_floor line (2000 20000 200000; 2000 20000 with --quick)")
     parser.add_argument("--measure-memory", type=int, default=None, help=argparse.SUPPRESS)  # the child process
     args = parser.parse_args()
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if args.measure_memory:
         measure_memory(args.measure_memory, device)
         return
@@ -232,14 +237,15 @@ def main() -> None:
     if not args.memory_only:
         repeats = args.repeats or (3 if args.quick else 5)
         t_theirs, t_ours = vs_authors(2_000, repeats, device)
-        t_floor = over_floor([2_000, 20_000] if args.quick else [2_000, 20_000, 200_000], repeats, device)[2_000]
+        floor_sizes = sorted(set(args.floor_size or ([2_000, 20_000] if args.quick else [2_000, 20_000, 200_000])) | {2_000})
+        t_floor = over_floor(floor_sizes, repeats, device)[2_000]
         # the arithmetic behind the 40x goal: ours (set-up included) may take at most (authors / floor) / 40 floors
         print(f"N=2000: authors {t_theirs / t_floor:.1f}x the floor, ours with its set-up {t_ours / t_floor:.2f}x "
               f"(40x the authors needs <= {t_theirs / t_floor / 40:.2f}x)")
     if device == "cpu" and sys.platform != "linux":
         print("MEMORY lines need Linux /proc (peak-RSS reset); skipped")
         return
-    memory(sizes)
+    memory(sizes, device)
 
 
 if __name__ == "__main__":

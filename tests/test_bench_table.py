@@ -44,3 +44,9 @@ def test_render_and_replace_block():
     assert new.startswith("intro\n") and new.endswith(f"{run_all.END}\noutro\n")
     with pytest.raises(ValueError, match="readme: expected the markers"):
         run_all.replace_block("no markers here", table)
+
+
+def test_render_table_names_the_run_by_its_label():
+    rows, times = run_all.parse_log(LOG)
+    table = run_all.render_table(rows, times, label="scripts/gpu_bench.sh (cuda)")
+    assert "scripts/gpu_bench.sh (cuda) took 2.0 min of wall time" in table and "make bench" not in table
