@@ -9,6 +9,7 @@ a load spike on a shared machine hits both sides of one pair instead of one side
 from __future__ import annotations
 
 import os
+import resource
 import statistics
 import time
 from typing import Callable
@@ -30,6 +31,16 @@ def pin_threads(n: int = 1) -> None:
         torch.set_num_interop_threads(n)
     except RuntimeError:
         pass
+
+
+def children_cpu_seconds() -> float:
+    """CPU seconds (user + system) of every child process this process has waited for so far.
+
+    The difference across a ``subprocess.run`` is that command's CPU time: a clock that a shared machine's
+    load does not inflate, for benches that time whole processes.
+    """
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _sync() -> None:

@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import argparse
 import re
-import resource
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import children_cpu_seconds  # noqa: E402  (standard library only: torch is not imported)
 
 ROOT = Path(__file__).resolve().parents[1]
 START, END = "<!-- bench-table:start -->", "<!-- bench-table:end -->"
@@ -97,25 +99,21 @@ def run_all(log_path: Path, quick: bool) -> str:
         print(line, flush=True)
         lines.append(line)
 
-    def cpu_children() -> float:
-        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-        return usage.ru_utime + usage.ru_stime
-
-    total, total_cpu = time.perf_counter(), cpu_children()
+    total, total_cpu = time.perf_counter(), children_cpu_seconds()
     for script in sorted((ROOT / "bench").glob("[a-z]*.py")):
         rel = script.relative_to(ROOT).as_posix()
         emit(f"== {rel}")
-        start, start_cpu = time.perf_counter(), cpu_children()
+        start, start_cpu = time.perf_counter(), children_cpu_seconds()
         cmd = [sys.executable, str(script)] + (["--quick"] if quick else [])
         with subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc:
             assert proc.stdout is not None
             for line in proc.stdout:
                 emit(line.rstrip("\n"))
-        emit(f"TIME {rel} {time.perf_counter() - start:.1f} cpu {cpu_children() - start_cpu:.1f}")
+        emit(f"TIME {rel} {time.perf_counter() - start:.1f} cpu {children_cpu_seconds() - start_cpu:.1f}")
         if proc.returncode:
             log_path.write_text("\n".join(lines) + "\n")
             raise SystemExit(f"{rel} failed with exit status {proc.returncode} (log: {log_path})")
-    emit(f"TIME total {time.perf_counter() - total:.1f} cpu {cpu_children() - total_cpu:.1f}")
+    emit(f"TIME total {time.perf_counter() - total:.1f} cpu {children_cpu_seconds() - total_cpu:.1f}")
     text = "\n".join(lines) + "\n"
     log_path.write_text(text)
     return text

@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import paired_ratio, pin_threads, print_ratio  # noqa: E402
+from _common import children_cpu_seconds, paired_ratio, pin_threads, print_ratio  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "configs" / "vlkit" / "tfup" / "tiny_tfup.yaml"
@@ -36,12 +35,6 @@ def _vlkit() -> list[str]:
     if script.exists() and "vlkit._entry" in script.read_text(errors="replace"):
         return [str(script)]
     return [sys.executable, "-m", "vlkit._entry"]
-
-
-def _children_cpu() -> float:
-    """CPU seconds (user + system) of every finished child process so far."""
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
 
 
 def _run(cmd: list[str]) -> str:
@@ -63,7 +56,7 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     repeats = 3 if args.quick else 7
     vlkit = _vlkit()
-    clock = {"cpu": _children_cpu, "wall": time.perf_counter}[args.clock]
+    clock = {"cpu": children_cpu_seconds, "wall": time.perf_counter}[args.clock]
     unit = "CPU s" if args.clock == "cpu" else "s"
 
     from vlkit._entry import help_text
