@@ -127,3 +127,31 @@ def test_a_smollm2_stage_without_a_config_for_the_data_set_exits_with_a_named_er
     assert "no config for dataset 'synthetic'" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["--dataset", "synthetic", "--stages", "sasrec", "--seeds", "0", "--out", str(tmp_path)])
+
+
+def test_merge_copies_stages_run_elsewhere_and_refuses_other_item_ids(tmp_path):
+    # the SmolLM2 rows run in their own --out folder: --merge copies their results entry and row ranks into the main
+    # folder, after which the rebuilt pairs include them (same hand-made ranks as above: SFT's beams - SASRec, mean 0)
+    main_root, other = tmp_path / "main" / "ds", tmp_path / "llm" / "ds"
+    for root in (main_root, other):
+        root.mkdir(parents=True)
+        (root / "sid_index.json").write_text('{"ids": [[0, 1], [1, 0]]}')
+    _write_ranks(main_root / "sasrec", {0: 0, 1: 12, 2: 3, 3: 40})
+    (main_root / "results.json").write_text(json.dumps({"sasrec": {"wall_s": 1.0, "test/hr@10": 0.5, "test/rows": 4}}))
+    _write_ranks(other / "sft-smollm2-lora", {0: 1, 1: 2, 2: -1, 3: -1})
+    (other / "results.json").write_text(json.dumps({
+        "sft-smollm2-lora": {"wall_s": 9.0, "test/hr@10": 0.5, "test/rows": 4, "paired": {"stale": {}}},
+        "not-a-stage": {"wall_s": 1.0}}))
+    script = _recsys_paired()
+    assert script.merge(tmp_path / "llm", tmp_path / "main") == ["ds/sft-smollm2-lora"]
+    merged = json.loads((main_root / "results.json").read_text())
+    assert set(merged) == {"sasrec", "sft-smollm2-lora"} and "paired" not in merged["sft-smollm2-lora"]
+    script.rebuild(tmp_path / "main", ["ds"], n_boot=1000)
+    pair = json.loads((main_root / "results.json").read_text())["sft-smollm2-lora"]["paired"]["sasrec"]["reported"]
+    assert pair["hr@10"]["mean"] == 0.0 and pair["hr@10"]["n"] == 4  # hits (1,1,0,0) - (1,0,1,0)
+    # other item IDs: the rows cannot be paired, and nothing is copied
+    (other / "sid_index.json").write_text('{"ids": [[1, 0], [0, 1]]}')
+    (main_root / "sft-smollm2-lora" / ROW_RANKS_FILE).unlink()
+    with pytest.raises(ValueError, match="differs from"):
+        script.merge(tmp_path / "llm", tmp_path / "main")
+    assert not (main_root / "sft-smollm2-lora" / ROW_RANKS_FILE).exists()
