@@ -24,17 +24,11 @@ BUDGET=${GPU_BENCH_BUDGET:-540}  # seconds for all benches together (one device 
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 GRADIO_ANALYTICS_ENABLED=False TOKENIZERS_PARALLELISM=false
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 
-log() { echo "$*" | tee -a "$LOG"; }
+# shellcheck source=scripts/_capped_run.sh
+. scripts/_capped_run.sh  # log, log_header, run_capped, FAILED
 
 START=$SECONDS
-FAILED=()
-log "# scripts/gpu_bench.sh: device=$DEVICE dry_run=$DRY budget=${BUDGET}s python=$PY $(date -u +%Y-%m-%dT%H:%M:%SZ) commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
-if command -v nvidia-smi >/dev/null 2>&1; then
-  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1 | sed 's/^/# gpu: /' | tee -a "$LOG"
-  nvidia-smi 2>&1 | head -n 12 | sed 's/^/# /' | tee -a "$LOG"
-else
-  log "# nvidia-smi: not found"
-fi
+log_header "scripts/gpu_bench.sh: device=$DEVICE dry_run=$DRY budget=${BUDGET}s python=$PY"
 "$PY" -c "import torch; print('# torch', torch.__version__, 'cuda', torch.version.cuda, 'available', torch.cuda.is_available())" 2>&1 | tee -a "$LOG"
 
 # bench CAP SCRIPT ARGS...: run one bench under `timeout` (its cap, or what is left of the budget), log it.
@@ -49,16 +43,7 @@ bench() {
     FAILED+=("$script (skipped)")
     return
   fi
-  local t0=$SECONDS
-  timeout --kill-after=10 "$limit" "$PY" "$script" "$@" 2>&1 | tee -a "$LOG"
-  local rc=${PIPESTATUS[0]}
-  log "TIME $script $((SECONDS - t0)).0"
-  if [ "$rc" -ne 0 ]; then
-    local why="exit status $rc"
-    [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ] && why="timed out after ${limit}s (exit status $rc)"
-    log "FAILED $script: $why"
-    FAILED+=("$script ($why)")
-  fi
+  run_capped "$script" "$limit" "$PY" "$script" "$@"
 }
 
 if [ "$DRY" = 1 ]; then  # tiny sizes: each bench's code path on $DEVICE in a few minutes

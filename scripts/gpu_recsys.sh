@@ -37,7 +37,8 @@ export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 mkdir -p "$OUT"
 LOG="$OUT/gpu_recsys.txt"
 : >"$LOG"
-log() { echo "$*" | tee -a "$LOG"; }
+# shellcheck source=scripts/_capped_run.sh
+. scripts/_capped_run.sh  # log, log_header, run_capped, FAILED
 
 if [ "$DRY" = 1 ]; then
   VARIANTS=(lora)
@@ -55,11 +56,7 @@ else
 fi
 
 START=$SECONDS
-FAILED=()
-log "# scripts/gpu_recsys.sh: dry_run=$DRY datasets=${DATASETS[*]} variants=${VARIANTS[*]} budget=${BUDGET}s $(date -u +%Y-%m-%dT%H:%M:%SZ) commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
-if command -v nvidia-smi >/dev/null 2>&1; then
-  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1 | sed 's/^/# gpu: /' | tee -a "$LOG"
-fi
+log_header "scripts/gpu_recsys.sh: dry_run=$DRY datasets=${DATASETS[*]} variants=${VARIANTS[*]} budget=${BUDGET}s"
 if ! "$PY" -c "import torch, lightning, peft, transformers; print('# torch', torch.__version__, 'cuda available', torch.cuda.is_available())" 2>&1 | tee -a "$LOG"; then
   log "FAILED: this python ($PY) lacks torch, lightning, peft or transformers (scripts/setup.sh installs them)"
   exit 99
@@ -87,16 +84,7 @@ for ds in "${DATASETS[@]}"; do
     fi
     cmd=("$PY" -m recsys.experiments --dataset "$ds" --stages "sft-smollm2-$v" --out "$OUT" "${ARGS[@]}")
     log "== $ds/$v (limit ${share}s): ${cmd[*]}"
-    t0=$SECONDS
-    timeout --kill-after=10 "$share" "${cmd[@]}" 2>&1 | tee -a "$LOG"
-    rc=${PIPESTATUS[0]}
-    log "TIME $ds/$v $((SECONDS - t0))"
-    if [ "$rc" -ne 0 ]; then
-      why="exit status $rc"
-      { [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; } && why="timed out after ${share}s (exit status $rc)"
-      log "FAILED $ds/$v: $why"
-      FAILED+=("$ds/$v ($why)")
-    fi
+    run_capped "$ds/$v" "$share" "${cmd[@]}"
   done
 done
 log "TIME total $((SECONDS - START))"
